@@ -1,5 +1,6 @@
 //! Property test: random operation sequences against the store and against a naive model of
 //! etcd's semantics (a full snapshot per revision), on both engines, with reopens in between.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 mod common;
 

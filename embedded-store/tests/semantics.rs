@@ -1,5 +1,6 @@
 //! Targeted behaviour of the store: bad input, errors a caller must be able to tell apart,
 //! compaction, and watches at their edges. Each test runs on both engines.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Concurrent watchers under concurrent writers: every watcher sees exactly the events it should,
 //! each once, in revision order, with correct previous values; including watchers that start in
 //! the past and watchers too slow to keep up (they fall back to replaying the log).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,1 +1,49 @@
-fn main() {}
+//! The `bonsai` binary: parse the command line, set up logging, and hand over to the components.
+//! Mechanism lives in the libraries; this crate stays thin.
+
+mod agent;
+mod cli;
+mod logging;
+mod server;
+mod version;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = cli.log_format;
+    logging::init(format, cli.debug);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A person reads one plain line; a log collector gets one structured event.
+            match format {
+                LogFormat::Human => eprintln!("bonsai: {e:#}"),
+                LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "bonsai failed"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Version => {
+            print!("{}", version::long());
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "bonsai", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Agent(args) => agent::run(args),
+        Command::Server(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(server::run(args))
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Helpers shared by the store's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of bonsai: formatting, lints, unit and property tests, the store's crash and
+# concurrency tests, and the end-to-end tests of the real binary. Installs what it needs with
+# apt-get. Leaves nothing behind: every test cleans up the processes and directories it made.
+#
+#   sudo tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages the tests need: protoc builds etcd-client (the store benchmark's etcd peer and,
+# later, the external datastore).
+need=()
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "tests/run.sh: cargo is missing; install Rust (https://rustup.rs) first" >&2; exit 1; }
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build -p bonsai (the binary the end-to-end tests run)"
+cargo build -p bonsai --locked
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
