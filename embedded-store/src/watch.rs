@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -113,7 +113,8 @@ impl WatchHub {
 }
 
 struct Watcher {
-    shared: Arc<Shared>,
+    /// Weak, so that a watch stream nobody drops does not keep a closed store's engine open.
+    shared: Weak<Shared>,
     prefix: Bytes,
     /// The next revision this watcher must deliver.
     next: Revision,
@@ -124,7 +125,7 @@ struct Watcher {
 
 pub(crate) fn stream(shared: Arc<Shared>, prefix: Bytes, next: Revision) -> WatchStream {
     let watcher = Watcher {
-        shared,
+        shared: Arc::downgrade(&shared),
         prefix,
         next,
         pending: VecDeque::new(),
@@ -141,11 +142,12 @@ pub(crate) fn stream(shared: Arc<Shared>, prefix: Bytes, next: Revision) -> Watc
 impl Watcher {
     async fn next_event(&mut self) -> Option<Result<WatchEvent, StoreError>> {
         loop {
-            if self.done {
-                return None;
-            }
+            // What was read is delivered even when the store has closed since.
             if let Some(event) = self.pending.pop_front() {
                 return Some(Ok(event));
+            }
+            if self.done {
+                return None;
             }
             if let Some(live) = &mut self.live {
                 match live.recv().await {
@@ -153,7 +155,7 @@ impl Watcher {
                     None => {
                         // Dropped by the hub: closed, or this watcher fell behind. Replay.
                         self.live = None;
-                        if self.shared.hub.is_closed() {
+                        if self.shared.upgrade().is_none_or(|s| s.hub.is_closed()) {
                             self.done = true;
                         }
                     }
@@ -180,21 +182,21 @@ impl Watcher {
     }
 
     async fn replay_step(&mut self) -> Result<(), StoreError> {
-        let current = self.shared.current.load(Ordering::SeqCst);
+        let Some(shared) = self.shared.upgrade() else {
+            // The store is closed.
+            self.done = true;
+            return Ok(());
+        };
+        let current = shared.current.load(Ordering::SeqCst);
         if self.next > current {
-            match self
-                .shared
-                .hub
-                .subscribe(&self.shared.current, &self.prefix, self.next)
-            {
+            match shared.hub.subscribe(&shared.current, &self.prefix, self.next) {
                 Subscription::Live(rx) => self.live = Some(rx),
                 Subscription::Behind => {}
                 Subscription::Closed => self.done = true,
             }
             return Ok(());
         }
-        self.check_compaction()?;
-        let shared = self.shared.clone();
+        self.check_compaction(&shared)?;
         let (prefix, from) = (self.prefix.clone(), self.next);
         let (events, last) = tokio::task::spawn_blocking(move || {
             mvcc::events_between(&*shared.engine, &prefix, from, current, REPLAY_BATCH)
@@ -202,14 +204,17 @@ impl Watcher {
         .await
         .map_err(|e| StoreError::Failed(format!("watch replay task failed: {e}")))??;
         // Compaction may have removed part of what was just read.
-        self.check_compaction()?;
+        match self.shared.upgrade() {
+            Some(shared) => self.check_compaction(&shared)?,
+            None => self.done = true,
+        }
         self.pending.extend(events);
         self.next = last + 1;
         Ok(())
     }
 
-    fn check_compaction(&self) -> Result<(), StoreError> {
-        let compact_revision = self.shared.compact.load(Ordering::SeqCst);
+    fn check_compaction(&self, shared: &Shared) -> Result<(), StoreError> {
+        let compact_revision = shared.compact.load(Ordering::SeqCst);
         if self.next < compact_revision {
             return Err(StoreError::Compacted {
                 requested: self.next,

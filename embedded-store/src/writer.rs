@@ -65,7 +65,13 @@ impl Writer {
                 }
             };
             match first {
-                Some(first) => self.handle_group(first),
+                Some(first) => {
+                    self.handle_group(first);
+                    // One chunk per group, so that a steady stream of writes cannot starve compaction.
+                    if compaction_due {
+                        self.compaction_chunk();
+                    }
+                }
                 None if compaction_due => self.compaction_chunk(),
                 None => {}
             }
