@@ -69,7 +69,7 @@ info "started bonsai server (pid $!), logging to $LOG; no systemd or OpenRC unit
 
 i=0
 while [ $i -lt 300 ]; do
-  if tail -n +"$((start_line + 1))" "$LOG" | grep -q "cluster store ready"; then
+  if tail -n +"$((start_line + 1))" "$LOG" | grep -q "bonsai server ready"; then
     info "bonsai server is ready (data in $DATA_DIR)"
     exit 0
   fi

@@ -44,7 +44,12 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(bonsai_bin())
+        Running::start_with(Command::new(bonsai_bin()), args)
+    }
+
+    /// Starts `command` (bonsai, possibly wrapped, e.g. by `ip netns exec`) with `args`.
+    pub fn start_with(mut command: Command, args: &[impl AsRef<std::ffi::OsStr>]) -> Running {
+        let mut child = command
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -121,5 +126,128 @@ fn unsafe_free_kill(pid: i32, signal: i32) -> i32 {
     #[allow(unsafe_code)]
     unsafe {
         libc::kill(pid, signal)
+    }
+}
+
+/// A network namespace of the test's own, with loopback up; deleted on drop.
+#[derive(Debug)]
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new() -> NetNs {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("bonsai-e2e-{}-{n}", std::process::id());
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = NetNs { name };
+        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// `program` to be run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+}
+
+impl Default for NetNs {
+    fn default() -> Self {
+        NetNs::new()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The real kubectl of minor version `minor` (the `kubectl.1.NN` binaries beside `kubectl`).
+pub fn kubectl_bin(minor: u32) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let kubectl = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl is not on the PATH");
+    let real = std::fs::canonicalize(kubectl).unwrap();
+    let bin = real.parent().unwrap().join(format!("kubectl.1.{minor}"));
+    assert!(bin.is_file(), "{} is missing", bin.display());
+    bin
+}
+
+/// A `bonsai server` in a network namespace and data directory of its own, stopped and removed
+/// on drop.
+#[derive(Debug)]
+pub struct Server {
+    pub process: Running,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    // Declared last: the namespace goes after the process in it.
+    pub netns: NetNs,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let netns = NetNs::new();
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(netns, dir, extra)
+    }
+
+    /// Starts a server on an existing namespace and directory (for restarts).
+    pub fn start_in(netns: NetNs, dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let data = dir.path().join("data");
+        let mut args: Vec<String> = vec!["server".into(), "--data-dir".into(), data.display().to_string()];
+        args.extend(["--write-kubeconfig".into(), kubeconfig.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut process = Running::start_with(netns.command(bonsai_bin()), &args);
+        process.wait_for_log("bonsai server ready", Duration::from_secs(30));
+        Server {
+            process,
+            dir,
+            kubeconfig,
+            netns,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs the real kubectl 1.`minor` against this server.
+    pub fn kubectl(&self, minor: u32, args: &[&str]) -> Output {
+        self.netns
+            .command(kubectl_bin(minor))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Stops the server with SIGTERM and hands back its namespace and directory.
+    pub fn stop(mut self) -> (NetNs, tempfile::TempDir, ExitStatus) {
+        self.process.signal(libc::SIGTERM);
+        let status = self.process.wait(Duration::from_secs(30));
+        let Server {
+            process, dir, netns, ..
+        } = self;
+        drop(process);
+        (netns, dir, status)
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bonsai_e2e::{Running, bonsai};
+use bonsai_e2e::{NetNs, Running, Server, bonsai, bonsai_bin};
 
 const START: Duration = Duration::from_secs(20);
 
@@ -43,15 +43,29 @@ fn completion_scripts_are_valid_shell() {
 
 #[test]
 fn server_owns_its_data_dir_and_stops_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    let mut server = Running::start(&["server", "--data-dir", data]);
-    let ready = server.wait_for_log("cluster store ready", START);
-    assert!(ready.contains("engine=redb"), "{ready}");
-    assert!(dir.path().join("server/db/STORE").is_file());
+    let server = Server::start(&[]);
+    assert!(
+        server
+            .process
+            .log
+            .iter()
+            .any(|l| l.contains("cluster store ready") && l.contains("engine=redb"))
+    );
+    assert!(server.data_dir().join("server/db/STORE").is_file());
 
     // A second server on the same data directory is refused with a clear message.
-    let second = bonsai(&["server", "--data-dir", data]);
+    let second = server
+        .netns
+        .command(bonsai_bin())
+        .args([
+            "server",
+            "-d",
+            server.data_dir().to_str().unwrap(),
+            "-o",
+            "/dev/null/unused",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(second.status.code(), Some(1));
     assert!(
         stderr(&second).contains("in use by another process"),
@@ -59,45 +73,67 @@ fn server_owns_its_data_dir_and_stops_cleanly_on_sigterm() {
         stderr(&second)
     );
 
-    server.signal(libc::SIGTERM);
-    let status = server.wait(Duration::from_secs(30));
-    assert!(status.success(), "{status:?}\n{}", server.log.join("\n"));
-    assert!(server.log.iter().any(|l| l.contains("stopped")));
+    let (netns, dir, status) = server.stop();
+    assert!(status.success(), "{status:?}");
 
-    // It starts again on the same data, with the engine it was made with.
-    let mut again = Running::start(&["server", "--data-dir", data]);
-    again.wait_for_log("cluster store ready", START);
-    again.signal(libc::SIGINT);
-    assert!(again.wait(Duration::from_secs(30)).success());
+    // It starts again on the same data, with the engine it was made with; SIGINT stops it too.
+    let mut again = Server::start_in(netns, dir, &[]);
+    again.process.signal(libc::SIGINT);
+    assert!(again.process.wait(Duration::from_secs(30)).success());
+    assert!(again.process.log.iter().any(|l| l.contains("stopped")));
 }
 
 #[test]
 fn server_logs_json_when_asked() {
+    let netns = NetNs::new();
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Running::start(&[
-        "--log-format",
-        "json",
-        "server",
-        "-d",
-        dir.path().to_str().unwrap(),
-        "--store-engine",
-        "sled",
-    ]);
+    let mut cmd = netns.command(bonsai_bin());
+    cmd.env("BONSAI_LOG_FORMAT", "json");
+    let data = dir.path().join("data");
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let mut server = Running::start_with(
+        cmd,
+        &[
+            "server",
+            "-d",
+            data.to_str().unwrap(),
+            "-o",
+            kubeconfig.to_str().unwrap(),
+            "--store-engine",
+            "sled",
+        ],
+    );
     let line = server.wait_for_log("cluster store ready", START);
     let event: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(event["level"], "INFO");
     assert_eq!(event["engine"], "sled");
     assert_eq!(event["revision"], 1);
+    let ready = server.wait_for_log("bonsai server ready", START);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&ready).is_ok(),
+        "{ready}"
+    );
 }
 
 #[test]
 fn server_refuses_a_data_dir_it_does_not_own() {
+    let netns = NetNs::new();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("server/db");
     std::fs::create_dir_all(&db).unwrap();
     std::fs::write(db.join("member"), b"someone else's").unwrap();
-    let out = bonsai(&["server", "-d", dir.path().to_str().unwrap()]);
+    let out = netns
+        .command(bonsai_bin())
+        .args([
+            "server",
+            "-d",
+            dir.path().to_str().unwrap(),
+            "-o",
+            dir.path().join("k.yaml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -105,22 +141,43 @@ fn server_refuses_a_data_dir_it_does_not_own() {
         "{err}"
     );
     assert_eq!(std::fs::read(db.join("member")).unwrap(), b"someone else's");
+    assert!(
+        !dir.path().join("k.yaml").exists(),
+        "no kubeconfig for a server that never became ready"
+    );
 }
 
 #[test]
 fn server_refuses_a_different_engine_for_existing_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    let mut server = Running::start(&["server", "-d", data, "--store-engine", "sled"]);
-    server.wait_for_log("cluster store ready", START);
-    server.signal(libc::SIGTERM);
-    assert!(server.wait(Duration::from_secs(30)).success());
-    let out = bonsai(&["server", "-d", data, "--store-engine", "redb"]);
+    let server = Server::start(&["--store-engine", "sled"]);
+    let data = server.data_dir();
+    let (netns, dir, status) = server.stop();
+    assert!(status.success());
+    let out = netns
+        .command(bonsai_bin())
+        .args([
+            "server",
+            "-d",
+            data.to_str().unwrap(),
+            "--store-engine",
+            "redb",
+            "-o",
+            "/dev/null/unused",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("holds sled data"), "{}", stderr(&out));
-    let out = bonsai(&["server", "-d", data, "--store-engine", "rocksdb"]);
+    let out = bonsai(&[
+        "server",
+        "-d",
+        data.to_str().unwrap(),
+        "--store-engine",
+        "rocksdb",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("rocksdb"), "{}", stderr(&out));
+    drop(dir);
 }
 
 #[test]
@@ -156,8 +213,15 @@ fn the_install_script_installs_and_starts_the_server() {
         dir.path().join("run"),
     );
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/install.sh");
-    let out = std::process::Command::new("sh")
+    let netns = NetNs::new();
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let out = netns
+        .command("sh")
         .arg(&script)
+        .env(
+            "INSTALL_BONSAI_EXEC",
+            format!("--write-kubeconfig {}", kubeconfig.display()),
+        )
         .env("BONSAI_BIN", bonsai_e2e::bonsai_bin())
         .env("INSTALL_BONSAI_BIN_DIR", &bin_dir)
         .env("BONSAI_DATA_DIR", &data)

@@ -57,6 +57,47 @@ pub struct ServerArgs {
     /// Page cache of the embedded store, in MiB.
     #[arg(long, env = "BONSAI_STORE_CACHE_MB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub store_cache_mb: u32,
+
+    /// HTTPS listen port of the API server.
+    #[arg(long, env = "BONSAI_HTTPS_LISTEN_PORT", default_value_t = 6443)]
+    pub https_listen_port: u16,
+
+    /// Address the API server listens on.
+    #[arg(long, env = "BONSAI_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
+
+    /// Extra names or addresses for the API server's certificate (repeatable).
+    #[arg(long = "tls-san", env = "BONSAI_TLS_SAN", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+
+    /// Write the admin kubeconfig here once the API answers.
+    #[arg(short = 'o', long, env = "BONSAI_KUBECONFIG_OUTPUT", default_value = DEFAULT_KUBECONFIG)]
+    pub write_kubeconfig: PathBuf,
+
+    /// File mode of the kubeconfig, in octal (e.g. 644).
+    #[arg(long, env = "BONSAI_KUBECONFIG_MODE", default_value = "0600", value_parser = parse_mode)]
+    pub write_kubeconfig_mode: u32,
+
+    /// Static bearer tokens, in kube-apiserver's token file format: token,user,uid,"group1,group2".
+    #[arg(long, env = "BONSAI_TOKEN_AUTH_FILE")]
+    pub token_auth_file: Option<PathBuf>,
+
+    /// Network CIDR for service IPs; its first address is the `kubernetes` service's.
+    #[arg(long, env = "BONSAI_SERVICE_CIDR", default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+
+    /// Cluster domain.
+    #[arg(long, env = "BONSAI_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+}
+
+pub const DEFAULT_KUBECONFIG: &str = "/etc/bonsai/bonsai.yaml";
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not a file mode: give octal digits such as 600 or 644"))
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +139,14 @@ mod tests {
         assert_eq!(args.data_dir, PathBuf::from("/var/lib/bonsai"));
         assert_eq!(args.store_engine, None);
         assert_eq!(cli.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn kubeconfig_modes_are_octal() {
+        assert_eq!(parse_mode("644"), Ok(0o644));
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert!(parse_mode("999").is_err());
+        assert!(parse_mode("rw-r--r--").is_err());
     }
 
     #[test]

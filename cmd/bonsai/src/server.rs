@@ -1,19 +1,38 @@
-//! `bonsai server`. For now: the cluster store, opened and kept until the process is told to stop.
-//! The API server, controllers and node agent join it in later versions.
+//! `bonsai server`: the cluster store and the API server over it. Controllers and the node agent
+//! join them in later versions.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use apiserver::authn::Authenticator;
+use apiserver::authz::AllowAuthenticated;
+use apiserver::pki::Pki;
+use apiserver::{ApiServerConfig, AppState, KubernetesVersion};
 use embedded_store::{EmbeddedStore, StoreOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ServerArgs;
 
+/// The Kubernetes release whose API bonsai serves (k8s-openapi's `v1_33`).
+const KUBERNETES_MINOR: &str = "33";
+const KUBERNETES_PATCH: &str = "0";
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Listen for stop signals before anything else, so that a stop that comes early is a clean one.
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let db_dir = args.data_dir.join("server").join("db");
+
+    let service_ip = apiserver::identity::first_ip(&args.service_cidr)
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    let authenticator = match &args.token_auth_file {
+        Some(path) => Authenticator::new().with_token_file(path)?,
+        None => Authenticator::new(),
+    };
+
+    let server_dir = args.data_dir.join("server");
+    let db_dir = server_dir.join("db");
     let options = StoreOptions {
         engine: args.store_engine,
         cache_bytes: args.store_cache_mb as usize * 1024 * 1024,
@@ -33,12 +52,50 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         revision = store.revision(),
         "cluster store ready"
     );
-    tracing::info!("bonsai server running; stop it with SIGTERM or Ctrl-C");
+    let store = Arc::new(store);
+
+    let names = apiserver::identity::serving_names(service_ip, &args.cluster_domain, &args.tls_sans);
+    let pki = Pki::load_or_create(&server_dir.join("tls"), &names)?;
+    apiserver::token::load_or_create(&server_dir.join("token"), &pki.ca_cert_pem)?;
+
+    // Clients on this machine reach the server over loopback unless it listens on one address only.
+    let local_ip = match args.bind_address {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let state = AppState {
+        store: store.clone(),
+        authenticator,
+        authorizer: Arc::new(AllowAuthenticated),
+        version: KubernetesVersion {
+            major: "1".into(),
+            minor: KUBERNETES_MINOR.into(),
+            git_version: format!(
+                "v1.{KUBERNETES_MINOR}.{KUBERNETES_PATCH}+bonsai-{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            git_commit: env!("BONSAI_GIT_COMMIT").into(),
+        },
+    };
+    let api = apiserver::start(ApiServerConfig {
+        bind_address: args.bind_address,
+        port: args.https_listen_port,
+        pki: pki.clone(),
+        state,
+    })
+    .await?;
+    let local = SocketAddr::new(local_ip, api.local_addr.port());
+    apiserver::ready::wait(local, &pki.ca_cert_pem, Duration::from_secs(30)).await?;
+    let url = format!("https://{local}");
+    apiserver::kubeconfig::write(&args.write_kubeconfig, args.write_kubeconfig_mode, &url, &pki)?;
+    tracing::info!(url = %url, kubeconfig = %args.write_kubeconfig.display(), "bonsai server ready");
 
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("interrupted, shutting down"),
         _ = terminate.recv() => tracing::info!("terminated, shutting down"),
     }
+    api.shutdown(Duration::from_secs(5)).await;
     // Closing the store finishes queued writes and releases the data directory.
     let closing = tokio::task::spawn_blocking(move || drop(store));
     tokio::time::timeout(Duration::from_secs(30), closing)

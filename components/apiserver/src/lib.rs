@@ -1,0 +1,24 @@
+//! bonsai's Kubernetes API server.
+//!
+//! **Architecture Invariant:** the API server never touches containers, networks or nodes; it
+//! serves the API over the cluster store. **Architecture Invariant:** only the API server knows
+//! wire formats; the store below it holds bytes.
+//!
+//! Today: HTTPS with the cluster PKI, authentication (client certificates, static tokens), the
+//! authorization seam, health checks, `/version` and (empty) discovery. Resources come next.
+
+pub mod authn;
+pub mod authz;
+mod discovery;
+mod health;
+pub mod identity;
+pub mod kubeconfig;
+pub mod pki;
+pub mod ready;
+mod server;
+mod status;
+pub mod token;
+
+pub use server::{
+    ApiServerConfig, ApiServerError, AppState, KubernetesVersion, RunningApiServer, go_arch, start,
+};

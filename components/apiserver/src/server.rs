@@ -1,0 +1,214 @@
+//! The HTTPS server: TLS with optional client certificates, authentication and authorization in
+//! front of every route but the health checks and `/version`, and the routes themselves.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use axum_server::tls::TlsInfo;
+use axum_server::tls_rustls::RustlsConfig;
+use embedded_store::Store;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+use crate::authn::Authenticator;
+use crate::authz::{Authorizer, Decision, RequestAttributes};
+use crate::pki::Pki;
+use crate::{discovery, health, status};
+
+/// The Kubernetes version bonsai serves and reports.
+#[derive(Clone, Debug)]
+pub struct KubernetesVersion {
+    pub major: String,
+    pub minor: String,
+    pub git_version: String,
+    pub git_commit: String,
+}
+
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub authenticator: Authenticator,
+    pub authorizer: Arc<dyn Authorizer>,
+    pub version: KubernetesVersion,
+}
+
+#[derive(Debug)]
+pub struct ApiServerConfig {
+    pub bind_address: IpAddr,
+    pub port: u16,
+    pub pki: Pki,
+    pub state: AppState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// A running API server; dropping it does not stop it, `shutdown` does.
+#[derive(Debug)]
+pub struct RunningApiServer {
+    pub local_addr: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningApiServer {
+    /// Stops accepting, lets requests in flight finish for up to `grace`, then returns.
+    pub async fn shutdown(self, grace: std::time::Duration) {
+        self.handle.graceful_shutdown(Some(grace));
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "API server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "API server task failed"),
+        }
+    }
+}
+
+fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ApiServerError> {
+    let tls = |e: &dyn std::fmt::Display| ApiServerError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(pki.ca_cert_pem.as_bytes()) {
+        roots.add(ca.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    // Client certificates are optional (tokens and health checks come without one), but one that
+    // is presented must chain to the cluster CA, as with Go's VerifyClientCertIfGiven.
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls(&e))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pki.serving_cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(pki.serving_key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Paths anyone may call, as kube-apiserver's `system:public-info-viewer` allows.
+fn is_public(path: &str) -> bool {
+    ["/livez", "/readyz", "/healthz"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        || path == "/version"
+}
+
+async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    if is_public(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<Arc<TlsInfo>>()
+        .map(|i| i.peer_certificates.clone())
+        .unwrap_or_default();
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(user) = state.authenticator.authenticate(&peer, authorization) else {
+        return status::unauthorized();
+    };
+    let attributes = RequestAttributes {
+        method: request.method().as_str(),
+        path: request.uri().path(),
+    };
+    if let Decision::Deny(reason) = state.authorizer.authorize(&user, &attributes) {
+        let message = format!(
+            "forbidden: User \"{}\" cannot {} path \"{}\": {reason}",
+            user.name,
+            attributes.method.to_lowercase(),
+            attributes.path
+        );
+        return status::failure(axum::http::StatusCode::FORBIDDEN, "Forbidden", message);
+    }
+    request.extensions_mut().insert(user);
+    next.run(request).await
+}
+
+async fn version(State(state): State<Arc<AppState>>) -> Response {
+    let v = &state.version;
+    let info = k8s_openapi::apimachinery::pkg::version::Info {
+        major: v.major.clone(),
+        minor: v.minor.clone(),
+        git_version: v.git_version.clone(),
+        git_commit: v.git_commit.clone(),
+        git_tree_state: "clean".into(),
+        build_date: String::new(),
+        go_version: "n/a (bonsai is written in Rust)".into(),
+        compiler: "rustc".into(),
+        platform: format!("linux/{}", go_arch()),
+        emulation_major: None,
+        emulation_minor: None,
+        min_compatibility_major: None,
+        min_compatibility_minor: None,
+    };
+    status::json(
+        axum::http::StatusCode::OK,
+        &serde_json::to_value(info).unwrap_or_default(),
+    )
+}
+
+/// The architecture as Go (and so Kubernetes) names it.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let router = Router::new().route("/version", get(version));
+    let router = discovery::routes(health::routes(router));
+    router
+        .fallback(|| async { status::not_found() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+/// Binds the port (failing at once if it is taken) and serves in the background.
+pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
+    let addr = SocketAddr::new(config.bind_address, config.port);
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ApiServerError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ApiServerError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ApiServerError::Bind { addr, source })?;
+    let tls = RustlsConfig::from_config(Arc::new(tls_config(&config.pki)?));
+    let handle = axum_server::Handle::new();
+    let app = router(Arc::new(config.state));
+    let server = axum_server::from_tcp_rustls(listener, tls)
+        .map_err(|source| ApiServerError::Bind { addr, source })?
+        .handle(handle.clone());
+    let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    Ok(RunningApiServer {
+        local_addr,
+        handle,
+        task,
+    })
+}

@@ -1,0 +1,65 @@
+//! The join token agents present, in k3s's format: `K10<sha256 of the CA bundle>::server:<secret>`.
+//! The hash lets an agent check the server's CA before it sends the secret; the secret stays the
+//! same across restarts (and across a CA change, which only changes the hash).
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::pki::{PkiError, write_file};
+
+const PREFIX: &str = "K10";
+const SEPARATOR: &str = "::server:";
+
+/// The CA hash part of a join token.
+pub fn ca_hash(ca_bundle_pem: &str) -> String {
+    hex::encode(Sha256::digest(ca_bundle_pem.as_bytes()))
+}
+
+/// Splits a full token into its CA hash and secret.
+pub fn parse(token: &str) -> Option<(&str, &str)> {
+    let rest = token.trim().strip_prefix(PREFIX)?;
+    let (hash, secret) = rest.split_once(SEPARATOR)?;
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty())
+        .then_some((hash, secret))
+}
+
+/// Loads the token kept at `path`, making it on first start.
+pub fn load_or_create(path: &Path, ca_bundle_pem: &str) -> Result<String, PkiError> {
+    let hash = ca_hash(ca_bundle_pem);
+    let existing = std::fs::read_to_string(path).ok();
+    let secret = match existing.as_deref().and_then(parse) {
+        Some((old_hash, secret)) if old_hash == hash => {
+            return Ok(format!("{PREFIX}{hash}{SEPARATOR}{secret}"));
+        }
+        Some((_, secret)) => secret.to_string(),
+        None => hex::encode(rand::random::<[u8; 16]>()),
+    };
+    let token = format!("{PREFIX}{hash}{SEPARATOR}{secret}");
+    write_file(path, format!("{token}\n").as_bytes(), 0o600)?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stable_and_follow_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let t1 = load_or_create(&path, "CA one").unwrap();
+        assert!(t1.starts_with("K10") && t1.contains("::server:"), "{t1}");
+        assert_eq!(parse(&t1).unwrap().0, ca_hash("CA one"));
+        assert_eq!(load_or_create(&path, "CA one").unwrap(), t1);
+        let t2 = load_or_create(&path, "CA two").unwrap();
+        assert_eq!(
+            parse(&t2).unwrap().1,
+            parse(&t1).unwrap().1,
+            "the secret survives a CA change"
+        );
+        assert_eq!(parse(&t2).unwrap().0, ca_hash("CA two"));
+        assert!(parse("K10abc::server:x").is_none());
+        assert!(parse("hello").is_none());
+    }
+}
