@@ -53,6 +53,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "cluster store ready"
     );
     let store = Arc::new(store);
+    apiserver::resources::ensure_default_namespaces(&*store)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.status()["message"]))?;
 
     let names = apiserver::identity::serving_names(service_ip, &args.cluster_domain, &args.tls_sans);
     let pki = Pki::load_or_create(&server_dir.join("tls"), &names)?;

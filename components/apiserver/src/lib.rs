@@ -4,17 +4,18 @@
 //! serves the API over the cluster store. **Architecture Invariant:** only the API server knows
 //! wire formats; the store below it holds bytes.
 //!
-//! Today: HTTPS with the cluster PKI, authentication (client certificates, static tokens), the
-//! authorization seam, health checks, `/version` and (empty) discovery. Resources come next.
+//! HTTPS with the cluster PKI, authentication (client certificates, static tokens), the
+//! authorization seam, health checks, `/version`, discovery, and the resource layer
+//! (`resources`): one generic code path for every built-in kind.
 
 pub mod authn;
 pub mod authz;
-mod discovery;
 mod health;
 pub mod identity;
 pub mod kubeconfig;
 pub mod pki;
 pub mod ready;
+pub mod resources;
 mod server;
 mod status;
 pub mod token;

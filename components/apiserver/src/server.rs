@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use crate::authn::Authenticator;
 use crate::authz::{Authorizer, Decision, RequestAttributes};
 use crate::pki::Pki;
-use crate::{discovery, health, status};
+use crate::{health, resources, status};
 
 /// The Kubernetes version bonsai serves and reports.
 #[derive(Clone, Debug)]
@@ -179,9 +179,27 @@ pub fn go_arch() -> &'static str {
     }
 }
 
+/// Everything under `/api` and `/apis` goes to the resource layer.
+async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    resources::dispatch(
+        state.store.clone(),
+        parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        body,
+    )
+    .await
+}
+
 fn router(state: Arc<AppState>) -> Router {
     let router = Router::new().route("/version", get(version));
-    let router = discovery::routes(health::routes(router));
+    let router = health::routes(router)
+        .route("/api", axum::routing::any(api))
+        .route("/api/{*rest}", axum::routing::any(api))
+        .route("/apis", axum::routing::any(api))
+        .route("/apis/{*rest}", axum::routing::any(api));
     router
         .fallback(|| async { status::not_found() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))

@@ -1,0 +1,198 @@
+//! Discovery, from the registry: legacy (`/api`, `/api/v1`, `/apis`, `/apis/<g>`, `/apis/<g>/<v>`)
+//! and aggregated (`apidiscovery.k8s.io` v2 and v2beta1, chosen from the Accept header and
+//! answered with the exact Content-Type client-go checks).
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::registry::{self, ResourceType};
+
+#[derive(Debug)]
+pub enum Path {
+    Core,
+    Groups,
+    Group(String),
+    GroupVersion(String, String),
+}
+
+fn resource_entry(r: &ResourceType) -> Vec<Value> {
+    let mut out = vec![json!({
+        "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+        "verbs": registry::verbs(), "shortNames": r.short_names, "categories": r.categories,
+    })];
+    for sub in r.subresources {
+        out.push(json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+    }
+    out
+}
+
+fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<Value> = registry::RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(resource_entry)
+        .collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+fn group_entry(group: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    json!({"name": group, "versions": [gv], "preferredVersion": gv})
+}
+
+fn aggregated_group(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = registry::RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .map(|r| {
+            let subresources: Vec<Value> = r
+                .subresources
+                .iter()
+                .map(|s| json!({"subresource": s, "responseKind": {"group": r.group, "version": r.version, "kind": r.kind}, "verbs": ["get", "patch", "update"]}))
+                .collect();
+            json!({
+                "resource": r.plural,
+                "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": r.singular,
+                "verbs": registry::verbs(),
+                "shortNames": r.short_names,
+                "categories": r.categories,
+                "subresources": subresources,
+            })
+        })
+        .collect();
+    let mut metadata = json!({"creationTimestamp": null});
+    if !group.is_empty() {
+        metadata["name"] = json!(group);
+    }
+    json!({"metadata": metadata, "versions": [{"version": version, "freshness": "Current", "resources": resources}]})
+}
+
+/// Which aggregated discovery version the client accepts, in its order of preference.
+fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
+    let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+    for part in accept.split(',') {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        if params.first() != Some(&"application/json")
+            || !params.contains(&"g=apidiscovery.k8s.io")
+            || !params.contains(&"as=APIGroupDiscoveryList")
+        {
+            if params.first() == Some(&"application/json") && params.len() == 1 {
+                return None; // plain JSON ranks before any aggregated form that follows
+            }
+            continue;
+        }
+        if params.contains(&"v=v2") {
+            return Some("v2");
+        }
+        if params.contains(&"v=v2beta1") {
+            return Some("v2beta1");
+        }
+    }
+    None
+}
+
+fn respond(body: &Value, content_type: &str) -> Response {
+    let mut response = crate::status::json(StatusCode::OK, body);
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    response
+}
+
+fn aggregated(items: Vec<Value>, version: &str) -> Response {
+    let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": items});
+    respond(
+        &body,
+        &format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"),
+    )
+}
+
+pub fn serve(path: Path, headers: &HeaderMap) -> Response {
+    let agg = aggregated_version(headers);
+    match path {
+        Path::Core => match agg {
+            Some(v) => aggregated(vec![aggregated_group("", "v1")], v),
+            None => respond(
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+                "application/json",
+            ),
+        },
+        Path::Groups => {
+            let groups = registry::groups();
+            match agg {
+                Some(v) => aggregated(
+                    groups.iter().map(|(g, ver)| aggregated_group(g, ver)).collect(),
+                    v,
+                ),
+                None => {
+                    let list: Vec<Value> = groups.iter().map(|(g, v)| group_entry(g, v)).collect();
+                    respond(
+                        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list}),
+                        "application/json",
+                    )
+                }
+            }
+        }
+        Path::Group(group) => match registry::groups().into_iter().find(|(g, _)| *g == group) {
+            Some((g, v)) => {
+                let mut body = group_entry(g, v);
+                body["kind"] = json!("APIGroup");
+                body["apiVersion"] = json!("v1");
+                respond(&body, "application/json")
+            }
+            None => crate::status::not_found(),
+        },
+        Path::GroupVersion(group, version) => match resource_list(&group, &version) {
+            Some(list) => respond(&list, "application/json"),
+            None => crate::status::not_found(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn aggregated_discovery_is_negotiated_as_client_go_asks() {
+        let kubectl_133 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(aggregated_version(&accept(kubectl_133)), Some("v2"));
+        let kubectl_129 =
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(aggregated_version(&accept(kubectl_129)), Some("v2beta1"));
+        assert_eq!(aggregated_version(&accept("application/json, */*")), None);
+        assert_eq!(aggregated_version(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn every_group_version_lists_its_resources() {
+        for (g, v) in registry::groups() {
+            assert!(resource_list(g, v).is_some(), "{g}/{v}");
+        }
+        let core = resource_list("", "v1").unwrap();
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert!(names.contains(&"pods") && names.contains(&"pods/status") && names.contains(&"configmaps"));
+    }
+}

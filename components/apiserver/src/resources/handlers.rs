@@ -1,0 +1,959 @@
+//! One code path for every kind: parse the URL, then create, get, list, update, patch, delete
+//! or watch over the store.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use embedded_store::{DeleteOutcome, RangeRequest, Store, WriteOutcome};
+use serde_json::{Value, json};
+
+use super::errors::{ApiError, FieldError};
+use super::objects::{self, meta_str, remove_meta, set_meta};
+use super::registry::{self, ResourceType};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::{discovery, validation, watch};
+
+/// The most a request body may hold, as kube-apiserver allows.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// A request for objects of one resource.
+#[derive(Debug)]
+pub struct Target {
+    pub resource: &'static ResourceType,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+enum Route {
+    Discovery(discovery::Path),
+    Resource(Target),
+}
+
+fn route(path: &str) -> Option<Route> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api"] => return Some(Route::Discovery(discovery::Path::Core)),
+        ["api", v] => {
+            return Some(Route::Discovery(discovery::Path::GroupVersion(
+                String::new(),
+                v.to_string(),
+            )));
+        }
+        ["apis"] => return Some(Route::Discovery(discovery::Path::Groups)),
+        ["apis", g] => return Some(Route::Discovery(discovery::Path::Group(g.to_string()))),
+        ["apis", g, v] => {
+            return Some(Route::Discovery(discovery::Path::GroupVersion(
+                g.to_string(),
+                v.to_string(),
+            )));
+        }
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    let owned = |s: Option<&&str>| s.map(|s| s.to_string());
+    let target = match rest {
+        ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
+            let resource = registry::find(group, version, plural).filter(|r| r.namespaced)?;
+            if tail.len() > 2 {
+                return None;
+            }
+            Target {
+                resource,
+                namespace: Some(ns.to_string()),
+                name: owned(tail.first()),
+                subresource: owned(tail.get(1)),
+            }
+        }
+        [plural, tail @ ..] => {
+            let resource = registry::find(group, version, plural)?;
+            if tail.len() > 2 || (resource.namespaced && !tail.is_empty()) {
+                return None;
+            }
+            Target {
+                resource,
+                namespace: None,
+                name: owned(tail.first()),
+                subresource: owned(tail.get(1)),
+            }
+        }
+        [] => return None,
+    };
+    if let Some(sub) = &target.subresource
+        && !target.resource.has_subresource(sub)
+    {
+        return None;
+    }
+    Some(Route::Resource(target))
+}
+
+/// Query parameters, decoded.
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(raw: Option<&str>) -> Query {
+        let pairs = raw.unwrap_or("").split('&').filter(|p| !p.is_empty()).map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        });
+        Query(pairs.collect())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("true" | "1"))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Serves `/api/...` and `/apis/...`.
+pub async fn dispatch(
+    store: Arc<dyn Store>,
+    method: Method,
+    path: &str,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let query = Query::parse(raw_query);
+    let result = match route(path) {
+        None => return crate::status::not_found(),
+        Some(Route::Discovery(p)) => return discovery::serve(p, headers),
+        Some(Route::Resource(target)) => {
+            handle(&*store, store.clone(), method, target, query, headers, body).await
+        }
+    };
+    result.unwrap_or_else(|e| e.response())
+}
+
+async fn handle(
+    store: &dyn Store,
+    shared: Arc<dyn Store>,
+    method: Method,
+    t: Target,
+    q: Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let sub = t.subresource.as_deref();
+    if let Some(s @ ("log" | "exec" | "attach" | "portforward" | "proxy")) = sub {
+        return Err(ApiError::ServiceUnavailable(format!(
+            "{}/{s} is served by the node agent, which this version of bonsai does not run yet",
+            t.resource.plural
+        )));
+    }
+    if let Some(s @ ("scale" | "binding" | "eviction" | "token" | "finalize")) = sub {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "{}/{s} is not served by this version of bonsai yet",
+            t.resource.plural
+        )));
+    }
+    match (method, t.name.is_some()) {
+        (Method::GET, false) if q.flag("watch") => watch::serve(shared, t, q).await,
+        (Method::GET, false) => list(store, &t, &q).await,
+        (Method::GET, true) => get(store, &t).await.map(|(o, _)| ok(StatusCode::OK, &o)),
+        (Method::POST, false) => create(store, &t, &q, headers, body).await,
+        (Method::PUT, true) => update(store, &t, &q, headers, body).await,
+        (Method::PATCH, true) => patch(store, &t, &q, headers, body).await,
+        (Method::DELETE, true) => delete(store, &t, &q, body).await,
+        (Method::DELETE, false) => delete_collection(store, &t, &q).await,
+        (m, _) => Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource: {m}"
+        ))),
+    }
+}
+
+pub fn ok(code: StatusCode, object: &Value) -> Response {
+    crate::status::json(code, object)
+}
+
+fn name_of(t: &Target) -> &str {
+    t.name.as_deref().unwrap_or_default()
+}
+
+fn key_of(t: &Target, name: &str) -> String {
+    objects::key(t.resource, t.namespace.as_deref(), name)
+}
+
+/// The object and its mod revision.
+pub async fn get(store: &dyn Store, t: &Target) -> Result<(Value, i64), ApiError> {
+    let name = name_of(t).to_string();
+    let response = store.get(Bytes::from(key_of(t, &name)), 0).await?;
+    let kv = response.kv.ok_or(ApiError::NotFound {
+        resource: t.resource,
+        name: name.clone(),
+    })?;
+    let object = objects::decode(&kv.value, kv.mod_revision)
+        .ok_or_else(|| ApiError::Internal(format!("stored {} {name} does not decode", t.resource.kind)))?;
+    Ok((object, kv.mod_revision))
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::TooLarge)
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Decodes a JSON or YAML object body.
+fn decode_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = match content_type(headers).as_str() {
+        "" | "application/json" => serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
+            serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::BadRequest(format!("the request body is not valid YAML: {e}")))?
+        }
+        "application/vnd.kubernetes.protobuf" => {
+            return Err(ApiError::UnsupportedMediaType(
+                "protobuf request bodies are not supported by this version of bonsai yet; send JSON".into(),
+            ));
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
+            )));
+        }
+    };
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    }
+    Ok(value)
+}
+
+/// Checks (and fills in) apiVersion and kind against the URL's resource.
+fn check_type(t: &Target, object: &mut Value) -> Result<(), ApiError> {
+    let expected = t.resource.api_version();
+    match object.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v != expected => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({v}) does not match the expected API version ({expected})"
+            )));
+        }
+        _ => object["apiVersion"] = Value::String(expected),
+    }
+    match object.get("kind").and_then(Value::as_str) {
+        Some(k) if k != t.resource.kind => {
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                t.resource.kind
+            )));
+        }
+        _ => object["kind"] = Value::String(t.resource.kind.into()),
+    }
+    Ok(())
+}
+
+/// Structure (via the kind's type) and metadata rules; 400 for a body of the wrong shape, 422
+/// for invalid values.
+fn validate(t: &Target, name: &str, object: &Value) -> Result<(), ApiError> {
+    (t.resource.check)(object).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            t.resource.kind, t.resource.version, t.resource.kind
+        ))
+    })?;
+    let causes = object
+        .get("metadata")
+        .map(|m| validation::validate_metadata(t.resource.names, m))
+        .unwrap_or_default();
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid {
+            resource: t.resource,
+            name: name.to_string(),
+            causes,
+        })
+    }
+}
+
+fn dry_run(q: &Query) -> bool {
+    q.get("dryRun") == Some("All")
+}
+
+async fn namespace_must_accept(store: &dyn Store, namespace: &str) -> Result<(), ApiError> {
+    let Some(ns_type) = registry::find("", "v1", "namespaces") else {
+        return Ok(());
+    };
+    let key = objects::key(ns_type, None, namespace);
+    let kv = store
+        .get(Bytes::from(key), 0)
+        .await?
+        .kv
+        .ok_or_else(|| ApiError::NamespaceNotFound(namespace.to_string()))?;
+    let ns: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+    if ns.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(ApiError::Forbidden(format!(
+            "unable to create new content in namespace {namespace} because it is being terminated"
+        )));
+    }
+    Ok(())
+}
+
+/// Defaults Kubernetes applies at creation that other parts of bonsai rely on.
+fn apply_create_defaults(resource: &ResourceType, object: &mut Value) {
+    match resource.kind {
+        "Namespace" => {
+            if object.pointer("/spec/finalizers").is_none() {
+                object["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+            object["status"] = json!({"phase": "Active"});
+        }
+        "Secret" if object.get("type").is_none() => object["type"] = json!("Opaque"),
+        "Pod" if object.pointer("/status/phase").is_none() => object["status"] = json!({"phase": "Pending"}),
+        _ => {}
+    }
+}
+
+pub async fn create_object(
+    store: &dyn Store,
+    t: &Target,
+    mut object: Value,
+    dry: bool,
+) -> Result<Value, ApiError> {
+    check_type(t, &mut object)?;
+    if t.resource.namespaced {
+        let ns = t
+            .namespace
+            .clone()
+            .ok_or_else(|| ApiError::BadRequest("a namespaced resource is created in a namespace".into()))?;
+        match meta_str(&object, "namespace") {
+            Some(body_ns) if body_ns != ns => {
+                return Err(ApiError::BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                        .into(),
+                ));
+            }
+            _ => set_meta(&mut object, "namespace", Value::String(ns.clone())),
+        }
+        namespace_must_accept(store, &ns).await?;
+    } else {
+        remove_meta(&mut object, "namespace");
+    }
+    let name = match (meta_str(&object, "name"), meta_str(&object, "generateName")) {
+        (Some(n), _) if !n.is_empty() => n.to_string(),
+        (_, Some(g)) if !g.is_empty() => format!("{g}{}", objects::name_suffix()),
+        _ => {
+            return Err(ApiError::Invalid {
+                resource: t.resource,
+                name: String::new(),
+                causes: vec![FieldError {
+                    field: "metadata.name".into(),
+                    reason: "FieldValueRequired",
+                    message: "Required value: name or generateName is required".into(),
+                }],
+            });
+        }
+    };
+    set_meta(&mut object, "name", Value::String(name.clone()));
+    for server_owned in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        remove_meta(&mut object, server_owned);
+    }
+    set_meta(&mut object, "uid", Value::String(objects::new_uid()));
+    set_meta(
+        &mut object,
+        "creationTimestamp",
+        Value::String(objects::now_rfc3339()),
+    );
+    if t.resource.has_status() {
+        set_meta(&mut object, "generation", json!(1));
+    }
+    apply_create_defaults(t.resource, &mut object);
+    validate(t, &name, &object)?;
+    if dry {
+        return Ok(object);
+    }
+    match store
+        .create(
+            Bytes::from(key_of(t, &name)),
+            Bytes::from(objects::encode(&object)),
+        )
+        .await?
+    {
+        WriteOutcome::Written { revision, .. } => {
+            set_meta(
+                &mut object,
+                "resourceVersion",
+                Value::String(revision.to_string()),
+            );
+            Ok(object)
+        }
+        WriteOutcome::Conflict { .. } => Err(ApiError::AlreadyExists {
+            resource: t.resource,
+            name,
+        }),
+    }
+}
+
+async fn create(
+    store: &dyn Store,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let object = decode_body(headers, &read_body(body).await?)?;
+    let created = create_object(store, t, object, dry_run(q)).await?;
+    Ok(ok(StatusCode::CREATED, &created))
+}
+
+/// Writes `new` over `current` (read at `current_rev`), keeping what the server owns and honouring
+/// the status split; deletes the object when its last finalizer goes during deletion.
+async fn replace(
+    store: &dyn Store,
+    t: &Target,
+    current: Value,
+    current_rev: i64,
+    mut new: Value,
+    dry: bool,
+) -> Result<Value, ApiError> {
+    let name = name_of(t).to_string();
+    check_type(t, &mut new)?;
+    if let Some(body_name) = meta_str(&new, "name")
+        && body_name != name
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if let Some(rv) = meta_str(&new, "resourceVersion")
+        && !rv.is_empty()
+        && rv != current_rev.to_string()
+    {
+        return Err(conflict(t, &name));
+    }
+    let status_only = t.subresource.as_deref() == Some("status");
+    if status_only {
+        // The status subresource changes status only.
+        let status = new.get("status").cloned();
+        new = current.clone();
+        match status {
+            Some(s) => new["status"] = s,
+            None => {
+                if let Some(map) = new.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+        }
+    } else if t.resource.has_status() {
+        match current.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(map) = new.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+        }
+    }
+    for owned in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "generation",
+    ] {
+        match current.pointer(&format!("/metadata/{owned}")) {
+            Some(v) => set_meta(&mut new, owned, v.clone()),
+            None => {
+                remove_meta(&mut new, owned);
+            }
+        }
+    }
+    set_meta(&mut new, "name", Value::String(name.clone()));
+    if t.resource.has_status() && !status_only && objects::spec_of(&new) != objects::spec_of(&current) {
+        let generation = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
+        set_meta(&mut new, "generation", json!(generation));
+    }
+    validate(t, &name, &new)?;
+    if dry {
+        return Ok(new);
+    }
+    let key = Bytes::from(key_of(t, &name));
+    let finalizers_left = new
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    if new.pointer("/metadata/deletionTimestamp").is_some()
+        && !finalizers_left
+        && t.resource.kind != "Namespace"
+    {
+        return match store.delete(key, Some(current_rev)).await? {
+            DeleteOutcome::Deleted { .. } | DeleteOutcome::NotFound => Ok(new),
+            DeleteOutcome::Conflict { .. } => Err(conflict(t, &name)),
+        };
+    }
+    match store
+        .update(key, Bytes::from(objects::encode(&new)), current_rev)
+        .await?
+    {
+        WriteOutcome::Written { revision, .. } => {
+            set_meta(&mut new, "resourceVersion", Value::String(revision.to_string()));
+            Ok(new)
+        }
+        WriteOutcome::Conflict { current: None } => Err(ApiError::NotFound {
+            resource: t.resource,
+            name,
+        }),
+        WriteOutcome::Conflict { .. } => Err(conflict(t, &name)),
+    }
+}
+
+fn conflict(t: &Target, name: &str) -> ApiError {
+    ApiError::Conflict {
+        resource: t.resource,
+        name: name.to_string(),
+        message:
+            "the object has been modified; please apply your changes to the latest version and try again"
+                .into(),
+    }
+}
+
+async fn update(
+    store: &dyn Store,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let new = decode_body(headers, &read_body(body).await?)?;
+    let (current, rev) = get(store, t).await?;
+    let updated = replace(store, t, current, rev, new, dry_run(q)).await?;
+    Ok(ok(StatusCode::OK, &updated))
+}
+
+async fn patch(
+    store: &dyn Store,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body).await?;
+    let kind = content_type(headers);
+    let (current, rev) = get(store, t).await?;
+    let mut patched = current.clone();
+    match kind.as_str() {
+        "application/merge-patch+json" => {
+            let p: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("invalid merge patch: {e}")))?;
+            json_patch::merge(&mut patched, &p);
+        }
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(&mut patched, &p).map_err(|e| ApiError::Invalid {
+                resource: t.resource,
+                name: name_of(t).to_string(),
+                causes: vec![FieldError {
+                    field: "patch".into(),
+                    reason: "FieldValueInvalid",
+                    message: e.to_string(),
+                }],
+            })?;
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other}; strategic merge patch and server-side apply arrive with kubectl compatibility)"
+            )));
+        }
+    }
+    // A patch applies to the object as read: keep its resourceVersion unless the patch set one.
+    let updated = replace(store, t, current, rev, patched, dry_run(q)).await?;
+    Ok(ok(StatusCode::OK, &updated))
+}
+
+async fn delete(store: &dyn Store, t: &Target, q: &Query, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_body(body).await?;
+    let options: Value = if bytes.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+    };
+    let name = name_of(t).to_string();
+    let (current, rev) = get(store, t).await?;
+    if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
+        && Some(uid) != meta_str(&current, "uid")
+    {
+        return Err(ApiError::Conflict {
+            resource: t.resource,
+            name,
+            message: format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta_str(&current, "uid").unwrap_or("")
+            ),
+        });
+    }
+    if let Some(want) = options
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        && want != rev.to_string()
+    {
+        return Err(ApiError::Conflict {
+            resource: t.resource,
+            name,
+            message: format!(
+                "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}"
+            ),
+        });
+    }
+    let dry = dry_run(q)
+        || options
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    if current.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(ok(StatusCode::OK, &current)); // already being deleted
+    }
+    let grace = q
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse::<i64>().ok())
+        .or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+    let has_finalizers = current
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let graceful_pod =
+        t.resource.kind == "Pod" && current.pointer("/spec/nodeName").is_some() && grace != Some(0);
+    if t.resource.kind == "Namespace" || has_finalizers || graceful_pod {
+        // Kept, marked for deletion: finalizers, the namespace controller or the node agent finish it.
+        let mut marked = current.clone();
+        let grace = if graceful_pod {
+            grace
+                .or_else(|| {
+                    current
+                        .pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                })
+                .unwrap_or(30)
+        } else {
+            0
+        };
+        let when = time::OffsetDateTime::now_utc() + time::Duration::seconds(grace);
+        let when = when.replace_nanosecond(0).unwrap_or(when);
+        set_meta(
+            &mut marked,
+            "deletionTimestamp",
+            json!(
+                when.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ),
+        );
+        set_meta(&mut marked, "deletionGracePeriodSeconds", json!(grace));
+        if t.resource.kind == "Namespace" {
+            marked["status"] = json!({"phase": "Terminating"});
+        }
+        if dry {
+            return Ok(ok(StatusCode::OK, &marked));
+        }
+        return match store
+            .update(
+                Bytes::from(key_of(t, &name)),
+                Bytes::from(objects::encode(&marked)),
+                rev,
+            )
+            .await?
+        {
+            WriteOutcome::Written { revision, .. } => {
+                set_meta(
+                    &mut marked,
+                    "resourceVersion",
+                    Value::String(revision.to_string()),
+                );
+                Ok(ok(StatusCode::OK, &marked))
+            }
+            WriteOutcome::Conflict { .. } => Err(conflict(t, &name)),
+        };
+    }
+    if dry {
+        return Ok(ok(StatusCode::OK, &current));
+    }
+    match store.delete(Bytes::from(key_of(t, &name)), Some(rev)).await? {
+        DeleteOutcome::Deleted { .. } => Ok(ok(StatusCode::OK, &current)),
+        DeleteOutcome::NotFound => Err(ApiError::NotFound {
+            resource: t.resource,
+            name,
+        }),
+        DeleteOutcome::Conflict { .. } => Err(conflict(t, &name)),
+    }
+}
+
+async fn delete_collection(store: &dyn Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
+    let (items, _) = list_items(store, t, q, 0, None).await?;
+    for item in &items {
+        let Some(name) = meta_str(item, "name") else {
+            continue;
+        };
+        let one = Target {
+            resource: t.resource,
+            namespace: meta_str(item, "namespace")
+                .map(String::from)
+                .or(t.namespace.clone()),
+            name: Some(name.to_string()),
+            subresource: None,
+        };
+        match delete(store, &one, q, Body::empty()).await {
+            Ok(_) | Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ok(
+        StatusCode::OK,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+    ))
+}
+
+/// A continue token: where the next page starts and the revision the list is read at.
+fn encode_continue(revision: i64, start: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start}).to_string())
+}
+
+fn decode_continue(token: &str) -> Option<(i64, String)> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some((v.get("rv")?.as_i64()?, v.get("start")?.as_str()?.to_string()))
+}
+
+/// Matching items, at most `limit` (0: all); with the revision read at and the continue token.
+pub async fn list_items(
+    store: &dyn Store,
+    t: &Target,
+    q: &Query,
+    limit: usize,
+    start_token: Option<&str>,
+) -> Result<(Vec<Value>, (i64, Option<String>)), ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
+    let prefix = objects::prefix(t.resource, t.namespace.as_deref());
+    let (mut revision, mut start) = match start_token {
+        Some(token) => {
+            let (rv, start) = decode_continue(token)
+                .ok_or_else(|| ApiError::BadRequest("continue key is not valid".into()))?;
+            (rv, Some(Bytes::from(start)))
+        }
+        None => (requested_revision(q)?, None),
+    };
+    let mut items = Vec::new();
+    loop {
+        let page = store
+            .range(RangeRequest {
+                prefix: Bytes::from(prefix.clone()),
+                start: start.clone(),
+                limit: if limit == 0 { 0 } else { limit.max(64) },
+                revision,
+            })
+            .await?;
+        revision = page.revision;
+        for kv in &page.kvs {
+            if limit != 0 && items.len() == limit {
+                // More matching items may follow: the next page starts here.
+                let token = encode_continue(revision, &String::from_utf8_lossy(&kv.key));
+                return Ok((items, (revision, Some(token))));
+            }
+            let Some(object) = objects::decode(&kv.value, kv.mod_revision) else {
+                continue;
+            };
+            if labels.matches(&object) && fields.matches(&object) {
+                items.push(object);
+            }
+        }
+        match page.kvs.last() {
+            Some(last) if page.more => {
+                let mut next = last.key.to_vec();
+                next.push(0);
+                start = Some(Bytes::from(next));
+            }
+            _ => return Ok((items, (revision, None))),
+        }
+    }
+}
+
+/// The revision a list reads at: `resourceVersion` with `resourceVersionMatch=Exact`, else now.
+fn requested_revision(q: &Query) -> Result<i64, ApiError> {
+    match (q.get("resourceVersion"), q.get("resourceVersionMatch")) {
+        (Some(rv), Some("Exact")) => rv
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}"))),
+        (Some(rv), _) if !rv.is_empty() && rv.parse::<i64>().is_err() => {
+            Err(ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))
+        }
+        _ => Ok(0),
+    }
+}
+
+async fn list(store: &dyn Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+    let (items, (revision, token)) =
+        list_items(store, t, q, limit, q.get("continue").filter(|c| !c.is_empty())).await?;
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(token) = token {
+        metadata["continue"] = Value::String(token);
+    }
+    Ok(ok(
+        StatusCode::OK,
+        &json!({
+            "kind": format!("{}List", t.resource.kind),
+            "apiVersion": t.resource.api_version(),
+            "metadata": metadata,
+            "items": items,
+        }),
+    ))
+}
+
+/// The namespaces every cluster starts with.
+pub async fn ensure_default_namespaces(store: &dyn Store) -> Result<(), ApiError> {
+    let Some(namespaces) = registry::find("", "v1", "namespaces") else {
+        return Ok(());
+    };
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let t = Target {
+            resource: namespaces,
+            namespace: None,
+            name: None,
+            subresource: None,
+        };
+        match create_object(store, &t, json!({"metadata": {"name": name}}), false).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (plural, namespace, name, subresource)
+    type Parts = (String, Option<String>, Option<String>, Option<String>);
+
+    fn target(path: &str) -> Option<Parts> {
+        match route(path)? {
+            Route::Resource(t) => Some((t.resource.plural.to_string(), t.namespace, t.name, t.subresource)),
+            Route::Discovery(_) => None,
+        }
+    }
+
+    #[test]
+    fn urls_map_to_resources() {
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            target("/api/v1/namespaces/default/pods"),
+            Some(("pods".into(), s("default"), None, None))
+        );
+        assert_eq!(
+            target("/api/v1/namespaces/default/pods/p/status"),
+            Some(("pods".into(), s("default"), s("p"), s("status")))
+        );
+        assert_eq!(target("/api/v1/pods"), Some(("pods".into(), None, None, None)));
+        assert_eq!(
+            target("/api/v1/namespaces"),
+            Some(("namespaces".into(), None, None, None))
+        );
+        assert_eq!(
+            target("/api/v1/namespaces/kube-system"),
+            Some(("namespaces".into(), None, s("kube-system"), None))
+        );
+        assert_eq!(
+            target("/api/v1/namespaces/x/status"),
+            Some(("namespaces".into(), None, s("x"), s("status")))
+        );
+        assert_eq!(
+            target("/apis/apps/v1/namespaces/a/deployments/d/scale"),
+            Some(("deployments".into(), s("a"), s("d"), s("scale")))
+        );
+        assert_eq!(
+            target("/api/v1/pods/p"),
+            None,
+            "a namespaced object needs its namespace"
+        );
+        assert_eq!(
+            target("/api/v1/namespaces/a/nodes"),
+            None,
+            "nodes are not namespaced"
+        );
+        assert_eq!(
+            target("/api/v1/namespaces/a/configmaps/c/status"),
+            None,
+            "configmaps have no status"
+        );
+        assert_eq!(target("/api/v2/pods"), None);
+        assert!(matches!(route("/apis/apps/v1"), Some(Route::Discovery(_))));
+    }
+
+    #[test]
+    fn queries_decode_and_continue_tokens_round_trip() {
+        let q = Query::parse(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+%28a%29&watch=true&limit=5",
+        ));
+        assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
+        assert!(q.flag("watch"));
+        let token = encode_continue(42, "/registry/core/pods/a/b\u{0}");
+        assert_eq!(
+            decode_continue(&token),
+            Some((42, "/registry/core/pods/a/b\u{0}".to_string()))
+        );
+        assert_eq!(decode_continue("garbage!"), None);
+    }
+}

@@ -1,0 +1,140 @@
+//! Kubernetes' validation of names and labels (apimachinery's `validation` package), with its
+//! messages, so that `kubectl` shows what it shows against a real cluster.
+
+use serde_json::Value;
+
+use super::errors::FieldError;
+use super::registry::NameRule;
+
+const DNS1123_LABEL_MAX: usize = 63;
+const DNS1123_SUBDOMAIN_MAX: usize = 253;
+
+fn is_label_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+}
+
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= DNS1123_LABEL_MAX
+        && s.chars().all(is_label_char)
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= DNS1123_SUBDOMAIN_MAX && s.split('.').all(is_dns1123_label)
+}
+
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+fn invalid(field: &str, value: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        reason: "FieldValueInvalid",
+        message: format!("Invalid value: \"{value}\": {}", message.into()),
+    }
+}
+
+pub fn validate_name(rule: NameRule, field: &str, name: &str) -> Vec<FieldError> {
+    let ok = match rule {
+        NameRule::Subdomain => is_dns1123_subdomain(name),
+        NameRule::Label => is_dns1123_label(name),
+        NameRule::PathSegment => {
+            !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])
+        }
+    };
+    if ok {
+        return vec![];
+    }
+    let message = match rule {
+        NameRule::Subdomain => SUBDOMAIN_MSG,
+        NameRule::Label => LABEL_MSG,
+        NameRule::PathSegment => "may not be '.' or '..' and may not contain '/' or '%'",
+    };
+    vec![invalid(field, name, message)]
+}
+
+/// A qualified name: `[prefix/]name`, name 1-63 characters of alphanumerics, '-', '_', '.',
+/// starting and ending alphanumeric; prefix a DNS subdomain.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    name_ok && prefix.is_none_or(is_dns1123_subdomain)
+}
+
+fn is_label_value(v: &str) -> bool {
+    v.is_empty() || (v.len() <= 63 && is_qualified_name(v) && !v.contains('/'))
+}
+
+/// Validates `metadata`: name (unless generated later), labels and annotations keys.
+pub fn validate_metadata(rule: NameRule, metadata: &Value) -> Vec<FieldError> {
+    let mut errors = vec![];
+    if let Some(name) = metadata.get("name").and_then(Value::as_str) {
+        errors.extend(validate_name(rule, "metadata.name", name));
+    }
+    if let Some(labels) = metadata.get("labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if !is_qualified_name(k) {
+                errors.push(invalid("metadata.labels", k, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+            }
+            match v.as_str() {
+                Some(v) if is_label_value(v) => {}
+                Some(v) => errors.push(invalid(&format!("metadata.labels.{k}"), v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")),
+                None => errors.push(invalid(&format!("metadata.labels.{k}"), &v.to_string(), "must be a string")),
+            }
+        }
+    }
+    if let Some(annotations) = metadata.get("annotations").and_then(Value::as_object) {
+        for k in annotations.keys() {
+            if !is_qualified_name(k) {
+                errors.push(invalid("metadata.annotations", k, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_kubernetes_rules() {
+        assert!(is_dns1123_subdomain("my-app.v1"));
+        assert!(!is_dns1123_subdomain("My_App"));
+        assert!(!is_dns1123_subdomain("-a"));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+        assert!(is_dns1123_label("kube-system"));
+        assert!(!is_dns1123_label("a.b"));
+        assert!(validate_name(NameRule::PathSegment, "metadata.name", "system:controller:x").is_empty());
+        assert_eq!(
+            validate_name(NameRule::PathSegment, "metadata.name", "a/b").len(),
+            1
+        );
+        let e = &validate_name(NameRule::Subdomain, "metadata.name", "Bad_Name")[0];
+        assert!(
+            e.message
+                .starts_with("Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn labels_and_annotations() {
+        let ok = serde_json::json!({"name": "x", "labels": {"app.kubernetes.io/name": "web", "tier": ""}, "annotations": {"example.com/a": "anything at all"}});
+        assert!(validate_metadata(NameRule::Subdomain, &ok).is_empty());
+        let bad = serde_json::json!({"labels": {"bad key!": "v", "k": "not a valid value"}});
+        assert_eq!(validate_metadata(NameRule::Subdomain, &bad).len(), 2);
+    }
+}

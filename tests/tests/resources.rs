@@ -1,0 +1,577 @@
+//! Resources end to end: the real bonsai binary in a network namespace of its own, driven by the
+//! real kubectl 1.29 and 1.33 (and curl where kubectl has no command for a request).
+//! `--validate=false` stands in for OpenAPI, which arrives with the kubectl-compatibility issue.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+use bonsai_e2e::Server;
+use serde_json::{Value, json};
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(out: Output) -> String {
+    assert!(!out.status.success(), "expected a failure: {}", text(&out));
+    text(&out)
+}
+
+/// `kubectl <args> -f -` with `object` on standard input.
+fn with_stdin(server: &Server, minor: u32, args: &[&str], object: &Value) -> Output {
+    let mut child = server
+        .netns
+        .command(bonsai_e2e::kubectl_bin(minor))
+        .args(["--kubeconfig", server.kubeconfig.to_str().unwrap()])
+        .args([
+            "--cache-dir",
+            server.dir.path().join("kube-cache").to_str().unwrap(),
+        ])
+        .args(args)
+        .args(["--validate=false", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(object.to_string().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn configmap(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
+}
+
+/// curl as the admin, inside the server's namespace; returns (code, body).
+fn curl(server: &Server, method: &str, path: &str, body: Option<&[u8]>, content_type: &str) -> (u16, String) {
+    let tls = server.data_dir().join("server/tls");
+    let mut cmd = server.netns.command("curl");
+    cmd.args(["-s", "-N", "-w", "\n%{http_code}", "-X", method])
+        .args(["--cacert", tls.join("server-ca.crt").to_str().unwrap()])
+        .args(["--cert", tls.join("client-admin.crt").to_str().unwrap()])
+        .args(["--key", tls.join("client-admin.key").to_str().unwrap()])
+        .args(["-H", &format!("Content-Type: {content_type}")]);
+    let body_file = server.dir.path().join(format!("body-{}", rand_suffix()));
+    if let Some(b) = body {
+        std::fs::write(&body_file, b).unwrap();
+        cmd.arg("--data-binary").arg(format!("@{}", body_file.display()));
+    }
+    let out = cmd.arg(format!("https://127.0.0.1:6443{path}")).output().unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = all.rsplit_once('\n').unwrap_or(("", all.as_str()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+#[test]
+fn namespaces_and_discovery_from_first_start() {
+    let server = Server::start(&[]);
+    for minor in [29, 33] {
+        let names = ok(server.kubectl(minor, &["get", "ns", "-o", "name"]));
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            assert!(
+                names.contains(&format!("namespace/{ns}")),
+                "kubectl 1.{minor}: {names}"
+            );
+        }
+        let resources = ok(server.kubectl(minor, &["api-resources", "-o", "name"]));
+        for r in [
+            "pods",
+            "configmaps",
+            "deployments.apps",
+            "jobs.batch",
+            "leases.coordination.k8s.io",
+            "clusterroles.rbac.authorization.k8s.io",
+            "endpointslices.discovery.k8s.io",
+            "priorityclasses.scheduling.k8s.io",
+        ] {
+            assert!(
+                resources.lines().any(|l| l == r),
+                "kubectl 1.{minor}: {r} missing from\n{resources}"
+            );
+        }
+        let apps = ok(server.kubectl(minor, &["api-resources", "--api-group=apps", "-o", "name"]));
+        assert_eq!(apps.lines().count(), 5, "{apps}");
+        // Short names resolve.
+        ok(server.kubectl(minor, &["get", "cm,deploy,sts,ds,rs,cj,ing,sc,pc"]));
+        let unknown = fails(server.kubectl(minor, &["get", "widgets"]));
+        assert!(
+            unknown.contains("the server doesn't have a resource type \"widgets\""),
+            "{unknown}"
+        );
+    }
+}
+
+#[test]
+fn create_get_list_delete_with_selectors_and_errors() {
+    let server = Server::start(&[]);
+    for minor in [29, 33] {
+        let ns = format!("ns{minor}");
+        // (kubectl 1.32+ `create namespace` sends protobuf, not served yet: create it from JSON.)
+        ok(with_stdin(
+            &server,
+            minor,
+            &["create"],
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        ));
+        for (name, labels) in [
+            ("a", json!({"app": "web", "tier": "front"})),
+            ("b", json!({"app": "web"})),
+            ("c", json!({"app": "db"})),
+        ] {
+            let out = ok(with_stdin(
+                &server,
+                minor,
+                &["create", "-n", &ns],
+                &configmap(name, labels),
+            ));
+            assert!(out.contains(&format!("configmap/{name} created")), "{out}");
+        }
+        let cm: Value = serde_json::from_str(&ok(
+            server.kubectl(minor, &["get", "cm", "a", "-n", &ns, "-o", "json"])
+        ))
+        .unwrap();
+        assert_eq!(cm["metadata"]["namespace"], ns.as_str());
+        assert_eq!(cm["metadata"]["uid"].as_str().unwrap().len(), 36);
+        assert!(
+            cm["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+        assert!(
+            cm["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+                > 1
+        );
+        let yaml = ok(server.kubectl(minor, &["get", "cm", "a", "-n", &ns, "-o", "yaml"]));
+        assert!(
+            yaml.contains("kind: ConfigMap") && yaml.contains("app: web"),
+            "{yaml}"
+        );
+
+        let select = |selector: &str| {
+            let out = ok(server.kubectl(minor, &["get", "cm", "-n", &ns, "-l", selector, "-o", "name"]));
+            let mut names: Vec<String> = out
+                .lines()
+                .map(|l| l.trim_start_matches("configmap/").to_string())
+                .collect();
+            names.sort();
+            names.join(",")
+        };
+        assert_eq!(select("app=web"), "a,b");
+        assert_eq!(select("app!=web"), "c");
+        assert_eq!(select("app in (db,web),tier"), "a");
+        assert_eq!(select("app notin (web)"), "c");
+        assert_eq!(select("!tier"), "b,c");
+        let by_name = ok(server.kubectl(
+            minor,
+            &[
+                "get",
+                "cm",
+                "-n",
+                &ns,
+                "--field-selector",
+                "metadata.name=b",
+                "-o",
+                "name",
+            ],
+        ));
+        assert_eq!(by_name.trim(), "configmap/b");
+        let everywhere = ok(server.kubectl(minor, &["get", "cm", "-A", "-l", "app=db", "-o", "name"]));
+        assert!(everywhere.contains("configmap/c"), "{everywhere}");
+
+        let again = fails(with_stdin(
+            &server,
+            minor,
+            &["create", "-n", &ns],
+            &configmap("a", json!({})),
+        ));
+        assert!(
+            again.contains("AlreadyExists") && again.contains("configmaps \"a\" already exists"),
+            "{again}"
+        );
+        let bad = fails(with_stdin(
+            &server,
+            minor,
+            &["create", "-n", &ns],
+            &configmap("Bad_Name", json!({})),
+        ));
+        assert!(
+            bad.contains("is invalid") && bad.contains("metadata.name: Invalid value: \"Bad_Name\""),
+            "{bad}"
+        );
+        let nowhere = fails(with_stdin(
+            &server,
+            minor,
+            &["create", "-n", "no-such-ns"],
+            &configmap("x", json!({})),
+        ));
+        assert!(
+            nowhere.contains("namespaces \"no-such-ns\" not found"),
+            "{nowhere}"
+        );
+
+        assert!(
+            ok(server.kubectl(minor, &["delete", "cm", "a", "-n", &ns])).contains("configmap \"a\" deleted")
+        );
+        let gone = fails(server.kubectl(minor, &["get", "cm", "a", "-n", &ns]));
+        assert!(
+            gone.contains("NotFound") && gone.contains("configmaps \"a\" not found"),
+            "{gone}"
+        );
+        ok(server.kubectl(minor, &["label", "cm", "b", "-n", &ns, "extra=yes"]));
+        assert_eq!(select("extra=yes"), "b");
+    }
+}
+
+#[test]
+fn optimistic_concurrency_generations_and_status() {
+    let server = Server::start(&[]);
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    });
+    ok(with_stdin(&server, 33, &["create"], &deployment));
+    let current: Value =
+        serde_json::from_str(&ok(server.kubectl(33, &["get", "deploy", "web", "-o", "json"]))).unwrap();
+    assert_eq!(current["metadata"]["generation"], 1);
+    // A replace with the current resourceVersion wins and bumps the generation...
+    let mut newer = current.clone();
+    newer["spec"]["replicas"] = json!(3);
+    ok(with_stdin(&server, 33, &["replace"], &newer));
+    let after: Value =
+        serde_json::from_str(&ok(server.kubectl(33, &["get", "deploy", "web", "-o", "json"]))).unwrap();
+    assert_eq!(
+        (
+            after["spec"]["replicas"].as_i64(),
+            after["metadata"]["generation"].as_i64()
+        ),
+        (Some(3), Some(2))
+    );
+    // ...and one with the old resourceVersion is a conflict.
+    let mut stale = current.clone();
+    stale["spec"]["replicas"] = json!(5);
+    let conflict = fails(with_stdin(&server, 29, &["replace"], &stale));
+    assert!(
+        conflict.contains("Conflict") && conflict.contains("the object has been modified"),
+        "{conflict}"
+    );
+    // Status goes through the status subresource only, and does not change the generation.
+    let mut with_status = after.clone();
+    with_status["status"] = json!({"replicas": 3, "readyReplicas": 2});
+    // Unconditional updates (no resourceVersion), as controllers that own a field may send them.
+    with_status["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    let path = "/apis/apps/v1/namespaces/default/deployments/web";
+    let (code, body) = curl(
+        &server,
+        "PUT",
+        path,
+        Some(with_status.to_string().as_bytes()),
+        "application/json",
+    );
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = curl(&server, "GET", path, None, "application/json");
+    let read: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        read.get("status")
+            .is_none_or(|s| s.get("readyReplicas").is_none()),
+        "the main resource ignores status: {read}"
+    );
+    let (code, body) = curl(
+        &server,
+        "PUT",
+        &format!("{path}/status"),
+        Some(with_status.to_string().as_bytes()),
+        "application/json",
+    );
+    assert_eq!(code, 200, "{body}");
+    let read: Value = serde_json::from_str(&curl(&server, "GET", path, None, "").1).unwrap();
+    assert_eq!(read["status"]["readyReplicas"], 2);
+    assert_eq!(read["metadata"]["generation"], 2);
+}
+
+#[test]
+fn deletion_with_finalizers_and_terminating_namespaces() {
+    let server = Server::start(&[]);
+    let mut held = configmap("held", json!({}));
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    ok(with_stdin(&server, 33, &["create"], &held));
+    ok(server.kubectl(33, &["delete", "cm", "held", "--wait=false"]));
+    let still: Value =
+        serde_json::from_str(&ok(server.kubectl(33, &["get", "cm", "held", "-o", "json"]))).unwrap();
+    assert!(still["metadata"]["deletionTimestamp"].is_string(), "{still}");
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "cm",
+            "held",
+            "--type=merge",
+            "-p",
+            "{\"metadata\":{\"finalizers\":null}}",
+        ],
+    ));
+    fails(server.kubectl(33, &["get", "cm", "held"]));
+
+    ok(with_stdin(
+        &server,
+        33,
+        &["create"],
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}}),
+    ));
+    ok(server.kubectl(33, &["delete", "namespace", "doomed", "--wait=false"]));
+    let ns: Value =
+        serde_json::from_str(&ok(server.kubectl(33, &["get", "ns", "doomed", "-o", "json"]))).unwrap();
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    let refused = fails(with_stdin(
+        &server,
+        33,
+        &["create", "-n", "doomed"],
+        &configmap("late", json!({})),
+    ));
+    assert!(refused.contains("being terminated"), "{refused}");
+}
+
+#[test]
+fn paging_watching_and_bad_requests() {
+    let server = Server::start(&[]);
+    for i in 0..12 {
+        ok(with_stdin(
+            &server,
+            33,
+            &["create"],
+            &configmap(&format!("page-{i:02}"), json!({"batch": "one"})),
+        ));
+    }
+    // kubectl pages with limit/continue.
+    for minor in [29, 33] {
+        let all = ok(server.kubectl(
+            minor,
+            &["get", "cm", "-l", "batch=one", "--chunk-size=5", "-o", "name"],
+        ));
+        assert_eq!(all.lines().count(), 12, "kubectl 1.{minor}: {all}");
+    }
+    let (code, body) = curl(
+        &server,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?limit=5",
+        None,
+        "",
+    );
+    assert_eq!(code, 200);
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 5);
+    let token = page["metadata"]["continue"].as_str().unwrap().to_string();
+    let rv: i64 = page["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Watch from a resourceVersion: the changes after it, in order, then the stream ends at timeoutSeconds.
+    ok(server.kubectl(33, &["label", "cm", "page-00", "changed=yes"]));
+    ok(server.kubectl(33, &["delete", "cm", "page-01"]));
+    let (code, events) = curl(
+        &server,
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+        None,
+        "",
+    );
+    assert_eq!(code, 200);
+    let events: Vec<Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("MODIFIED".into(), "page-00".into()),
+            ("DELETED".into(), "page-01".into())
+        ]
+    );
+    // A label-selected watch sees an object leave its selection as a deletion.
+    let (_, events) = curl(
+        &server,
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1&labelSelector=changed%21%3Dyes,batch%3Done"
+        ),
+        None,
+        "",
+    );
+    let types: Vec<String> = events
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types, vec!["DELETED", "DELETED"], "{events}");
+    // WatchList: every object, then the initial-events-end bookmark.
+    let (_, events) = curl(
+        &server,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1",
+        None,
+        "",
+    );
+    let events: Vec<Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.iter().filter(|e| e["type"] == "ADDED").count(), 11);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "BOOKMARK");
+    assert_eq!(
+        last["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    // The continue token from before the changes still reads the old snapshot.
+    let (code, body) = curl(
+        &server,
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?limit=5&continue={token}"),
+        None,
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+
+    // kubectl get --watch prints what it lists, then what it is told of.
+    let mut watcher = server
+        .netns
+        .command(bonsai_e2e::kubectl_bin(33))
+        .args([
+            "--kubeconfig",
+            server.kubeconfig.to_str().unwrap(),
+            "get",
+            "cm",
+            "-w",
+            "-o",
+            "name",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == want => return,
+                Ok(_) => {}
+                Err(_) => panic!("kubectl get -w never printed {want}"),
+            }
+        }
+    };
+    wait_for("configmap/page-11");
+    ok(with_stdin(
+        &server,
+        33,
+        &["create"],
+        &configmap("watched", json!({})),
+    ));
+    wait_for("configmap/watched");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    // Bad input: a clear Status, never a 500.
+    let (code, body) = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(b"{not json"),
+        "application/json",
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["reason"],
+        "BadRequest"
+    );
+    let wrong_type =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "t"}, "data": {"k": 5}});
+    let (code, body) = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(wrong_type.to_string().as_bytes()),
+        "application/json",
+    );
+    assert_eq!(code, 400, "{body}");
+    let huge = vec![b' '; 3 * 1024 * 1024 + 10];
+    let (code, body) = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(&huge),
+        "application/json",
+    );
+    assert_eq!(code, 413, "{body}");
+    let (code, _) = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(b"\x0a\x0b"),
+        "application/vnd.kubernetes.protobuf",
+    );
+    assert_eq!(code, 415);
+    let yaml = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n";
+    let (code, body) = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(yaml),
+        "application/yaml",
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = curl(
+        &server,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?labelSelector=a+in+b",
+        None,
+        "",
+    );
+    assert_eq!(code, 400, "{body}");
+}
