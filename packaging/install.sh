@@ -12,8 +12,9 @@
 #   BONSAI_DATA_DIR              data directory (default /var/lib/bonsai)
 #   INSTALL_BONSAI_LOG           log file when no service manager runs it (default /var/log/bonsai.log)
 #
-# This version starts the server skeleton (the cluster store). The API server, node agent,
-# systemd/OpenRC units, uninstall and killall scripts come with the first-run issue.
+# This version starts the server: cluster store and API server (the admin kubeconfig goes to
+# /etc/bonsai/bonsai.yaml). Node agent, systemd/OpenRC units, uninstall and killall scripts
+# come with later issues.
 set -eu
 
 fatal() { echo "[ERROR] $*" >&2; exit 1; }
