@@ -251,3 +251,61 @@ impl Server {
         (netns, dir, status)
     }
 }
+
+/// Standard output and standard error of a finished command, for failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Standard output of a command that must have succeeded.
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Everything a command that must have failed printed.
+pub fn fails(out: Output) -> String {
+    assert!(!out.status.success(), "expected a failure: {}", text(&out));
+    text(&out)
+}
+
+impl Server {
+    /// curl inside the server's namespace, trusting the cluster CA, with `extra` arguments
+    /// (credentials, method, body); returns (HTTP code, body).
+    pub fn curl(&self, path: &str, extra: &[&str]) -> (u16, String) {
+        let ca = self.data_dir().join("server/tls/server-ca.crt");
+        let out = self
+            .netns
+            .command("curl")
+            .args([
+                "-s",
+                "-N",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+                ca.to_str().unwrap(),
+            ])
+            .args(extra)
+            .arg(format!("https://127.0.0.1:6443{path}"))
+            .output()
+            .unwrap();
+        let all = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = all.rsplit_once('\n').unwrap_or(("", all.as_str()));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// The admin's client certificate and key, as curl arguments.
+    pub fn admin_credentials(&self) -> Vec<String> {
+        let tls = self.data_dir().join("server/tls");
+        vec![
+            "--cert".into(),
+            tls.join("client-admin.crt").display().to_string(),
+            "--key".into(),
+            tls.join("client-admin.key").display().to_string(),
+        ]
+    }
+}

@@ -2,39 +2,8 @@
 //! namespace of its own, driven by the real kubectl (1.29 and 1.33) and curl.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
+use bonsai_e2e::{Server, ok, text};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Output;
-
-use bonsai_e2e::Server;
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// curl inside the server's namespace, trusting the cluster CA; returns (HTTP code, body).
-fn curl(server: &Server, path: &str, extra: &[&str]) -> (u16, String) {
-    let ca = server.data_dir().join("server/tls/server-ca.crt");
-    let out = server
-        .netns
-        .command("curl")
-        .args(["-s", "-w", "\n%{http_code}", "--cacert", ca.to_str().unwrap()])
-        .args(extra)
-        .arg(format!("https://127.0.0.1:6443{path}"))
-        .output()
-        .unwrap();
-    let all = String::from_utf8(out.stdout).unwrap();
-    let (body, code) = all.rsplit_once('\n').unwrap_or(("", all.as_str()));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
 
 #[test]
 fn real_kubectl_talks_to_the_server() {
@@ -100,7 +69,7 @@ fn unauthenticated_requests_get_401_except_health_and_version() {
     std::fs::write(&tokens, "good-token,alice,1001,\"dev\"\n").unwrap();
     let server = Server::start(&["--token-auth-file", tokens.to_str().unwrap()]);
 
-    let (code, body) = curl(&server, "/apis", &[]);
+    let (code, body) = server.curl("/apis", &[]);
     assert_eq!(code, 401, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -118,15 +87,17 @@ fn unauthenticated_requests_get_401_except_health_and_version() {
         "/healthz?verbose",
         "/readyz/ping",
     ] {
-        assert_eq!(curl(&server, public, &[]).0, 200, "{public}");
+        assert_eq!(server.curl(public, &[]).0, 200, "{public}");
     }
     // Bearer tokens from the token file.
     assert_eq!(
-        curl(&server, "/apis", &["-H", "Authorization: Bearer good-token"]).0,
+        server
+            .curl("/apis", &["-H", "Authorization: Bearer good-token"])
+            .0,
         200
     );
     assert_eq!(
-        curl(&server, "/apis", &["-H", "Authorization: Bearer bad-token"]).0,
+        server.curl("/apis", &["-H", "Authorization: Bearer bad-token"]).0,
         401
     );
     // The admin's client certificate.
@@ -134,12 +105,12 @@ fn unauthenticated_requests_get_401_except_health_and_version() {
     let cert = tls.join("client-admin.crt");
     let key = tls.join("client-admin.key");
     assert_eq!(
-        curl(
-            &server,
-            "/apis",
-            &["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]
-        )
-        .0,
+        server
+            .curl(
+                "/apis",
+                &["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]
+            )
+            .0,
         200
     );
     // kubectl with only a token, as a service account or CI job would use it.

@@ -6,26 +6,8 @@
 use std::io::Write;
 use std::process::{Output, Stdio};
 
-use bonsai_e2e::Server;
+use bonsai_e2e::{Server, fails, ok};
 use serde_json::{Value, json};
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(out: Output) -> String {
-    assert!(!out.status.success(), "expected a failure: {}", text(&out));
-    text(&out)
-}
 
 /// `kubectl <args> -f -` with `object` on standard input.
 fn with_stdin(server: &Server, minor: u32, args: &[&str], object: &Value) -> Output {
@@ -59,25 +41,23 @@ fn configmap(name: &str, labels: Value) -> Value {
 
 /// curl as the admin, inside the server's namespace; returns (code, body).
 fn curl(server: &Server, method: &str, path: &str, body: Option<&[u8]>, content_type: &str) -> (u16, String) {
-    let tls = server.data_dir().join("server/tls");
-    let mut cmd = server.netns.command("curl");
-    cmd.args(["-s", "-N", "-w", "\n%{http_code}", "-X", method])
-        .args(["--cacert", tls.join("server-ca.crt").to_str().unwrap()])
-        .args(["--cert", tls.join("client-admin.crt").to_str().unwrap()])
-        .args(["--key", tls.join("client-admin.key").to_str().unwrap()])
-        .args(["-H", &format!("Content-Type: {content_type}")]);
-    let body_file = server.dir.path().join(format!("body-{}", rand_suffix()));
+    let mut args: Vec<String> = vec![
+        "-X".into(),
+        method.into(),
+        "-H".into(),
+        format!("Content-Type: {content_type}"),
+    ];
+    args.extend(server.admin_credentials());
     if let Some(b) = body {
-        std::fs::write(&body_file, b).unwrap();
-        cmd.arg("--data-binary").arg(format!("@{}", body_file.display()));
+        let file = server.dir.path().join(format!("body-{}", next_id()));
+        std::fs::write(&file, b).unwrap();
+        args.extend(["--data-binary".into(), format!("@{}", file.display())]);
     }
-    let out = cmd.arg(format!("https://127.0.0.1:6443{path}")).output().unwrap();
-    let all = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = all.rsplit_once('\n').unwrap_or(("", all.as_str()));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    server.curl(path, &args)
 }
 
-fn rand_suffix() -> u64 {
+fn next_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::SeqCst)

@@ -197,6 +197,16 @@ async fn handle(
     }
 }
 
+/// The object as written at `revision`.
+fn at_revision(mut object: Value, revision: i64) -> Value {
+    set_meta(
+        &mut object,
+        "resourceVersion",
+        Value::String(revision.to_string()),
+    );
+    object
+}
+
 pub fn ok(code: StatusCode, object: &Value) -> Response {
     crate::status::json(code, object)
 }
@@ -421,14 +431,7 @@ pub async fn create_object(
         )
         .await?
     {
-        WriteOutcome::Written { revision, .. } => {
-            set_meta(
-                &mut object,
-                "resourceVersion",
-                Value::String(revision.to_string()),
-            );
-            Ok(object)
-        }
+        WriteOutcome::Written { revision, .. } => Ok(at_revision(object, revision)),
         WriteOutcome::Conflict { .. } => Err(ApiError::AlreadyExists {
             resource: t.resource,
             name,
@@ -542,10 +545,7 @@ async fn replace(
         .update(key, Bytes::from(objects::encode(&new)), current_rev)
         .await?
     {
-        WriteOutcome::Written { revision, .. } => {
-            set_meta(&mut new, "resourceVersion", Value::String(revision.to_string()));
-            Ok(new)
-        }
+        WriteOutcome::Written { revision, .. } => Ok(at_revision(new, revision)),
         WriteOutcome::Conflict { current: None } => Err(ApiError::NotFound {
             resource: t.resource,
             name,
@@ -710,14 +710,7 @@ async fn delete(store: &dyn Store, t: &Target, q: &Query, body: Body) -> Result<
             )
             .await?
         {
-            WriteOutcome::Written { revision, .. } => {
-                set_meta(
-                    &mut marked,
-                    "resourceVersion",
-                    Value::String(revision.to_string()),
-                );
-                Ok(ok(StatusCode::OK, &marked))
-            }
+            WriteOutcome::Written { revision, .. } => Ok(ok(StatusCode::OK, &at_revision(marked, revision))),
             WriteOutcome::Conflict { .. } => Err(conflict(t, &name)),
         };
     }
