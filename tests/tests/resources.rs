@@ -555,3 +555,152 @@ fn paging_watching_and_bad_requests() {
     );
     assert_eq!(code, 400, "{body}");
 }
+
+#[test]
+fn a_compacted_resource_version_is_gone() {
+    let server = Server::start(&[
+        "--store-compaction-interval",
+        "200ms",
+        "--store-compaction-retain",
+        "1",
+    ]);
+    let created = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(configmap("old", json!({})).to_string().as_bytes()),
+        "application/json",
+    );
+    assert_eq!(created.0, 201, "{}", created.1);
+    let old_rv = serde_json::from_str::<Value>(&created.1).unwrap()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..5 {
+        ok(server.kubectl(33, &["label", "cm", "old", &format!("round={i}"), "--overwrite"]));
+    }
+    // Let two compaction ticks pass.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, body) = curl(
+            &server,
+            "GET",
+            &format!(
+                "/api/v1/namespaces/default/configmaps?resourceVersion={old_rv}&resourceVersionMatch=Exact"
+            ),
+            None,
+            "",
+        );
+        if code == 410 {
+            let status: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                (status["reason"].as_str(), status["code"].as_i64()),
+                (Some("Expired"), Some(410)),
+                "{body}"
+            );
+            break;
+        }
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "history was never compacted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A watch from there gets one ERROR event with 410 Expired, as client-go expects to relist.
+    let (code, events) = curl(
+        &server,
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={old_rv}&timeoutSeconds=1"
+        ),
+        None,
+        "",
+    );
+    assert_eq!(code, 200);
+    let event: Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
+    assert_eq!(event["type"], "ERROR");
+    assert_eq!(event["object"]["code"], 410);
+    assert_eq!(event["object"]["reason"], "Expired");
+    // The current state is whole.
+    let cm: Value =
+        serde_json::from_str(&ok(server.kubectl(33, &["get", "cm", "old", "-o", "json"]))).unwrap();
+    assert_eq!(cm["metadata"]["labels"]["round"], "4");
+}
+
+#[test]
+fn kubectl_scale_and_pod_binding() {
+    let server = Server::start(&[]);
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    });
+    ok(with_stdin(&server, 33, &["create"], &deployment));
+    for (minor, replicas) in [(29, "3"), (33, "5")] {
+        let out = ok(server.kubectl(
+            minor,
+            &["scale", "deployment", "web", &format!("--replicas={replicas}")],
+        ));
+        assert!(out.contains("deployment.apps/web scaled"), "{out}");
+        let read = ok(server.kubectl(
+            minor,
+            &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"],
+        ));
+        assert_eq!(read, replicas);
+    }
+    let scale: Value = serde_json::from_str(
+        &curl(
+            &server,
+            "GET",
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+            None,
+            "",
+        )
+        .1,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            scale["kind"].as_str(),
+            scale["spec"]["replicas"].as_i64(),
+            scale["status"]["selector"].as_str()
+        ),
+        (Some("Scale"), Some(5), Some("app=web"))
+    );
+    let negative = fails(server.kubectl(33, &["scale", "deployment", "web", "--replicas=-1"]));
+    assert!(negative.contains("replicas"), "{negative}");
+
+    // The scheduler's binding: once, to one node.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    ok(with_stdin(&server, 33, &["create"], &pod));
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node-a"}});
+    let (code, body) = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/pods/p/binding",
+        Some(binding.to_string().as_bytes()),
+        "application/json",
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        ok(server.kubectl(33, &["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"])),
+        "node-a"
+    );
+    let (code, body) = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/pods/p/binding",
+        Some(binding.to_string().as_bytes()),
+        "application/json",
+    );
+    assert_eq!(code, 409, "{body}");
+    // A bound pod is deleted gracefully: it stays, marked, for its node agent to stop.
+    ok(server.kubectl(33, &["delete", "pod", "p", "--wait=false"]));
+    let marked: Value =
+        serde_json::from_str(&ok(server.kubectl(33, &["get", "pod", "p", "-o", "json"]))).unwrap();
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    // The node agent's subresources answer 503 until it exists.
+    let logs = fails(server.kubectl(33, &["logs", "p"]));
+    assert!(logs.contains("node agent"), "{logs}");
+}

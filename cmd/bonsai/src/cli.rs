@@ -58,6 +58,14 @@ pub struct ServerArgs {
     #[arg(long, env = "BONSAI_STORE_CACHE_MB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub store_cache_mb: u32,
 
+    /// How often history is compacted (e.g. 5m, 30s, 500ms); kube-apiserver's --etcd-compaction-interval.
+    #[arg(long, env = "BONSAI_STORE_COMPACTION_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub store_compaction_interval: std::time::Duration,
+
+    /// Revisions always kept behind the current one when compacting (k3s keeps 1000).
+    #[arg(long, env = "BONSAI_STORE_COMPACTION_RETAIN", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(0..))]
+    pub store_compaction_retain: i64,
+
     /// HTTPS listen port of the API server.
     #[arg(long, env = "BONSAI_HTTPS_LISTEN_PORT", default_value_t = 6443)]
     pub https_listen_port: u16,
@@ -92,6 +100,26 @@ pub struct ServerArgs {
 }
 
 pub const DEFAULT_KUBECONFIG: &str = "/etc/bonsai/bonsai.yaml";
+
+/// Durations as Kubernetes flags write them: a number and a unit (ms, s, m, h), at least 100 ms.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 5m, 30s or 500ms"))?;
+    let d = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        "h" => std::time::Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?} is not a duration such as 5m, 30s or 500ms")),
+    };
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s:?} is too short: at least 100ms"));
+    }
+    Ok(d)
+}
 
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)
@@ -139,6 +167,15 @@ mod tests {
         assert_eq!(args.data_dir, PathBuf::from("/var/lib/bonsai"));
         assert_eq!(args.store_engine, None);
         assert_eq!(cli.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn durations_as_kubernetes_flags_write_them() {
+        assert_eq!(parse_duration("5m"), Ok(std::time::Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("10ms").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use apiserver::authn::Authenticator;
 use apiserver::authz::AllowAuthenticated;
 use apiserver::pki::Pki;
 use apiserver::{ApiServerConfig, AppState, KubernetesVersion};
-use embedded_store::{EmbeddedStore, StoreOptions};
+use embedded_store::{CompactionPolicy, EmbeddedStore, StoreOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ServerArgs;
@@ -36,7 +36,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let options = StoreOptions {
         engine: args.store_engine,
         cache_bytes: args.store_cache_mb as usize * 1024 * 1024,
-        ..StoreOptions::default()
+        compaction: CompactionPolicy {
+            interval: args.store_compaction_interval,
+            retain_revisions: args.store_compaction_retain,
+        },
     };
     let opening = {
         let db_dir = db_dir.clone();

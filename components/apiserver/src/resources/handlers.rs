@@ -176,6 +176,18 @@ async fn handle(
             t.resource.plural
         )));
     }
+    match (&method, sub) {
+        (&Method::GET, Some("scale")) => {
+            return get(store, &t)
+                .await
+                .map(|(o, _)| ok(StatusCode::OK, &to_scale(&t, &o)));
+        }
+        (&Method::PUT | &Method::PATCH, Some("scale")) => {
+            return scale(store, &t, &q, &method, headers, body).await;
+        }
+        (&Method::POST, Some("binding")) => return bind(store, &t, headers, body).await,
+        _ => {}
+    }
     if let Some(s @ ("scale" | "binding" | "eviction" | "token" | "finalize")) = sub {
         return Err(ApiError::MethodNotAllowed(format!(
             "{}/{s} is not served by this version of bonsai yet",
@@ -577,6 +589,34 @@ async fn update(
     Ok(ok(StatusCode::OK, &updated))
 }
 
+/// Applies a JSON patch or merge patch body to `target`.
+fn apply_patch(t: &Target, headers: &HeaderMap, bytes: &[u8], target: &mut Value) -> Result<(), ApiError> {
+    match content_type(headers).as_str() {
+        "application/merge-patch+json" => {
+            let p: Value = serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::BadRequest(format!("invalid merge patch: {e}")))?;
+            json_patch::merge(target, &p);
+            Ok(())
+        }
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(target, &p).map_err(|e| ApiError::Invalid {
+                resource: t.resource,
+                name: name_of(t).to_string(),
+                causes: vec![FieldError {
+                    field: "patch".into(),
+                    reason: "FieldValueInvalid",
+                    message: e.to_string(),
+                }],
+            })
+        }
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other}; strategic merge patch and server-side apply arrive with kubectl compatibility)"
+        ))),
+    }
+}
+
 async fn patch(
     store: &dyn Store,
     t: &Target,
@@ -585,37 +625,139 @@ async fn patch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(body).await?;
-    let kind = content_type(headers);
     let (current, rev) = get(store, t).await?;
     let mut patched = current.clone();
-    match kind.as_str() {
-        "application/merge-patch+json" => {
-            let p: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::BadRequest(format!("invalid merge patch: {e}")))?;
-            json_patch::merge(&mut patched, &p);
-        }
-        "application/json-patch+json" => {
-            let p: json_patch::Patch = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut patched, &p).map_err(|e| ApiError::Invalid {
-                resource: t.resource,
-                name: name_of(t).to_string(),
-                causes: vec![FieldError {
-                    field: "patch".into(),
-                    reason: "FieldValueInvalid",
-                    message: e.to_string(),
-                }],
-            })?;
-        }
-        other => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other}; strategic merge patch and server-side apply arrive with kubectl compatibility)"
-            )));
-        }
-    }
-    // A patch applies to the object as read: keep its resourceVersion unless the patch set one.
+    apply_patch(t, headers, &bytes, &mut patched)?;
     let updated = replace(store, t, current, rev, patched, dry_run(q)).await?;
     Ok(ok(StatusCode::OK, &updated))
+}
+
+/// The `autoscaling/v1` Scale view of a scalable object.
+fn to_scale(t: &Target, object: &Value) -> Value {
+    let selector = object
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let meta = |f: &str| {
+        object
+            .pointer(&format!("/metadata/{f}"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta("name"), "namespace": t.namespace, "uid": meta("uid"), "resourceVersion": meta("resourceVersion"), "creationTimestamp": meta("creationTimestamp")},
+        "spec": {"replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {"replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+    })
+}
+
+/// PUT or PATCH of `scale`: only `spec.replicas` of the object changes.
+async fn scale(
+    store: &dyn Store,
+    t: &Target,
+    q: &Query,
+    method: &Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body).await?;
+    let (current, rev) = get(store, t).await?;
+    let mut wanted = to_scale(t, &current);
+    if *method == Method::PATCH {
+        apply_patch(t, headers, &bytes, &mut wanted)?;
+    } else {
+        wanted = decode_body(headers, &bytes)?;
+    }
+    if let Some(rv) = wanted
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        && !rv.is_empty()
+        && rv != rev.to_string()
+    {
+        return Err(conflict(t, name_of(t)));
+    }
+    let replicas = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(-1);
+    if replicas < 0 {
+        return Err(ApiError::Invalid {
+            resource: t.resource,
+            name: name_of(t).to_string(),
+            causes: vec![FieldError {
+                field: "spec.replicas".into(),
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            }],
+        });
+    }
+    let mut new = current.clone();
+    new["spec"]["replicas"] = json!(replicas);
+    let main = Target {
+        resource: t.resource,
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        subresource: None,
+    };
+    let updated = replace(store, &main, current, rev, new, dry_run(q)).await?;
+    Ok(ok(StatusCode::OK, &to_scale(t, &updated)))
+}
+
+/// `pods/<name>/binding`: assigns an unbound pod to a node, as the scheduler does.
+async fn bind(store: &dyn Store, t: &Target, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let binding = decode_body(headers, &read_body(body).await?)?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::Invalid {
+            resource: t.resource,
+            name: name_of(t).to_string(),
+            causes: vec![FieldError {
+                field: "target.name".into(),
+                reason: "FieldValueRequired",
+                message: "Required value".into(),
+            }],
+        })?;
+    let pod = Target {
+        resource: t.resource,
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        subresource: None,
+    };
+    let (current, rev) = get(store, &pod).await?;
+    if let Some(bound) = current
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return Err(ApiError::Conflict {
+            resource: t.resource,
+            name: name_of(t).to_string(),
+            message: format!("pod {} is already assigned to node \"{bound}\"", name_of(t)),
+        });
+    }
+    if current.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(ApiError::Conflict {
+            resource: t.resource,
+            name: name_of(t).to_string(),
+            message: "pod is being deleted, cannot be assigned to a host".into(),
+        });
+    }
+    let mut new = current.clone();
+    new["spec"]["nodeName"] = json!(node);
+    replace(store, &pod, current, rev, new, false).await?;
+    Ok(ok(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 async fn delete(store: &dyn Store, t: &Target, q: &Query, body: Body) -> Result<Response, ApiError> {
