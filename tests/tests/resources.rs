@@ -94,6 +94,29 @@ fn namespaces_and_discovery_from_first_start() {
         assert_eq!(apps.lines().count(), 5, "{apps}");
         // Short names resolve.
         ok(server.kubectl(minor, &["get", "cm,deploy,sts,ds,rs,cj,ing,sc,pc"]));
+        // The kubernetes service, as in every cluster, and cluster-info built on it.
+        let ip = ok(server.kubectl(
+            minor,
+            &["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"],
+        ));
+        assert_eq!(ip, "10.43.0.1");
+        let port = ok(server.kubectl(
+            minor,
+            &[
+                "get",
+                "endpoints",
+                "kubernetes",
+                "-o",
+                "jsonpath={.subsets[0].ports[0].port}",
+            ],
+        ));
+        assert_eq!(port, "6443");
+        ok(server.kubectl(minor, &["get", "endpointslices.discovery.k8s.io", "kubernetes"]));
+        let info = ok(server.kubectl(minor, &["cluster-info"]));
+        assert!(
+            info.contains("is running at") && info.contains("https://127.0.0.1:6443"),
+            "{info}"
+        );
         let unknown = fails(server.kubectl(minor, &["get", "widgets"]));
         assert!(
             unknown.contains("the server doesn't have a resource type \"widgets\""),
@@ -579,14 +602,16 @@ fn a_compacted_resource_version_is_gone() {
     for i in 0..5 {
         ok(server.kubectl(33, &["label", "cm", "old", &format!("round={i}"), "--overwrite"]));
     }
-    // Let two compaction ticks pass.
+    // Wait until compaction has passed the revision after `old_rv`: a list at `old_rv` needs that
+    // state, and a watch from `old_rv` needs the events from `old_rv + 1` on.
+    let after: i64 = old_rv.parse::<i64>().unwrap() + 1;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let (code, body) = curl(
             &server,
             "GET",
             &format!(
-                "/api/v1/namespaces/default/configmaps?resourceVersion={old_rv}&resourceVersionMatch=Exact"
+                "/api/v1/namespaces/default/configmaps?resourceVersion={after}&resourceVersionMatch=Exact"
             ),
             None,
             "",
@@ -700,6 +725,19 @@ fn kubectl_scale_and_pod_binding() {
     let marked: Value =
         serde_json::from_str(&ok(server.kubectl(33, &["get", "pod", "p", "-o", "json"]))).unwrap();
     assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    // An eviction of an unbound pod deletes it at once (no disruption budgets are served yet).
+    let q = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    ok(with_stdin(&server, 33, &["create"], &q));
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "q", "namespace": "default"}});
+    let (code, body) = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/pods/q/eviction",
+        Some(eviction.to_string().as_bytes()),
+        "application/json",
+    );
+    assert_eq!(code, 201, "{body}");
+    fails(server.kubectl(33, &["get", "pod", "q"]));
     // The node agent's subresources answer 503 until it exists.
     let logs = fails(server.kubectl(33, &["logs", "p"]));
     assert!(logs.contains("node agent"), "{logs}");

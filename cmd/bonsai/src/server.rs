@@ -56,9 +56,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "cluster store ready"
     );
     let store = Arc::new(store);
-    apiserver::resources::ensure_default_namespaces(&*store)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.status()["message"]))?;
 
     let names = apiserver::identity::serving_names(service_ip, &args.cluster_domain, &args.tls_sans);
     let pki = Pki::load_or_create(&server_dir.join("tls"), &names)?;
@@ -70,6 +67,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
+    let advertise = apiserver::identity::node_addresses()
+        .into_iter()
+        .next()
+        .unwrap_or(local_ip);
+    apiserver::resources::ensure_default_namespaces(&*store)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.status()["message"]))?;
+    apiserver::resources::ensure_kubernetes_service(&*store, service_ip, advertise, args.https_listen_port)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the kubernetes service: {}", e.status()["message"]))?;
     let state = AppState {
         store: store.clone(),
         authenticator,

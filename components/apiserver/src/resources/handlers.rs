@@ -186,6 +186,7 @@ async fn handle(
             return scale(store, &t, &q, &method, headers, body).await;
         }
         (&Method::POST, Some("binding")) => return bind(store, &t, headers, body).await,
+        (&Method::POST, Some("eviction")) => return evict(store, &t, &q, headers, body).await,
         _ => {}
     }
     if let Some(s @ ("scale" | "binding" | "eviction" | "token" | "finalize")) = sub {
@@ -465,7 +466,7 @@ async fn create(
 
 /// Writes `new` over `current` (read at `current_rev`), keeping what the server owns and honouring
 /// the status split; deletes the object when its last finalizer goes during deletion.
-async fn replace(
+pub(super) async fn replace(
     store: &dyn Store,
     t: &Target,
     current: Value,
@@ -708,6 +709,33 @@ async fn scale(
     };
     let updated = replace(store, &main, current, rev, new, dry_run(q)).await?;
     Ok(ok(StatusCode::OK, &to_scale(t, &updated)))
+}
+
+/// `pods/<name>/eviction`, as `kubectl drain` sends it. No PodDisruptionBudgets are served yet,
+/// so an eviction is the pod's graceful deletion with the eviction's delete options.
+async fn evict(
+    store: &dyn Store,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let eviction = decode_body(headers, &read_body(body).await?)?;
+    let options = eviction
+        .get("deleteOptions")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let pod = Target {
+        resource: t.resource,
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        subresource: None,
+    };
+    delete(store, &pod, q, Body::from(options.to_string())).await?;
+    Ok(ok(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 /// `pods/<name>/binding`: assigns an unbound pod to a node, as the scheduler does.
@@ -994,26 +1022,6 @@ async fn list(store: &dyn Store, t: &Target, q: &Query) -> Result<Response, ApiE
             "items": items,
         }),
     ))
-}
-
-/// The namespaces every cluster starts with.
-pub async fn ensure_default_namespaces(store: &dyn Store) -> Result<(), ApiError> {
-    let Some(namespaces) = registry::find("", "v1", "namespaces") else {
-        return Ok(());
-    };
-    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let t = Target {
-            resource: namespaces,
-            namespace: None,
-            name: None,
-            subresource: None,
-        };
-        match create_object(store, &t, json!({"metadata": {"name": name}}), false).await {
-            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

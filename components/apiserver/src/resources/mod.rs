@@ -1,5 +1,6 @@
 //! The resource layer: one generic code path serving every built-in kind over the store.
 
+mod bootstrap;
 mod discovery;
 mod errors;
 mod handlers;
@@ -9,5 +10,6 @@ mod selectors;
 mod validation;
 mod watch;
 
+pub use bootstrap::{ensure_default_namespaces, ensure_kubernetes_service};
 pub use errors::ApiError;
-pub use handlers::{dispatch, ensure_default_namespaces};
+pub use handlers::dispatch;
