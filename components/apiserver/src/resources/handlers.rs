@@ -210,6 +210,19 @@ async fn handle(
     }
 }
 
+/// A 422 with one field cause.
+fn invalid_field(t: &Target, field: &str, reason: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid {
+        resource: t.resource,
+        name: name_of(t).to_string(),
+        causes: vec![FieldError {
+            field: field.to_string(),
+            reason,
+            message: message.into(),
+        }],
+    }
+}
+
 /// The object as written at `revision`.
 fn at_revision(mut object: Value, revision: i64) -> Value {
     set_meta(
@@ -602,15 +615,8 @@ fn apply_patch(t: &Target, headers: &HeaderMap, bytes: &[u8], target: &mut Value
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_slice(bytes)
                 .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(target, &p).map_err(|e| ApiError::Invalid {
-                resource: t.resource,
-                name: name_of(t).to_string(),
-                causes: vec![FieldError {
-                    field: "patch".into(),
-                    reason: "FieldValueInvalid",
-                    message: e.to_string(),
-                }],
-            })
+            json_patch::patch(target, &p)
+                .map_err(|e| invalid_field(t, "patch", "FieldValueInvalid", e.to_string()))
         }
         other => Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other}; strategic merge patch and server-side apply arrive with kubectl compatibility)"
@@ -689,15 +695,12 @@ async fn scale(
         .and_then(Value::as_i64)
         .unwrap_or(-1);
     if replicas < 0 {
-        return Err(ApiError::Invalid {
-            resource: t.resource,
-            name: name_of(t).to_string(),
-            causes: vec![FieldError {
-                field: "spec.replicas".into(),
-                reason: "FieldValueInvalid",
-                message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
-            }],
-        });
+        return Err(invalid_field(
+            t,
+            "spec.replicas",
+            "FieldValueInvalid",
+            format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+        ));
     }
     let mut new = current.clone();
     new["spec"]["replicas"] = json!(replicas);
@@ -745,15 +748,7 @@ async fn bind(store: &dyn Store, t: &Target, headers: &HeaderMap, body: Body) ->
         .pointer("/target/name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::Invalid {
-            resource: t.resource,
-            name: name_of(t).to_string(),
-            causes: vec![FieldError {
-                field: "target.name".into(),
-                reason: "FieldValueRequired",
-                message: "Required value".into(),
-            }],
-        })?;
+        .ok_or_else(|| invalid_field(t, "target.name", "FieldValueRequired", "Required value"))?;
     let pod = Target {
         resource: t.resource,
         namespace: t.namespace.clone(),
