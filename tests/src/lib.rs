@@ -298,6 +298,33 @@ impl Server {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
+    /// A request as the admin (curl inside the server's namespace) with an optional body of the given
+    /// content type; returns (HTTP code, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: &str,
+    ) -> (u16, String) {
+        let mut args: Vec<String> = vec![
+            "-X".into(),
+            method.into(),
+            "-H".into(),
+            format!("Content-Type: {content_type}"),
+        ];
+        args.extend(self.admin_credentials());
+        if let Some(b) = body {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let file = self.dir.path().join(format!("body-{n}"));
+            std::fs::write(&file, b).unwrap();
+            args.extend(["--data-binary".into(), format!("@{}", file.display())]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.curl(path, &args)
+    }
+
     /// The admin's client certificate and key, as curl arguments.
     pub fn admin_credentials(&self) -> Vec<String> {
         let tls = self.data_dir().join("server/tls");

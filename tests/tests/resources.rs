@@ -41,26 +41,7 @@ fn configmap(name: &str, labels: Value) -> Value {
 
 /// curl as the admin, inside the server's namespace; returns (code, body).
 fn curl(server: &Server, method: &str, path: &str, body: Option<&[u8]>, content_type: &str) -> (u16, String) {
-    let mut args: Vec<String> = vec![
-        "-X".into(),
-        method.into(),
-        "-H".into(),
-        format!("Content-Type: {content_type}"),
-    ];
-    args.extend(server.admin_credentials());
-    if let Some(b) = body {
-        let file = server.dir.path().join(format!("body-{}", next_id()));
-        std::fs::write(&file, b).unwrap();
-        args.extend(["--data-binary".into(), format!("@{}", file.display())]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    server.curl(path, &args)
-}
-
-fn next_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
+    server.request(method, path, body, content_type)
 }
 
 #[test]
@@ -130,13 +111,8 @@ fn create_get_list_delete_with_selectors_and_errors() {
     let server = Server::start(&[]);
     for minor in [29, 33] {
         let ns = format!("ns{minor}");
-        // (kubectl 1.32+ `create namespace` sends protobuf, not served yet: create it from JSON.)
-        ok(with_stdin(
-            &server,
-            minor,
-            &["create"],
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        ));
+        // (kubectl 1.33 sends this one as protobuf, 1.29 as JSON.)
+        ok(server.kubectl(minor, &["create", "namespace", &ns]));
         for (name, labels) in [
             ("a", json!({"app": "web", "tier": "front"})),
             ("b", json!({"app": "web"})),
@@ -558,6 +534,17 @@ fn paging_watching_and_bad_requests() {
         "/api/v1/namespaces/default/configmaps",
         Some(b"\x0a\x0b"),
         "application/vnd.kubernetes.protobuf",
+    );
+    assert_eq!(
+        code, 400,
+        "a body without the k8s protobuf magic is a bad request"
+    );
+    let (code, _) = curl(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(b"{}"),
+        "application/x-unknown",
     );
     assert_eq!(code, 415);
     let yaml = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n";

@@ -14,6 +14,7 @@ mod health;
 pub mod identity;
 pub mod kubeconfig;
 pub mod pki;
+mod protobuf;
 pub mod ready;
 pub mod resources;
 mod server;

@@ -172,7 +172,7 @@ async fn handle(
         (Method::POST, false) => create(store, &t, &q, headers, body).await,
         (Method::PUT, true) => update(store, &t, &q, headers, body).await,
         (Method::PATCH, true) => patch(store, &t, &q, headers, body).await,
-        (Method::DELETE, true) => delete(store, &t, &q, body).await,
+        (Method::DELETE, true) => delete(store, &t, &q, delete_options(headers, body).await?).await,
         (Method::DELETE, false) => delete_collection(store, &t, &q).await,
         (m, _) => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource: {m}"
@@ -242,7 +242,7 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Decodes a JSON or YAML object body.
+/// Decodes a JSON, YAML or Kubernetes protobuf object body.
 fn decode_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
     let value: Value = match content_type(headers).as_str() {
         "" | "application/json" => serde_json::from_slice(bytes)
@@ -253,14 +253,11 @@ fn decode_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
             serde_saphyr::from_str(text)
                 .map_err(|e| ApiError::BadRequest(format!("the request body is not valid YAML: {e}")))?
         }
-        "application/vnd.kubernetes.protobuf" => {
-            return Err(ApiError::UnsupportedMediaType(
-                "protobuf request bodies are not supported by this version of bonsai yet; send JSON".into(),
-            ));
-        }
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes)
+            .map_err(|e| ApiError::BadRequest(format!("the request body is not valid protobuf: {e}")))?,
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other})"
             )));
         }
     };
@@ -704,7 +701,7 @@ async fn evict(
         name: t.name.clone(),
         subresource: None,
     };
-    delete(store, &pod, q, Body::from(options.to_string())).await?;
+    delete(store, &pod, q, options).await?;
     Ok(ok(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -753,14 +750,17 @@ async fn bind(store: &dyn Store, t: &Target, headers: &HeaderMap, body: Body) ->
     ))
 }
 
-async fn delete(store: &dyn Store, t: &Target, q: &Query, body: Body) -> Result<Response, ApiError> {
+/// DeleteOptions from a DELETE body: kubectl sends JSON, helm v4 protobuf, and either may send none.
+async fn delete_options(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     let bytes = read_body(body).await?;
-    let options: Value = if bytes.is_empty() {
-        json!({})
+    if bytes.is_empty() {
+        Ok(json!({}))
     } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
-    };
+        decode_body(headers, &bytes)
+    }
+}
+
+async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Result<Response, ApiError> {
     let name = name_of(t).to_string();
     let (current, rev) = get(store, t).await?;
     if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
@@ -876,7 +876,7 @@ async fn delete_collection(store: &dyn Store, t: &Target, q: &Query) -> Result<R
             name: Some(name.to_string()),
             subresource: None,
         };
-        match delete(store, &one, q, Body::empty()).await {
+        match delete(store, &one, q, json!({})).await {
             Ok(_) | Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
