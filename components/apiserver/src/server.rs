@@ -180,10 +180,11 @@ pub fn go_arch() -> &'static str {
 }
 
 /// Everything under `/api` and `/apis` goes to the resource layer.
-async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
+async fn api(state: Arc<AppState>, watches: Arc<resources::WatchCaches>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     resources::dispatch(
         state.store.clone(),
+        watches,
         parts.method,
         parts.uri.path(),
         parts.uri.query(),
@@ -194,11 +195,15 @@ async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
 }
 
 fn router(state: Arc<AppState>) -> Router {
+    // One watch cache per server: every HTTP watch of a resource type shares its store watch.
+    let watches = Arc::new(resources::WatchCaches::new(state.store.clone()));
+    let api =
+        move |State(state): State<Arc<AppState>>, request: Request| api(state, watches.clone(), request);
     let router = Router::new().route("/version", get(version));
     let router = health::routes(router)
-        .route("/api", axum::routing::any(api))
-        .route("/api/{*rest}", axum::routing::any(api))
-        .route("/apis", axum::routing::any(api))
+        .route("/api", axum::routing::any(api.clone()))
+        .route("/api/{*rest}", axum::routing::any(api.clone()))
+        .route("/apis", axum::routing::any(api.clone()))
         .route("/apis/{*rest}", axum::routing::any(api));
     router
         .fallback(|| async { status::not_found() })

@@ -14,6 +14,7 @@ use super::errors::{ApiError, FieldError};
 use super::objects::{self, meta_str, remove_meta, set_meta};
 use super::registry::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
+use super::watch_cache::WatchCaches;
 use super::{discovery, validation, watch};
 
 /// The most a request body may hold, as kube-apiserver allows.
@@ -113,6 +114,7 @@ impl Query {
 /// Serves `/api/...` and `/apis/...`.
 pub async fn dispatch(
     store: Arc<dyn Store>,
+    watches: Arc<WatchCaches>,
     method: Method,
     path: &str,
     raw_query: Option<&str>,
@@ -124,15 +126,27 @@ pub async fn dispatch(
         None => return crate::status::not_found(),
         Some(Route::Discovery(p)) => return discovery::serve(p, headers),
         Some(Route::Resource(target)) => {
-            handle(&*store, store.clone(), method, target, query, headers, body).await
+            handle(
+                &*store,
+                store.clone(),
+                watches,
+                method,
+                target,
+                query,
+                headers,
+                body,
+            )
+            .await
         }
     };
     result.unwrap_or_else(|e| e.response())
 }
 
+#[allow(clippy::too_many_arguments)] // the request's parts, each used by some verb
 async fn handle(
     store: &dyn Store,
     shared: Arc<dyn Store>,
+    watches: Arc<WatchCaches>,
     method: Method,
     t: Target,
     q: Query,
@@ -166,7 +180,7 @@ async fn handle(
         )));
     }
     match (method, t.name.is_some()) {
-        (Method::GET, false) if q.flag("watch") => watch::serve(shared, t, q).await,
+        (Method::GET, false) if q.flag("watch") => watch::serve(shared, watches, t, q).await,
         (Method::GET, false) => list(store, &t, &q).await,
         (Method::GET, true) => get(store, &t).await.map(|(o, _)| ok(StatusCode::OK, &o)),
         (Method::POST, false) => create(store, &t, &q, headers, body).await,

@@ -9,7 +9,9 @@ pub mod registry;
 mod selectors;
 mod validation;
 mod watch;
+mod watch_cache;
 
 pub use bootstrap::{ensure_default_namespaces, ensure_kubernetes_service};
 pub use errors::ApiError;
 pub use handlers::dispatch;
+pub use watch_cache::WatchCaches;

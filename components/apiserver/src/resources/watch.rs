@@ -1,8 +1,9 @@
 //! Watches over HTTP: a chunked stream of `{"type","object"}` lines, from a resourceVersion or
 //! from the current state (synthetic ADDED events), with label and field selectors applied as
 //! transitions (an object that stops matching is DELETED for this watcher), bookmarks,
-//! `sendInitialEvents`, `timeoutSeconds`, and an ERROR event with 410 Expired for a compacted
-//! resourceVersion.
+//! `sendInitialEvents`, `timeoutSeconds`, and an ERROR event with 410 Expired for a resourceVersion
+//! older than the watch cache's window or the store's compaction. Events come from the watch cache,
+//! never from a store watch of this request's own.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,14 +13,13 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use embedded_store::{EventKind, Store, StoreError, WatchRequest};
-use futures_util::StreamExt;
+use embedded_store::Store;
 use serde_json::{Value, json};
 
 use super::errors::ApiError;
 use super::handlers::{Query, Target, list_items};
-use super::objects;
 use super::selectors::{FieldSelector, LabelSelector};
+use super::watch_cache::{WatchCacheError, WatchCaches};
 
 /// Default watch length when the client names none (kube-apiserver picks 30-60 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -31,6 +31,17 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(text)
 }
 
+/// `{"type":…,"object":…}` around an object already serialised (once, by the watch cache).
+fn event_line(kind: &str, object: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
 fn bookmark(t: &Target, revision: i64, initial_end: bool) -> Value {
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if initial_end {
@@ -39,7 +50,12 @@ fn bookmark(t: &Target, revision: i64, initial_end: bool) -> Value {
     json!({"kind": t.resource.kind, "apiVersion": t.resource.api_version(), "metadata": metadata})
 }
 
-pub async fn serve(store: Arc<dyn Store>, t: Target, q: Query) -> Result<Response, ApiError> {
+pub async fn serve(
+    store: Arc<dyn Store>,
+    watches: Arc<WatchCaches>,
+    t: Target,
+    q: Query,
+) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
     let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
     let matches = move |o: &Value| labels.matches(o) && fields.matches(o);
@@ -74,93 +90,66 @@ pub async fn serve(store: Arc<dyn Store>, t: Target, q: Query) -> Result<Respons
             revision + 1
         }
     };
-    let prefix = objects::prefix(t.resource, t.namespace.as_deref());
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let stream = match store
-        .watch(WatchRequest {
-            prefix: Bytes::from(prefix),
-            start_revision: start,
-        })
-        .await
-    {
-        Ok(stream) => Some(stream),
-        Err(StoreError::Compacted {
-            requested,
-            compact_revision,
-        }) => {
-            let expired = ApiError::Gone(format!(
-                "too old resource version: {} ({compact_revision})",
-                requested - 1
-            ));
+    let feed = match watches.subscribe(t.resource, start - 1).await {
+        Ok(feed) => Some(feed),
+        Err(WatchCacheError::TooOld { requested, oldest }) => {
+            let expired = ApiError::Gone(format!("too old resource version: {requested} ({oldest})"));
             let _ = tx.send(line("ERROR", &expired.status())).await;
             None
         }
-        Err(e) => return Err(e.into()),
+        Err(WatchCacheError::Store(e)) => return Err(e.into()),
     };
+    let namespace = t.namespace.clone().filter(|_| t.resource.namespaced);
     tokio::spawn(async move {
         for object in &initial {
             if tx.send(line("ADDED", object)).await.is_err() {
                 return;
             }
         }
-        let mut last = start - 1;
         if send_initial
             && tx
-                .send(line("BOOKMARK", &bookmark(&t, last, true)))
+                .send(line("BOOKMARK", &bookmark(&t, start - 1, true)))
                 .await
                 .is_err()
         {
             return;
         }
-        let Some(mut stream) = stream else { return };
+        let Some(mut feed) = feed else { return };
         let deadline = tokio::time::Instant::now() + timeout;
         let mut next_bookmark = tokio::time::Instant::now() + BOOKMARK_EVERY;
         loop {
             let event = tokio::select! {
-                e = stream.next() => e,
+                e = feed.next() => e,
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tokio::time::sleep_until(next_bookmark), if bookmarks => {
                     next_bookmark = tokio::time::Instant::now() + BOOKMARK_EVERY;
-                    if tx.send(line("BOOKMARK", &bookmark(&t, last, false))).await.is_err() { return }
+                    let at = feed.last_revision();
+                    if tx.send(line("BOOKMARK", &bookmark(&t, at, false))).await.is_err() { return }
                     continue;
                 }
                 _ = tx.closed() => return,
             };
-            let event = match event {
-                Some(Ok(e)) => e,
-                Some(Err(StoreError::Compacted {
-                    requested,
-                    compact_revision,
-                })) => {
-                    let expired = ApiError::Gone(format!(
-                        "too old resource version: {requested} ({compact_revision})"
-                    ));
-                    let _ = tx.send(line("ERROR", &expired.status())).await;
-                    return;
-                }
-                Some(Err(_)) | None => return,
+            // The cache closed (shutdown) or this watcher fell behind: end the stream; clients re-watch.
+            let Ok(event) = event else { return };
+            let in_scope = |o: &Value| {
+                namespace
+                    .as_deref()
+                    .is_none_or(|ns| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+                    && matches(o)
             };
-            last = event.kv.mod_revision;
-            let revision = event.kv.mod_revision;
-            let decode = |bytes: &[u8]| objects::decode(bytes, revision);
-            let now = match event.kind {
-                EventKind::Put => decode(&event.kv.value),
-                EventKind::Delete => None,
+            let now_in = event.object.as_ref().is_some_and(in_scope);
+            let before_in = event.previous.as_ref().is_some_and(in_scope);
+            // A change that moves an object out of this watcher's selection is a DELETED for it.
+            let out = match (now_in, before_in) {
+                (true, true) => Some(("MODIFIED", event.json(false))),
+                (true, false) => Some(("ADDED", event.json(false))),
+                (false, true) if event.object.is_some() => Some(("DELETED", event.json(false))),
+                (false, true) => Some(("DELETED", event.json(true))),
+                (false, false) => None,
             };
-            let before = event.prev_kv.as_ref().and_then(|p| decode(&p.value));
-            let (now_in, before_in) = (
-                now.as_ref().is_some_and(&matches),
-                before.as_ref().is_some_and(&matches),
-            );
-            let out = match (now, before) {
-                (Some(o), _) if now_in && before_in => Some(("MODIFIED", o)),
-                (Some(o), _) if now_in => Some(("ADDED", o)),
-                (Some(o), Some(_)) if before_in => Some(("DELETED", o)),
-                (None, Some(b)) if before_in => Some(("DELETED", b)),
-                _ => None,
-            };
-            if let Some((kind, object)) = out
-                && tx.send(line(kind, &object)).await.is_err()
+            if let Some((kind, Some(object))) = out
+                && tx.send(event_line(kind, &object)).await.is_err()
             {
                 return;
             }
