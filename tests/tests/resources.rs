@@ -180,6 +180,12 @@ fn create_get_list_delete_with_selectors_and_errors() {
             ],
         ));
         assert_eq!(by_name.trim(), "configmap/b");
+        let unsupported =
+            fails(server.kubectl(minor, &["get", "cm", "-n", &ns, "--field-selector", "data.k=v"]));
+        assert!(
+            unsupported.contains("(BadRequest)") && unsupported.contains("field label not supported: data.k"),
+            "{unsupported}"
+        );
         let everywhere = ok(server.kubectl(minor, &["get", "cm", "-A", "-l", "app=db", "-o", "name"]));
         assert!(everywhere.contains("configmap/c"), "{everywhere}");
 

@@ -926,7 +926,8 @@ pub async fn list_items(
     start_token: Option<&str>,
 ) -> Result<(Vec<Value>, (i64, Option<String>)), ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
+    let fields = FieldSelector::parse_for(t.resource, q.get("fieldSelector").unwrap_or(""))
+        .map_err(ApiError::BadRequest)?;
     let prefix = objects::prefix(t.resource, t.namespace.as_deref());
     let (mut revision, mut start) = match start_token {
         Some(token) => {

@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use super::registry::ResourceType;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Requirement {
     Equals(String, String),
@@ -102,7 +104,81 @@ impl LabelSelector {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
+/// The field labels a kind may be selected on, as kube-apiserver's field label conversion functions allow them
+/// (`pkg/apis/*/v1/conversion.go`); every other kind allows `metadata.name` and `metadata.namespace`.
+fn field_labels(resource: &ResourceType) -> &'static [&'static str] {
+    match (resource.group, resource.kind) {
+        ("", "Pod") => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        ],
+        ("", "Node") => &["metadata.name", "spec.unschedulable"],
+        ("", "Namespace") => &["metadata.name", "status.phase"],
+        ("", "Secret") => &["metadata.name", "metadata.namespace", "type"],
+        ("", "Service") => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.clusterIP",
+            "spec.type",
+        ],
+        ("", "Event") => &[
+            "metadata.name",
+            "metadata.namespace",
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ("apps", "ReplicaSet") => &["metadata.name", "metadata.namespace", "status.replicas"],
+        ("batch", "Job") => &["metadata.name", "metadata.namespace", "status.successful"],
+        _ => &["metadata.name", "metadata.namespace"],
+    }
+}
+
+/// Where a field label's value lives in the object, where that is not the label read as a path.
+fn field_path(resource: &ResourceType, label: &str) -> String {
+    let path = match (resource.group, resource.kind, label) {
+        ("", "Event", "source") => "source.component",
+        ("", "Pod", "spec.host") => "spec.nodeName", // what v1.0 clients sent
+        _ => label,
+    };
+    path.to_string()
+}
+
 impl FieldSelector {
+    /// Parses a field selector for `resource`, rejecting fields the kind cannot be selected on as
+    /// kube-apiserver does (`field label not supported: …`).
+    pub fn parse_for(resource: &ResourceType, s: &str) -> Result<Self, String> {
+        let mut selector = FieldSelector::parse(s)?;
+        for (field, _, _) in &mut selector.0 {
+            let aliased = resource.kind == "Pod" && resource.group.is_empty() && field == "spec.host";
+            if !aliased && !field_labels(resource).contains(&field.as_str()) {
+                return Err(format!(
+                    "Unable to find \"{}\" that match label selector \"\", field selector \"{s}\": field label not supported: {field}",
+                    resource.qualified_plural()
+                ));
+            }
+            *field = field_path(resource, field);
+        }
+        Ok(selector)
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut reqs = vec![];
         for part in split_top_level(s) {
@@ -172,5 +248,40 @@ mod tests {
         );
         assert!(!FieldSelector::parse("spec.nodeName=").unwrap().matches(&o));
         assert!(FieldSelector::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn field_selectors_are_limited_to_each_kinds_labels() {
+        let find = |group, plural| crate::resources::registry::find(group, "v1", plural).unwrap();
+        let pods = find("", "pods");
+        let o = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "hostNetwork": true}});
+        assert!(
+            FieldSelector::parse_for(pods, "spec.nodeName=n1,spec.hostNetwork=true")
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            FieldSelector::parse_for(pods, "spec.host=n1")
+                .unwrap()
+                .matches(&o),
+            "the v1.0 alias"
+        );
+        let err = FieldSelector::parse_for(pods, "status.hostIP=10.0.0.1").unwrap_err();
+        assert!(err.ends_with("field label not supported: status.hostIP"), "{err}");
+        let configmaps = find("", "configmaps");
+        assert!(FieldSelector::parse_for(configmaps, "metadata.name=x,metadata.namespace=y").is_ok());
+        assert!(FieldSelector::parse_for(configmaps, "data.k=v").is_err());
+        assert!(FieldSelector::parse_for(find("", "secrets"), "type=Opaque").is_ok());
+        assert!(FieldSelector::parse_for(find("", "nodes"), "spec.unschedulable=false").is_ok());
+        assert!(FieldSelector::parse_for(find("", "nodes"), "metadata.namespace=x").is_err());
+        assert!(FieldSelector::parse_for(find("apps", "replicasets"), "status.replicas=0").is_ok());
+        assert!(FieldSelector::parse_for(find("batch", "jobs"), "status.successful=1").is_ok());
+        let events = find("", "events");
+        let e = json!({"source": {"component": "kubelet"}, "involvedObject": {"kind": "Pod"}});
+        assert!(
+            FieldSelector::parse_for(events, "source=kubelet,involvedObject.kind=Pod")
+                .unwrap()
+                .matches(&e)
+        );
     }
 }

@@ -57,7 +57,8 @@ pub async fn serve(
     q: Query,
 ) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
+    let fields = FieldSelector::parse_for(t.resource, q.get("fieldSelector").unwrap_or(""))
+        .map_err(ApiError::BadRequest)?;
     let matches = move |o: &Value| labels.matches(o) && fields.matches(o);
     let send_initial = q.flag("sendInitialEvents");
     let bookmarks = q.flag("allowWatchBookmarks");
