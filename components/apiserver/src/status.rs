@@ -34,6 +34,15 @@ pub fn json(code: StatusCode, body: &serde_json::Value) -> Response {
     response
 }
 
+/// A response whose body is JSON already serialised.
+pub fn json_bytes(code: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (code, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 pub fn unauthorized() -> Response {
     failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
 }

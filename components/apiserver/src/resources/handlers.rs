@@ -879,12 +879,12 @@ async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Res
 async fn delete_collection(store: &dyn Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
     let (items, _) = list_items(store, t, q, 0, None).await?;
     for item in &items {
-        let Some(name) = meta_str(item, "name") else {
+        let Some(name) = meta_str(&item.selectable, "name") else {
             continue;
         };
         let one = Target {
             resource: t.resource,
-            namespace: meta_str(item, "namespace")
+            namespace: meta_str(&item.selectable, "namespace")
                 .map(String::from)
                 .or(t.namespace.clone()),
             name: Some(name.to_string()),
@@ -924,10 +924,11 @@ pub async fn list_items(
     q: &Query,
     limit: usize,
     start_token: Option<&str>,
-) -> Result<(Vec<Value>, (i64, Option<String>)), ApiError> {
+) -> Result<(Vec<objects::Listed>, (i64, Option<String>)), ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
     let fields = FieldSelector::parse_for(t.resource, q.get("fieldSelector").unwrap_or(""))
         .map_err(ApiError::BadRequest)?;
+    let members = fields.members();
     let prefix = objects::prefix(t.resource, t.namespace.as_deref());
     let (mut revision, mut start) = match start_token {
         Some(token) => {
@@ -954,10 +955,10 @@ pub async fn list_items(
                 let token = encode_continue(revision, &String::from_utf8_lossy(&kv.key));
                 return Ok((items, (revision, Some(token))));
             }
-            let Some(object) = objects::decode(&kv.value, kv.mod_revision) else {
+            let Some(object) = objects::decode_listed(&kv.value, kv.mod_revision, &members) else {
                 continue;
             };
-            if labels.matches(&object) && fields.matches(&object) {
+            if labels.matches(&object.selectable) && fields.matches(&object.selectable) {
                 items.push(object);
             }
         }
@@ -993,15 +994,26 @@ async fn list(store: &dyn Store, t: &Target, q: &Query) -> Result<Response, ApiE
     if let Some(token) = token {
         metadata["continue"] = Value::String(token);
     }
-    Ok(ok(
-        StatusCode::OK,
-        &json!({
-            "kind": format!("{}List", t.resource.kind),
-            "apiVersion": t.resource.api_version(),
-            "metadata": metadata,
-            "items": items,
-        }),
-    ))
+    // The list is written around the items' own JSON rather than built as one tree and serialised.
+    let head = json!({
+        "kind": format!("{}List", t.resource.kind),
+        "apiVersion": t.resource.api_version(),
+        "metadata": metadata,
+    })
+    .to_string();
+    let size = items.iter().map(|i| i.json.len() + 1).sum::<usize>();
+    let mut body = Vec::with_capacity(head.len() + size + 16);
+    body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    body.extend_from_slice(b",\"items\":[");
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&item.json);
+    }
+    body.extend_from_slice(b"]}");
+    drop(items);
+    Ok(crate::status::json_bytes(StatusCode::OK, body))
 }
 
 #[cfg(test)]

@@ -196,6 +196,20 @@ impl FieldSelector {
         Ok(FieldSelector(reqs))
     }
 
+    /// The top-level members (other than `metadata`) this selector reads.
+    pub fn members(&self) -> Vec<String> {
+        let mut members: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|(field, _, _)| field.split('.').next())
+            .filter(|m| *m != "metadata")
+            .map(String::from)
+            .collect();
+        members.sort();
+        members.dedup();
+        members
+    }
+
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, equal, value)| {
             let pointer = format!("/{}", field.replace('.', "/"));

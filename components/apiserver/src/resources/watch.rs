@@ -87,7 +87,11 @@ pub async fn serve(
         Some(rv) if !send_initial => rv + 1,
         _ => {
             let (items, (revision, _)) = list_items(&*store, &t, &Query::default(), 0, None).await?;
-            initial = items.into_iter().filter(|o| matches(o)).collect();
+            initial = items
+                .into_iter()
+                .filter(|o| matches(&o.selectable))
+                .map(|o| o.json)
+                .collect();
             revision + 1
         }
     };
@@ -104,7 +108,7 @@ pub async fn serve(
     let namespace = t.namespace.clone().filter(|_| t.resource.namespaced);
     tokio::spawn(async move {
         for object in &initial {
-            if tx.send(line("ADDED", object)).await.is_err() {
+            if tx.send(event_line("ADDED", object)).await.is_err() {
                 return;
             }
         }

@@ -2,10 +2,11 @@
 //! and fanned out to every HTTP watcher of that type, with a window of recent events so watchers can resume from a
 //! resourceVersion without a store watch of their own.
 //!
-//! A resource's cache starts on its first watch, replaying the store's retained history so that any
-//! resourceVersion the store still has is inside the window. The window then slides: it holds the last
-//! [`WINDOW`] events, and a watch from before the window gets 410 Gone, as kube-apiserver answers when a
-//! resourceVersion is older than its cache. Events are published under the same lock that extends the window, so a
+//! A resource's cache starts on its first watch, from that watch's resourceVersion (replaying the store's history
+//! from there if it is in the past). The window then slides: it holds the last [`WINDOW`] events, and a watch
+//! from before the window gets 410 Gone, as kube-apiserver answers when a resourceVersion is older than its
+//! cache; clients relist and watch again. (Replaying all retained history at start would make every older
+//! resourceVersion resumable, but costs a decode of every retained event before the first live one.) Events are published under the same lock that extends the window, so a
 //! new watcher's backlog and its live feed neither overlap nor leave a gap.
 
 use std::collections::{HashMap, VecDeque};
@@ -171,7 +172,7 @@ impl WatchCaches {
                 oldest: compacted,
             });
         }
-        let cache = self.cache_for(resource, compacted).await?;
+        let cache = self.cache_for(resource, after).await?;
         let w = cache.lock();
         if after < w.start {
             return Err(WatchCacheError::TooOld {
@@ -193,22 +194,22 @@ impl WatchCaches {
         })
     }
 
+    /// The resource's cache, started (for a watcher of events after `after`) if it is not running.
     async fn cache_for(
         &self,
         resource: &'static ResourceType,
-        compacted: Revision,
+        after: Revision,
     ) -> Result<Arc<ResourceCache>, WatchCacheError> {
         let key = resource.qualified_plural();
         if let Some(cache) = self.caches().get(&key).filter(|c| c.is_live()) {
             return Ok(cache.clone());
         }
-        // Replay what the store retains, so every resourceVersion it still has is in the window.
         let prefix = Bytes::from(objects::prefix(resource, None));
         let stream = self
             .store
             .watch(WatchRequest {
                 prefix,
-                start_revision: compacted + 1,
+                start_revision: after + 1,
             })
             .await?;
         let mut caches = self.caches();
@@ -219,9 +220,9 @@ impl WatchCaches {
         let (sender, _) = broadcast::channel(FANOUT_QUEUE);
         let cache = Arc::new(ResourceCache {
             window: Mutex::new(Window {
-                start: compacted,
-                events: VecDeque::with_capacity(WINDOW),
-                last: compacted,
+                start: after,
+                events: VecDeque::new(),
+                last: after,
                 sender: Some(sender),
             }),
         });

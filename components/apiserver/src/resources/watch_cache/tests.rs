@@ -126,6 +126,11 @@ async fn resuming_replays_the_window_then_goes_live_without_gaps_or_repeats() {
     };
     let mut more = caches.subscribe(configmaps(), revisions[4]).await.unwrap();
     revisions.extend(writer.await.unwrap());
+    // Older than where the cache started: kube-apiserver's answer, 410, and the client relists.
+    assert!(matches!(
+        caches.subscribe(configmaps(), before - 1).await,
+        Err(WatchCacheError::TooOld { .. })
+    ));
     for (sub, skip) in [(&mut from_start, 0), (&mut from_middle, 3), (&mut more, 5)] {
         for want in &revisions[skip..] {
             assert_eq!(next(sub).await.revision, *want);
