@@ -199,7 +199,19 @@ fn router(state: Arc<AppState>) -> Router {
     let watches = Arc::new(resources::WatchCaches::new(state.store.clone()));
     let api =
         move |State(state): State<Arc<AppState>>, request: Request| api(state, watches.clone(), request);
-    let router = Router::new().route("/version", get(version));
+    let router =
+        Router::new()
+            .route("/version", get(version))
+            .route("/openapi/v3", get(|| async { crate::openapi::index() }))
+            .route(
+                "/openapi/v3/{*path}",
+                get(
+                    |axum::extract::Path(path): axum::extract::Path<String>,
+                     headers: axum::http::HeaderMap| async move {
+                        crate::openapi::document(&path, &headers)
+                    },
+                ),
+            );
     let router = health::routes(router)
         .route("/api", axum::routing::any(api.clone()))
         .route("/api/{*rest}", axum::routing::any(api.clone()))

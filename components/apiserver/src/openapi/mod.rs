@@ -1,0 +1,101 @@
+//! `/openapi/v3`: the index and one document per served group/version, generated ahead of time (see
+//! `tests/openapi_documents.rs`) and kept gzipped in the binary. A client that accepts gzip (every Go client)
+//! gets the stored bytes as they are.
+
+mod documents;
+
+use std::io::Read;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use documents::DOCUMENTS;
+
+/// `GET /openapi/v3`: where each group/version's document is, with its hash (clients cache by it).
+pub fn index() -> Response {
+    let paths: Map<String, Value> = DOCUMENTS
+        .iter()
+        .map(|(path, hash, _)| {
+            (
+                path.to_string(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+            )
+        })
+        .collect();
+    let mut response = crate::status::json(StatusCode::OK, &json!({"paths": paths}));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    response
+}
+
+/// `GET /openapi/v3/<group/version path>`.
+pub fn document(path: &str, headers: &HeaderMap) -> Response {
+    let Some((_, hash, gzipped)) = DOCUMENTS.iter().find(|(p, _, _)| *p == path) else {
+        return crate::status::not_found();
+    };
+    let gzip_ok = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| {
+            e.split(';')
+                .next()
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"))
+        });
+    let mut response = if gzip_ok {
+        let mut r = gzipped.into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r
+    } else {
+        let mut json = Vec::new();
+        if let Err(e) = flate2::read::GzDecoder::new(*gzipped).read_to_end(&mut json) {
+            // The bytes are compiled in and checked by a test; this cannot happen short of a broken build.
+            tracing::error!(error = %e, path, "a built-in OpenAPI document does not decompress");
+            return crate::status::failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string());
+        }
+        json.into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    // The URL carries the document's hash, so what was fetched under it never changes.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, immutable"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_group_version_has_a_document_that_decompresses() {
+        for r in crate::resources::registry::RESOURCES {
+            let path = if r.group.is_empty() {
+                "api/v1".to_string()
+            } else {
+                format!("apis/{}/{}", r.group, r.version)
+            };
+            let (_, _, gz) = DOCUMENTS.iter().find(|(p, _, _)| *p == path).unwrap();
+            let mut json = Vec::new();
+            flate2::read::GzDecoder::new(*gz).read_to_end(&mut json).unwrap();
+            let doc: Value = serde_json::from_slice(&json).unwrap();
+            assert!(
+                doc["paths"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .any(|p| p.ends_with(&format!("/{}", r.plural)))
+            );
+        }
+    }
+}
