@@ -14,6 +14,7 @@ mod health;
 pub mod identity;
 pub mod kubeconfig;
 mod openapi;
+mod patch;
 pub mod pki;
 mod protobuf;
 pub mod ready;

@@ -73,6 +73,24 @@ pub fn document(path: &str, headers: &HeaderMap) -> Response {
     response
 }
 
+/// Every document, decompressed and parsed: for building indexes once at first use.
+pub fn documents_json() -> impl Iterator<Item = Value> {
+    DOCUMENTS.iter().filter_map(|(path, _, gzipped)| {
+        let mut json = Vec::new();
+        let parsed = flate2::read::GzDecoder::new(*gzipped)
+            .read_to_end(&mut json)
+            .map_err(|e| e.to_string())
+            .and_then(|_| serde_json::from_slice(&json).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(document) => Some(document),
+            Err(e) => {
+                tracing::error!(error = %e, path, "a built-in OpenAPI document does not load");
+                None
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -453,9 +453,51 @@ async fn create(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let object = decode_body(headers, &read_body(body).await?)?;
+    let mut object = decode_body(headers, &read_body(body).await?)?;
+    let warnings = validate_fields(t, q, &mut object)?;
     let created = create_object(store, t, object, dry_run(q)).await?;
-    Ok(ok(StatusCode::CREATED, &created))
+    Ok(with_warnings(ok(StatusCode::CREATED, &created), &warnings))
+}
+
+/// `fieldValidation`: fields the kind does not have are rejected with `Strict`, dropped with a warning with `Warn`
+/// (the default) and dropped silently with `Ignore`. Kubernetes never stores them for built-in kinds.
+fn validate_fields(t: &Target, q: &Query, object: &mut Value) -> Result<Vec<String>, ApiError> {
+    let mode = q.get("fieldValidation").unwrap_or("Warn");
+    if !matches!(mode, "Strict" | "Warn" | "Ignore") {
+        return Err(ApiError::BadRequest(format!(
+            "fieldValidation must be one of Strict, Warn or Ignore, not {mode:?}"
+        )));
+    }
+    let r = t.resource;
+    let definition = crate::schema::types::kind_definition(r.group, r.version, r.kind);
+    let types = crate::schema::types::Types::get();
+    if !types.is_structured(&definition) {
+        return Ok(Vec::new());
+    }
+    let unknown = types.unknown_fields(&definition, object, mode != "Strict");
+    let messages: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    match mode {
+        "Strict" if !messages.is_empty() => Err(ApiError::BadRequest(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            r.kind,
+            r.version,
+            r.kind,
+            messages.join(", ")
+        ))),
+        "Warn" => Ok(messages),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Adds a `Warning: 299 - "…"` header per message, which kubectl prints as `Warning: …`.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let escaped = warning.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// Writes `new` over `current` (read at `current_rev`), keeping what the server owns and honouring
@@ -578,15 +620,29 @@ async fn update(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let new = decode_body(headers, &read_body(body).await?)?;
+    let mut new = decode_body(headers, &read_body(body).await?)?;
+    let warnings = validate_fields(t, q, &mut new)?;
     let (current, rev) = get(store, t).await?;
     let updated = replace(store, t, current, rev, new, dry_run(q)).await?;
-    Ok(ok(StatusCode::OK, &updated))
+    Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings))
 }
 
-/// Applies a JSON patch or merge patch body to `target`.
-fn apply_patch(t: &Target, headers: &HeaderMap, bytes: &[u8], target: &mut Value) -> Result<(), ApiError> {
+/// Applies a JSON patch, merge patch or strategic merge patch body to `target`, an object of the OpenAPI
+/// definition `definition`.
+fn apply_patch(
+    t: &Target,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    target: &mut Value,
+    definition: &str,
+) -> Result<(), ApiError> {
     match content_type(headers).as_str() {
+        "application/strategic-merge-patch+json" => {
+            let p: Value = serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::BadRequest(format!("invalid strategic merge patch: {e}")))?;
+            crate::patch::strategic::apply(definition, target, p)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))
+        }
         "application/merge-patch+json" => {
             let p: Value = serde_json::from_slice(bytes)
                 .map_err(|e| ApiError::BadRequest(format!("invalid merge patch: {e}")))?;
@@ -600,7 +656,7 @@ fn apply_patch(t: &Target, headers: &HeaderMap, bytes: &[u8], target: &mut Value
                 .map_err(|e| invalid_field(t, "patch", "FieldValueInvalid", e.to_string()))
         }
         other => Err(ApiError::UnsupportedMediaType(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other}; strategic merge patch and server-side apply arrive with kubectl compatibility)"
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other}; server-side apply is not served yet)"
         ))),
     }
 }
@@ -615,9 +671,12 @@ async fn patch(
     let bytes = read_body(body).await?;
     let (current, rev) = get(store, t).await?;
     let mut patched = current.clone();
-    apply_patch(t, headers, &bytes, &mut patched)?;
+    let r = t.resource;
+    let definition = crate::schema::types::kind_definition(r.group, r.version, r.kind);
+    apply_patch(t, headers, &bytes, &mut patched, &definition)?;
+    let warnings = validate_fields(t, q, &mut patched)?;
     let updated = replace(store, t, current, rev, patched, dry_run(q)).await?;
-    Ok(ok(StatusCode::OK, &updated))
+    Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings))
 }
 
 /// The `autoscaling/v1` Scale view of a scalable object.
@@ -659,7 +718,7 @@ async fn scale(
     let (current, rev) = get(store, t).await?;
     let mut wanted = to_scale(t, &current);
     if *method == Method::PATCH {
-        apply_patch(t, headers, &bytes, &mut wanted)?;
+        apply_patch(t, headers, &bytes, &mut wanted, "io.k8s.api.autoscaling.v1.Scale")?;
     } else {
         wanted = decode_body(headers, &bytes)?;
     }

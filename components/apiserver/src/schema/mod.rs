@@ -2,3 +2,4 @@
 //! types) for strategic merge patch, server-side apply and the OpenAPI documents.
 
 pub mod patch_meta;
+pub mod types;

@@ -1,0 +1,4 @@
+//! Patches the API server applies to stored objects beyond RFC 6902 and RFC 7386, which the `json-patch` crate
+//! handles: Kubernetes' strategic merge patch.
+
+pub mod strategic;
