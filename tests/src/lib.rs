@@ -236,15 +236,18 @@ impl Server {
 
     /// Runs the real kubectl 1.`minor` against this server.
     pub fn kubectl(&self, minor: u32, args: &[&str]) -> Output {
-        self.netns
-            .command(kubectl_bin(minor))
+        self.kubectl_command(minor).args(args).output().unwrap()
+    }
+
+    /// kubectl 1.`minor` set up for this server, for callers that add environment or standard input.
+    pub fn kubectl_command(&self, minor: u32) -> Command {
+        let mut command = self.netns.command(kubectl_bin(minor));
+        command
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
-            .arg(self.dir.path().join("kube-cache"))
-            .args(args)
-            .output()
-            .unwrap()
+            .arg(self.dir.path().join("kube-cache"));
+        command
     }
 
     /// Stops the server with SIGTERM and hands back its namespace and directory.

@@ -1,6 +1,6 @@
 //! Resources end to end: the real bonsai binary in a network namespace of its own, driven by the
 //! real kubectl 1.29 and 1.33 (and curl where kubectl has no command for a request).
-//! `--validate=false` stands in for OpenAPI, which arrives with the kubectl-compatibility issue.
+//! (`--validate=false` here keeps these tests about resources; `kubectl.rs` covers validation.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use std::io::Write;

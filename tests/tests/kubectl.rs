@@ -1,0 +1,297 @@
+//! kubectl's everyday commands against the real binary with kubectl's default settings (client-side validation
+//! on, so OpenAPI must be served): apply and re-apply with changes and removals, edit, patch of all three types,
+//! label, annotate, set image, rollout restart, diff, explain, field validation. Each case checks the resulting
+//! object, not just the exit code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+
+use bonsai_e2e::{Server, fails, ok, text};
+use serde_json::{Value, json};
+
+/// The kubectl versions checked here: the newest and the oldest that negotiate OpenAPI v3.
+const VERSIONS: [u32; 2] = [29, 33];
+
+fn get(server: &Server, minor: u32, args: &[&str]) -> Value {
+    let mut all = vec!["get", "-o", "json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(server.kubectl(minor, &all))).unwrap()
+}
+
+fn deployment(name: &str, image: &str, labels: Value, sidecar: bool) -> String {
+    let mut containers = vec![json!({"name": "app", "image": image, "ports": [{"containerPort": 80}]})];
+    if sidecar {
+        containers.push(json!({"name": "sidecar", "image": "busybox:1"}));
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}}},
+    })
+    .to_string()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path.display().to_string()
+}
+
+fn images(d: &Value) -> Vec<String> {
+    d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}={}", c["name"].as_str().unwrap(), c["image"].as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn apply_reapply_and_remove_fields() {
+    let server = Server::start(&[]);
+    for minor in VERSIONS {
+        let name = format!("web{minor}");
+        let dir = server.dir.path();
+        let first = write(
+            dir,
+            "d1.json",
+            &deployment(&name, "nginx:1.27", json!({"app": name, "tier": "front"}), true),
+        );
+        assert!(ok(server.kubectl(minor, &["apply", "-f", &first])).contains("created"));
+        let created = get(&server, minor, &["deployment", &name]);
+        assert!(
+            created["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+                .is_string(),
+            "client-side apply records what it applied"
+        );
+        // Unchanged: no write at all.
+        let rv = created["metadata"]["resourceVersion"].clone();
+        assert!(ok(server.kubectl(minor, &["apply", "-f", &first])).contains("unchanged"));
+        assert_eq!(
+            get(&server, minor, &["deployment", &name])["metadata"]["resourceVersion"],
+            rv
+        );
+
+        // A change: a strategic merge patch that updates one container and keeps the other.
+        let second = write(
+            dir,
+            "d2.json",
+            &deployment(&name, "nginx:1.28", json!({"app": name, "tier": "front"}), true),
+        );
+        assert!(ok(server.kubectl(minor, &["apply", "-f", &second])).contains("configured"));
+        let changed = get(&server, minor, &["deployment", &name]);
+        assert_eq!(images(&changed), ["app=nginx:1.28", "sidecar=busybox:1"]);
+        assert_eq!(changed["metadata"]["generation"], 2);
+
+        // Removing the sidecar and a label from the file removes them from the object (three-way merge).
+        let third = write(
+            dir,
+            "d3.json",
+            &deployment(&name, "nginx:1.28", json!({"app": name}), false),
+        );
+        ok(server.kubectl(minor, &["apply", "-f", &third]));
+        let removed = get(&server, minor, &["deployment", &name]);
+        assert_eq!(images(&removed), ["app=nginx:1.28"]);
+        assert_eq!(removed["metadata"]["labels"], json!({"app": name}));
+        assert_eq!(
+            removed["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+            80
+        );
+
+        // diff: differences exit 1 and change nothing.
+        let before = get(&server, minor, &["deployment", &name])["metadata"]["resourceVersion"].clone();
+        let diff = server.kubectl(minor, &["diff", "-f", &second]);
+        assert_eq!(diff.status.code(), Some(1), "{}", text(&diff));
+        let shown = String::from_utf8_lossy(&diff.stdout).to_string();
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with('+') && l.contains("image: busybox:1")),
+            "{shown}"
+        );
+        assert_eq!(
+            get(&server, minor, &["deployment", &name])["metadata"]["resourceVersion"],
+            before
+        );
+        let same = server.kubectl(minor, &["diff", "-f", &third]);
+        assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    }
+}
+
+#[test]
+fn edit_patch_label_annotate_set_image_and_restart() {
+    let server = Server::start(&[]);
+    let dir = server.dir.path();
+    for minor in VERSIONS {
+        let name = format!("app{minor}");
+        let file = write(
+            dir,
+            "d.json",
+            &deployment(&name, "nginx:1.27", json!({"app": name}), true),
+        );
+        ok(server.kubectl(minor, &["create", "-f", &file]));
+        let d = format!("deployment/{name}");
+
+        // edit, with a non-interactive editor.
+        let editor = write(
+            dir,
+            "editor.sh",
+            "#!/bin/sh\nsed -i 's/replicas: 1/replicas: 3/' \"$1\"\n",
+        );
+        std::process::Command::new("chmod")
+            .args(["+x", &editor])
+            .status()
+            .unwrap();
+        let out = server
+            .kubectl_command(minor)
+            .args(["edit", &d])
+            .env("KUBE_EDITOR", &editor)
+            .output()
+            .unwrap();
+        ok(out);
+        assert_eq!(get(&server, minor, &[&d])["spec"]["replicas"], 3);
+
+        // The three patch types.
+        ok(server.kubectl(
+            minor,
+            &[
+                "patch",
+                &d,
+                "-p",
+                r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"nginx:1.29"}]}}}}"#,
+            ],
+        ));
+        assert_eq!(
+            images(&get(&server, minor, &[&d])),
+            ["app=nginx:1.29", "sidecar=busybox:1"]
+        );
+        ok(server.kubectl(
+            minor,
+            &[
+                "patch",
+                &d,
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"minReadySeconds":5}}"#,
+            ],
+        ));
+        assert_eq!(get(&server, minor, &[&d])["spec"]["minReadySeconds"], 5);
+        ok(server.kubectl(
+            minor,
+            &[
+                "patch",
+                &d,
+                "--type=json",
+                "-p",
+                r#"[{"op":"replace","path":"/spec/replicas","value":2}]"#,
+            ],
+        ));
+        assert_eq!(get(&server, minor, &[&d])["spec"]["replicas"], 2);
+        let bad = fails(server.kubectl(
+            minor,
+            &[
+                "patch",
+                &d,
+                "-p",
+                r#"{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#,
+            ],
+        ));
+        assert!(bad.contains("merge key"), "{bad}");
+
+        // label and annotate, adding and removing.
+        ok(server.kubectl(minor, &["label", &d, "tier=web", "team=a"]));
+        ok(server.kubectl(minor, &["label", &d, "team-"]));
+        ok(server.kubectl(minor, &["annotate", &d, "note=hello"]));
+        let labelled = get(&server, minor, &[&d]);
+        assert_eq!(
+            labelled["metadata"]["labels"],
+            json!({"app": name, "tier": "web"})
+        );
+        assert_eq!(labelled["metadata"]["annotations"]["note"], "hello");
+        let clash = fails(server.kubectl(minor, &["label", &d, "tier=db"]));
+        assert!(clash.contains("already has a value"), "{clash}");
+
+        // set image and rollout restart.
+        ok(server.kubectl(minor, &["set", "image", &d, "sidecar=busybox:2"]));
+        assert_eq!(
+            images(&get(&server, minor, &[&d])),
+            ["app=nginx:1.29", "sidecar=busybox:2"]
+        );
+        ok(server.kubectl(minor, &["rollout", "restart", &d]));
+        let restarted = get(&server, minor, &[&d]);
+        assert!(
+            restarted["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+                .is_string()
+        );
+        assert_eq!(
+            restarted["spec"]["template"]["metadata"]["labels"],
+            json!({"app": name})
+        );
+    }
+}
+
+#[test]
+fn field_validation_explain_and_output_formats() {
+    let server = Server::start(&[]);
+    let dir = server.dir.path();
+    for minor in VERSIONS {
+        let name = format!("cm{minor}");
+        let unknown = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}, "datax": {"a": "1"}});
+        let file = write(dir, "cm.json", &unknown.to_string());
+        // kubectl's default, Strict: refused, naming the field.
+        let refused = fails(server.kubectl(minor, &["create", "-f", &file]));
+        assert!(
+            refused.contains(r#"strict decoding error: unknown field "datax""#),
+            "{refused}"
+        );
+        // --validate=false sends Ignore: created, and the unknown field is dropped as Kubernetes drops it.
+        ok(server.kubectl(minor, &["create", "--validate=false", "-f", &file]));
+        let stored = get(&server, minor, &["configmap", &name]);
+        assert!(stored.get("datax").is_none(), "{stored}");
+        // --validate=warn: created with a warning.
+        let warned = server.kubectl(minor, &["apply", "--validate=warn", "-f", &file]);
+        assert!(
+            text(&warned).contains(r#"unknown field "datax""#),
+            "{}",
+            text(&warned)
+        );
+
+        let explained = ok(server.kubectl(minor, &["explain", "pod.spec.containers.ports"]));
+        assert!(
+            explained.contains("ContainerPort") && explained.contains("containerPort"),
+            "{explained}"
+        );
+        let explained = ok(server.kubectl(minor, &["explain", "deployments.spec.strategy"]));
+        assert!(explained.contains("Recreate"), "{explained}");
+
+        let yaml = ok(server.kubectl(minor, &["get", "configmap", &name, "-o", "yaml"]));
+        assert!(
+            yaml.contains(&format!("name: {name}")) && yaml.contains("k: v"),
+            "{yaml}"
+        );
+        assert_eq!(
+            ok(server.kubectl(minor, &["get", "configmap", &name, "-o", "name"])).trim(),
+            format!("configmap/{name}")
+        );
+        let path = ok(server.kubectl(minor, &["get", "configmap", &name, "-o", "jsonpath={.data.k}"]));
+        assert_eq!(path, "v");
+        let columns = ok(server.kubectl(
+            minor,
+            &[
+                "get",
+                "configmap",
+                &name,
+                "-o",
+                "custom-columns=N:.metadata.name,K:.data.k",
+            ],
+        ));
+        assert!(
+            columns
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.split_whitespace().eq([name.as_str(), "v"])),
+            "{columns}"
+        );
+    }
+}
