@@ -295,3 +295,124 @@ fn field_validation_explain_and_output_formats() {
         );
     }
 }
+
+/// The first row after the header of `kubectl get` output, split into columns.
+fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn get_prints_kubernetes_columns_from_server_side_tables() {
+    let server = Server::start(&[]);
+    for minor in VERSIONS {
+        let ns = format!("t{minor}");
+        ok(server.kubectl(minor, &["create", "namespace", &ns]));
+        let n = ["-n", ns.as_str()];
+        let k = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&n);
+            ok(server.kubectl(minor, &all))
+        };
+        k(&["create", "deployment", "web", "--image=nginx:1", "--replicas=2"]);
+        k(&[
+            "create",
+            "service",
+            "nodeport",
+            "web",
+            "--tcp=80:8080",
+            "--node-port=30080",
+        ]);
+        k(&["run", "p1", "--image=busybox:1", "--labels=app=p1,tier=x"]);
+        k(&[
+            "create",
+            "configmap",
+            "cm",
+            "--from-literal=a=1",
+            "--from-literal=b=2",
+        ]);
+        k(&["create", "secret", "generic", "s", "--from-literal=x=y"]);
+
+        let pods = rows(&k(&["get", "pods"]));
+        assert_eq!(pods[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+        assert_eq!(&pods[1][..4], ["p1", "0/1", "Pending", "0"]);
+        let wide = rows(&k(&["get", "pods", "-o", "wide"]));
+        assert_eq!(
+            wide[0][5..],
+            ["IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+        );
+        assert_eq!(wide[1][5..], ["<none>", "<none>", "<none>", "<none>"]);
+        let labels = rows(&k(&["get", "pods", "--show-labels"]));
+        assert_eq!(labels[0].last().unwrap(), "LABELS");
+        assert_eq!(labels[1].last().unwrap(), "app=p1,tier=x");
+        let column = rows(&k(&["get", "pods", "-L", "tier"]));
+        assert_eq!(
+            (
+                column[0].last().unwrap().as_str(),
+                column[1].last().unwrap().as_str()
+            ),
+            ("TIER", "x")
+        );
+
+        let deployments = rows(&k(&["get", "deployments"]));
+        assert_eq!(
+            deployments[0],
+            ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+        );
+        assert_eq!(&deployments[1][..4], ["web", "0/2", "0", "0"]);
+        let services = rows(&k(&["get", "services", "-o", "wide"]));
+        assert_eq!(
+            services[0],
+            [
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "EXTERNAL-IP",
+                "PORT(S)",
+                "AGE",
+                "SELECTOR"
+            ]
+        );
+        assert_eq!(services[1][1], "NodePort");
+        assert_eq!(services[1][4], "80:30080/TCP");
+        assert_eq!(services[1][6], "app=web");
+        let cms = rows(&k(&["get", "configmaps"]));
+        assert_eq!((cms[0][1].as_str(), cms[1][1].as_str()), ("DATA", "2"));
+        let secrets = rows(&k(&["get", "secrets"]));
+        assert_eq!(&secrets[1][..3], ["s", "Opaque", "1"]);
+
+        // -A adds the namespace column from each row's metadata.
+        let all_ns = rows(&ok(server.kubectl(minor, &["get", "pods", "-A"])));
+        assert_eq!(all_ns[0][0], "NAMESPACE");
+        assert!(all_ns.iter().any(|r| r[0] == ns && r[1] == "p1"), "{all_ns:?}");
+        let namespaces = rows(&ok(
+            server.kubectl(minor, &["get", "namespace", &ns, "--show-labels"])
+        ));
+        assert_eq!(namespaces[1][1], "Active");
+        assert_eq!(namespaces[1][3], format!("kubernetes.io/metadata.name={ns}"));
+
+        // get all: one table per kind tagged `all`.
+        let everything = k(&["get", "all"]);
+        for wanted in ["pod/p1", "service/web", "deployment.apps/web"] {
+            assert!(everything.contains(wanted), "{everything}");
+        }
+
+        // get -w: the watch's events are Tables too, printed as rows.
+        let mut watch = server
+            .kubectl_command(minor)
+            .args(["get", "pods", "-w", "-n", &ns])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        k(&["label", "pod", "p1", "changed=yes"]);
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        watch.kill().unwrap();
+        let watched = String::from_utf8(watch.wait_with_output().unwrap().stdout).unwrap();
+        let watched = rows(&watched);
+        assert_eq!(watched[0][0], "NAME");
+        assert!(watched.len() >= 3, "the change arrives as a row: {watched:?}");
+        assert_eq!(&watched[2][..3], ["p1", "0/1", "Pending"]);
+    }
+}

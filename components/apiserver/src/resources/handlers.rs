@@ -15,7 +15,7 @@ use super::objects::{self, meta_str, remove_meta, set_meta};
 use super::registry::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCaches;
-use super::{discovery, validation, watch};
+use super::{discovery, tables, validation, watch};
 
 /// The most a request body may hold, as kube-apiserver allows.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -180,9 +180,31 @@ async fn handle(
         )));
     }
     match (method, t.name.is_some()) {
-        (Method::GET, false) if q.flag("watch") => watch::serve(shared, watches, t, q).await,
-        (Method::GET, false) => list(store, &t, &q).await,
-        (Method::GET, true) => get(store, &t).await.map(|(o, _)| ok(StatusCode::OK, &o)),
+        (Method::GET, false) if q.flag("watch") => {
+            watch::serve(shared, watches, t, q, tables::requested_version(headers)).await
+        }
+        (Method::GET, false) => list(store, &t, &q, headers).await,
+        (Method::GET, true) => {
+            let (object, _) = get(store, &t).await?;
+            Ok(match tables::requested_version(headers) {
+                Some(version) => {
+                    let rv = object
+                        .pointer("/metadata/resourceVersion")
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    let list_metadata = json!({"resourceVersion": rv});
+                    let table = tables::table(
+                        t.resource,
+                        version,
+                        &[object],
+                        list_metadata,
+                        q.get("includeObject"),
+                    );
+                    ok(StatusCode::OK, &table)
+                }
+                None => ok(StatusCode::OK, &object),
+            })
+        }
         (Method::POST, false) => create(store, &t, &q, headers, body).await,
         (Method::PUT, true) => update(store, &t, &q, headers, body).await,
         (Method::PATCH, true) => patch(store, &t, &q, headers, body).await,
@@ -357,6 +379,13 @@ async fn namespace_must_accept(store: &dyn Store, namespace: &str) -> Result<(),
 fn apply_create_defaults(resource: &ResourceType, object: &mut Value) {
     match resource.kind {
         "Namespace" => {
+            // Kubernetes labels every namespace with its own name, so selectors can pick namespaces by name.
+            if let Some(name) = meta_str(object, "name").map(String::from) {
+                if !object.pointer("/metadata/labels").is_some_and(Value::is_object) {
+                    object["metadata"]["labels"] = json!({});
+                }
+                object["metadata"]["labels"]["kubernetes.io/metadata.name"] = Value::String(name);
+            }
             if object.pointer("/spec/finalizers").is_none() {
                 object["spec"] = json!({"finalizers": ["kubernetes"]});
             }
@@ -1045,13 +1074,21 @@ fn requested_revision(q: &Query) -> Result<i64, ApiError> {
     }
 }
 
-async fn list(store: &dyn Store, t: &Target, q: &Query) -> Result<Response, ApiError> {
+async fn list(store: &dyn Store, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Response, ApiError> {
     let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
     let (items, (revision, token)) =
         list_items(store, t, q, limit, q.get("continue").filter(|c| !c.is_empty())).await?;
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if let Some(token) = token {
         metadata["continue"] = Value::String(token);
+    }
+    if let Some(version) = tables::requested_version(headers) {
+        let objects: Vec<Value> = items
+            .iter()
+            .filter_map(|i| serde_json::from_slice(&i.json).ok())
+            .collect();
+        let table = tables::table(t.resource, version, &objects, metadata, q.get("includeObject"));
+        return Ok(ok(StatusCode::OK, &table));
     }
     // The list is written around the items' own JSON rather than built as one tree and serialised.
     let head = json!({

@@ -7,6 +7,7 @@ mod handlers;
 mod objects;
 pub mod registry;
 mod selectors;
+mod tables;
 mod validation;
 mod watch;
 mod watch_cache;

@@ -31,6 +31,23 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(text)
 }
 
+/// An object's JSON as a one-row Table, for watches from `kubectl get -w`.
+fn as_table(t: &Target, version: &str, json: &[u8], include_object: Option<&str>) -> Option<Vec<u8>> {
+    let object: Value = serde_json::from_slice(json).ok()?;
+    let rv = object
+        .pointer("/metadata/resourceVersion")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let table = super::tables::table(
+        t.resource,
+        version,
+        &[object],
+        json!({"resourceVersion": rv}),
+        include_object,
+    );
+    serde_json::to_vec(&table).ok()
+}
+
 /// `{"type":…,"object":…}` around an object already serialised (once, by the watch cache).
 fn event_line(kind: &str, object: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(object.len() + 32);
@@ -55,6 +72,7 @@ pub async fn serve(
     watches: Arc<WatchCaches>,
     t: Target,
     q: Query,
+    table_version: Option<&'static str>,
 ) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::BadRequest)?;
     let fields = FieldSelector::parse_for(t.resource, q.get("fieldSelector").unwrap_or(""))
@@ -106,6 +124,7 @@ pub async fn serve(
         Err(WatchCacheError::Store(e)) => return Err(e.into()),
     };
     let namespace = t.namespace.clone().filter(|_| t.resource.namespaced);
+    let include_object = q.get("includeObject").map(String::from);
     tokio::spawn(async move {
         for object in &initial {
             if tx.send(event_line("ADDED", object)).await.is_err() {
@@ -152,6 +171,13 @@ pub async fn serve(
                 (false, true) if event.object.is_some() => Some(("DELETED", event.json(false))),
                 (false, true) => Some(("DELETED", event.json(true))),
                 (false, false) => None,
+            };
+            let out = match (out, table_version) {
+                (Some((kind, Some(object))), Some(version)) => {
+                    as_table(&t, version, &object, include_object.as_deref())
+                        .map(|table| (kind, Some(Bytes::from(table))))
+                }
+                (out, _) => out,
             };
             if let Some((kind, Some(object))) = out
                 && tx.send(event_line(kind, &object)).await.is_err()
