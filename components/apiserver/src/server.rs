@@ -202,6 +202,7 @@ fn router(state: Arc<AppState>) -> Router {
     let router =
         Router::new()
             .route("/version", get(version))
+            .route("/openapi/v2", get(|| async { crate::openapi::v2_document() }))
             .route("/openapi/v3", get(|| async { crate::openapi::index() }))
             .route(
                 "/openapi/v3/{*path}",

@@ -3,6 +3,7 @@
 //! gets the stored bytes as they are.
 
 mod documents;
+mod v2;
 
 use std::io::Read;
 
@@ -69,6 +70,16 @@ pub fn document(path: &str, headers: &HeaderMap) -> Response {
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, immutable"),
+    );
+    response
+}
+
+/// `GET /openapi/v2`: Swagger 2.0 as gnostic protobuf, the only form kubectl asks it in.
+pub fn v2_document() -> Response {
+    let mut response = v2::document().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
     );
     response
 }
