@@ -416,3 +416,64 @@ fn get_prints_kubernetes_columns_from_server_side_tables() {
         assert_eq!(&watched[2][..3], ["p1", "0/1", "Pending"]);
     }
 }
+
+#[test]
+fn server_side_apply_with_conflicts_force_and_field_removal() {
+    let server = Server::start(&[]);
+    let dir = server.dir.path();
+    for minor in VERSIONS {
+        let name = format!("ssa{minor}");
+        let d = format!("deployment/{name}");
+        let manifest = |replicas: i64, labels: Value, sidecar: bool| {
+            let mut m: Value = serde_json::from_str(&deployment(&name, "nginx:1", labels, sidecar)).unwrap();
+            m["spec"]["replicas"] = json!(replicas);
+            write(dir, "ssa.json", &m.to_string())
+        };
+        let first = manifest(2, json!({"app": name, "tier": "front"}), true);
+        // --dry-run=server: everything runs, nothing is stored.
+        ok(server.kubectl(
+            minor,
+            &["apply", "--server-side", "--dry-run=server", "-f", &first],
+        ));
+        fails(server.kubectl(minor, &["get", &d]));
+        assert!(
+            ok(server.kubectl(minor, &["apply", "--server-side", "-f", &first]))
+                .contains("serverside-applied")
+        );
+        let created = get(&server, minor, &[&d, "--show-managed-fields"]);
+        let entry = &created["metadata"]["managedFields"][0];
+        assert_eq!(
+            (entry["manager"].as_str(), entry["operation"].as_str()),
+            (Some("kubectl"), Some("Apply"))
+        );
+        assert!(entry["fieldsV1"]["f:spec"]["f:replicas"].is_object());
+
+        // Another manager takes spec.replicas; re-applying a different value is a conflict naming the field.
+        ok(server.kubectl(minor, &["scale", &d, "--replicas=5"]));
+        let conflict = fails(server.kubectl(minor, &["apply", "--server-side", "-f", &first]));
+        assert!(
+            conflict.contains("conflict with") && conflict.contains(".spec.replicas"),
+            "{conflict}"
+        );
+        assert_eq!(get(&server, minor, &[&d])["spec"]["replicas"], 5);
+        ok(server.kubectl(
+            minor,
+            &["apply", "--server-side", "--force-conflicts", "-f", &first],
+        ));
+        assert_eq!(get(&server, minor, &[&d])["spec"]["replicas"], 2);
+
+        // Fields dropped from the manifest leave the object when only this manager owned them.
+        let second = manifest(2, json!({"app": name}), false);
+        ok(server.kubectl(minor, &["apply", "--server-side", "-f", &second]));
+        let after = get(&server, minor, &[&d]);
+        assert_eq!(after["metadata"]["labels"], json!({"app": name}));
+        assert_eq!(images(&after), ["app=nginx:1"]);
+        // A field another manager added survives the next apply.
+        ok(server.kubectl(minor, &["annotate", &d, "owner=ops"]));
+        ok(server.kubectl(minor, &["apply", "--server-side", "-f", &second]));
+        assert_eq!(
+            get(&server, minor, &[&d])["metadata"]["annotations"]["owner"],
+            "ops"
+        );
+    }
+}

@@ -468,8 +468,9 @@ fn listing(docs: &BTreeMap<String, Vec<u8>>) -> String {
     );
     for (key, json) in docs {
         let hash = hex(&sha2::Sha256::digest(json));
+        // rustfmt's own layout, so that `cargo fmt` leaves the file as generated.
         text.push_str(&format!(
-            "    (\"{key}\", \"{hash}\", include_bytes!(\"v3/{}\")),\n",
+            "    (\n        \"{key}\",\n        \"{hash}\",\n        include_bytes!(\"v3/{}\"),\n    ),\n",
             file_name(key)
         ));
     }

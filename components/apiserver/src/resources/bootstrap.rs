@@ -43,7 +43,7 @@ async fn ensure(
         .unwrap_or_default()
         .to_string();
     let collection = target(group, plural, namespace, None)?;
-    match create_object(store, &collection, object.clone(), false).await {
+    match create_object(store, &collection, object.clone(), false, None).await {
         Ok(_) => return Ok(()),
         Err(ApiError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e),
@@ -59,7 +59,7 @@ async fn ensure(
             updated[*f] = v.clone();
         }
     }
-    replace(store, &one, current, rev, updated, false)
+    replace(store, &one, current, rev, updated, false, None)
         .await
         .map(|_| ())
 }

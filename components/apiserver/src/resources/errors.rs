@@ -37,6 +37,8 @@ pub enum ApiError {
         name: String,
         causes: Vec<FieldError>,
     },
+    /// Server-side apply conflicts: (manager, its apiVersion, field path) each.
+    ApplyConflict(Vec<(String, String, String)>),
     BadRequest(String),
     Forbidden(String),
     MethodNotAllowed(String),
@@ -52,7 +54,9 @@ impl ApiError {
     pub fn code(&self) -> StatusCode {
         match self {
             ApiError::NotFound { .. } | ApiError::NamespaceNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -120,6 +124,27 @@ impl ApiError {
                         json!({"name": name, "group": resource.group, "kind": resource.kind, "causes": causes}),
                     ),
                 )
+            }
+            ApiError::ApplyConflict(conflicts) => {
+                let causes: Vec<_> = conflicts
+                    .iter()
+                    .map(|(m, v, f)| {
+                        json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\" using {v}"), "field": f})
+                    })
+                    .collect();
+                let message = match conflicts.as_slice() {
+                    [(m, v, f)] => {
+                        format!("Apply failed with 1 conflict: conflict with \"{m}\" using {v}: {f}")
+                    }
+                    many => {
+                        let lines: Vec<String> = many
+                            .iter()
+                            .map(|(m, v, f)| format!("conflict with \"{m}\" using {v}: {f}"))
+                            .collect();
+                        format!("Apply failed with {} conflicts: {}", many.len(), lines.join("\n"))
+                    }
+                };
+                ("Conflict", message, Some(json!({"causes": causes})))
             }
             ApiError::BadRequest(m) => ("BadRequest", m.clone(), None),
             ApiError::Forbidden(m) => ("Forbidden", m.clone(), None),

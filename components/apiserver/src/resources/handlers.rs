@@ -16,12 +16,13 @@ use super::registry::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCaches;
 use super::{discovery, tables, validation, watch};
+use crate::patch::managed::{self, Manager};
 
 /// The most a request body may hold, as kube-apiserver allows.
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// A request for objects of one resource.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Target {
     pub resource: &'static ResourceType,
     pub namespace: Option<String>,
@@ -402,6 +403,7 @@ pub async fn create_object(
     t: &Target,
     mut object: Value,
     dry: bool,
+    manager: Option<&Manager>,
 ) -> Result<Value, ApiError> {
     check_type(t, &mut object)?;
     if t.resource.namespaced {
@@ -456,6 +458,10 @@ pub async fn create_object(
         set_meta(&mut object, "generation", json!(1));
     }
     apply_create_defaults(t.resource, &mut object);
+    if let Some(manager) = manager {
+        remove_meta(&mut object, "managedFields");
+        managed::record_update(&definition_of(t), None, &mut object, manager);
+    }
     validate(t, &name, &object)?;
     if dry {
         return Ok(object);
@@ -484,8 +490,39 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let mut object = decode_body(headers, &read_body(body).await?)?;
     let warnings = validate_fields(t, q, &mut object)?;
-    let created = create_object(store, t, object, dry_run(q)).await?;
+    let manager = manager_of(t, q, headers)?;
+    let created = create_object(store, t, object, dry_run(q), Some(&manager)).await?;
     Ok(with_warnings(ok(StatusCode::CREATED, &created), &warnings))
+}
+
+/// The field manager of a write: `fieldManager`, else the client's name from its User-Agent (`kubectl/v1.33.1
+/// (linux/amd64) …` is `kubectl`), as kube-apiserver defaults it.
+fn manager_of(t: &Target, q: &Query, headers: &HeaderMap) -> Result<Manager, ApiError> {
+    let name = match q.get("fieldManager") {
+        Some(m) => m.to_string(),
+        None => headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("unknown")
+            .to_string(),
+    };
+    if name.len() > 128 || name.chars().any(|c| c.is_control()) {
+        return Err(ApiError::BadRequest(
+            "fieldManager must be at most 128 printable characters".into(),
+        ));
+    }
+    Ok(Manager {
+        name,
+        api_version: t.resource.api_version(),
+        subresource: t.subresource.clone().filter(|s| s == "status"),
+    })
+}
+
+fn definition_of(t: &Target) -> String {
+    let r = t.resource;
+    crate::schema::types::kind_definition(r.group, r.version, r.kind)
 }
 
 /// `fieldValidation`: fields the kind does not have are rejected with `Strict`, dropped with a warning with `Warn`
@@ -538,6 +575,7 @@ pub(super) async fn replace(
     current_rev: i64,
     mut new: Value,
     dry: bool,
+    manager: Option<&Manager>,
 ) -> Result<Value, ApiError> {
     let name = name_of(t).to_string();
     check_type(t, &mut new)?;
@@ -601,6 +639,13 @@ pub(super) async fn replace(
             + 1;
         set_meta(&mut new, "generation", json!(generation));
     }
+    if let Some(manager) = manager {
+        managed::record_update(&definition_of(t), Some(&current), &mut new, manager);
+    } else if new.pointer("/metadata/managedFields").is_none()
+        && let Some(fields) = current.pointer("/metadata/managedFields")
+    {
+        set_meta(&mut new, "managedFields", fields.clone());
+    }
     validate(t, &name, &new)?;
     if dry {
         return Ok(new);
@@ -651,8 +696,9 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let mut new = decode_body(headers, &read_body(body).await?)?;
     let warnings = validate_fields(t, q, &mut new)?;
+    let manager = manager_of(t, q, headers)?;
     let (current, rev) = get(store, t).await?;
-    let updated = replace(store, t, current, rev, new, dry_run(q)).await?;
+    let updated = replace(store, t, current, rev, new, dry_run(q), Some(&manager)).await?;
     Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings))
 }
 
@@ -698,14 +744,84 @@ async fn patch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(body).await?;
+    if content_type(headers) == "application/apply-patch+yaml" {
+        return server_side_apply(store, t, q, headers, &bytes).await;
+    }
+    let manager = manager_of(t, q, headers)?;
     let (current, rev) = get(store, t).await?;
     let mut patched = current.clone();
-    let r = t.resource;
-    let definition = crate::schema::types::kind_definition(r.group, r.version, r.kind);
+    let definition = definition_of(t);
     apply_patch(t, headers, &bytes, &mut patched, &definition)?;
     let warnings = validate_fields(t, q, &mut patched)?;
-    let updated = replace(store, t, current, rev, patched, dry_run(q)).await?;
+    let updated = replace(store, t, current, rev, patched, dry_run(q), Some(&manager)).await?;
     Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings))
+}
+
+/// `PATCH` with `application/apply-patch+yaml`: server-side apply, creating the object when it does not exist.
+async fn server_side_apply(
+    store: &dyn Store,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    if q.get("fieldManager").is_none_or(str::is_empty) {
+        return Err(ApiError::BadRequest(
+            "PATCH with application/apply-patch+yaml requires the fieldManager query parameter".into(),
+        ));
+    }
+    let force = match q.get("force") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "force must be true or false, not {other:?}"
+            )));
+        }
+    };
+    let manager = manager_of(t, q, headers)?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::BadRequest("the apply configuration is not UTF-8".into()))?;
+    let mut applied: Value = serde_saphyr::from_str(text).map_err(|e| {
+        ApiError::BadRequest(format!("the apply configuration is not valid YAML or JSON: {e}"))
+    })?;
+    if !applied.is_object() {
+        return Err(ApiError::BadRequest(
+            "the apply configuration must be an object".into(),
+        ));
+    }
+    check_type(t, &mut applied)?;
+    if t.subresource.is_none() && meta_str(&applied, "name") != Some(name_of(t)) {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({}) does not match the name on the URL ({})",
+            meta_str(&applied, "name").unwrap_or(""),
+            name_of(t)
+        )));
+    }
+    let warnings = validate_fields(t, q, &mut applied)?;
+    let definition = definition_of(t);
+    let to_conflict = |e: managed::ApplyError| match e {
+        managed::ApplyError::Conflicts(c) => ApiError::ApplyConflict(c),
+        other => ApiError::BadRequest(other.to_string()),
+    };
+    match get(store, t).await {
+        Ok((current, rev)) => {
+            let merged = managed::apply(&definition, Some(&current), &applied, &manager, force)
+                .map_err(to_conflict)?;
+            let updated = replace(store, t, current, rev, merged, dry_run(q), None).await?;
+            Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings))
+        }
+        Err(ApiError::NotFound { .. }) if t.subresource.is_none() => {
+            let object = managed::apply(&definition, None, &applied, &manager, force).map_err(to_conflict)?;
+            let collection = Target {
+                name: None,
+                ..t.clone()
+            };
+            let created = create_object(store, &collection, object, dry_run(q), None).await?;
+            Ok(with_warnings(ok(StatusCode::CREATED, &created), &warnings))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The `autoscaling/v1` Scale view of a scalable object.
@@ -779,7 +895,9 @@ async fn scale(
         name: t.name.clone(),
         subresource: None,
     };
-    let updated = replace(store, &main, current, rev, new, dry_run(q)).await?;
+    let mut manager = manager_of(&main, q, headers)?;
+    manager.subresource = Some("scale".into());
+    let updated = replace(store, &main, current, rev, new, dry_run(q), Some(&manager)).await?;
     Ok(ok(StatusCode::OK, &to_scale(t, &updated)))
 }
 
@@ -845,7 +963,7 @@ async fn bind(store: &dyn Store, t: &Target, headers: &HeaderMap, body: Body) ->
     }
     let mut new = current.clone();
     new["spec"]["nodeName"] = json!(node);
-    replace(store, &pod, current, rev, new, false).await?;
+    replace(store, &pod, current, rev, new, false, None).await?;
     Ok(ok(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

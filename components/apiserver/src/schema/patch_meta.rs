@@ -30,12 +30,12 @@ const fn merge_by(key: &'static str, map_keys: &'static [&'static str]) -> Patch
     }
 }
 
-const fn merge_retain_by(key: &'static str) -> PatchMeta {
+const fn merge_retain_by(key: &'static str, map_keys: &'static [&'static str]) -> PatchMeta {
     PatchMeta {
         strategy: "merge,retainKeys",
         merge_key: Some(key),
         list_type: Some("map"),
-        map_keys: &[],
+        map_keys,
     }
 }
 
@@ -79,8 +79,13 @@ static TABLE: &[(&str, &str, &str, PatchMeta)] = &[
     (CORE, "PodSpec", "ephemeralContainers", BY_NAME),
     (CORE, "PodSpec", "imagePullSecrets", BY_NAME),
     (CORE, "PodSpec", "schedulingGates", BY_NAME),
-    (CORE, "PodSpec", "volumes", merge_retain_by("name")),
-    (CORE, "PodSpec", "resourceClaims", merge_retain_by("name")),
+    (CORE, "PodSpec", "volumes", merge_retain_by("name", &["name"])),
+    (
+        CORE,
+        "PodSpec",
+        "resourceClaims",
+        merge_retain_by("name", &["name"]),
+    ),
     (CORE, "PodSpec", "hostAliases", merge_by("ip", &["ip"])),
     (
         CORE,
@@ -134,7 +139,7 @@ static TABLE: &[(&str, &str, &str, PatchMeta)] = &[
         CORE,
         "PodStatus",
         "resourceClaimStatuses",
-        merge_retain_by("name"),
+        merge_retain_by("name", &["name"]),
     ),
     (
         CORE,
