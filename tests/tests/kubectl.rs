@@ -477,3 +477,138 @@ fn server_side_apply_with_conflicts_force_and_field_removal() {
         );
     }
 }
+
+#[test]
+fn whoami_wait_describe_events_and_cascading_deletes() {
+    let server = Server::start(&[]);
+    let dir = server.dir.path();
+    for minor in VERSIONS {
+        let whoami = ok(server.kubectl(minor, &["auth", "whoami"]));
+        assert!(whoami.contains("system:masters"), "{whoami}");
+
+        let pod = format!("w{minor}");
+        ok(server.kubectl(minor, &["run", &pod, "--image=busybox:1"]));
+        let uid = get(&server, minor, &["pod", &pod])["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // wait: for a condition and a JSONPath value that a status update brings.
+        let status =
+            json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        let waiting = server
+            .kubectl_command(minor)
+            .args([
+                "wait",
+                "--for=condition=Ready",
+                &format!("pod/{pod}"),
+                "--timeout=20s",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let patched = server
+            .kubectl_command(minor)
+            .args([
+                "patch",
+                "pod",
+                &pod,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status.to_string(),
+            ])
+            .output()
+            .unwrap();
+        ok(patched);
+        let waited = waiting.wait_with_output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&waited.stdout).contains("condition met"),
+            "{}",
+            text(&waited)
+        );
+        ok(server.kubectl(
+            minor,
+            &[
+                "wait",
+                "--for=jsonpath={.status.phase}=Running",
+                &format!("pod/{pod}"),
+                "--timeout=5s",
+            ],
+        ));
+        let timed_out = fails(server.kubectl(
+            minor,
+            &[
+                "wait",
+                "--for=condition=Nope",
+                &format!("pod/{pod}"),
+                "--timeout=1s",
+            ],
+        ));
+        assert!(timed_out.contains("timed out"), "{timed_out}");
+
+        // describe shows the object's events.
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{pod}.1"), "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": pod, "namespace": "default", "uid": uid, "apiVersion": "v1"},
+            "reason": "Scheduled", "message": "Successfully assigned to node1", "type": "Normal",
+            "source": {"component": "default-scheduler"}, "count": 1,
+            "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z",
+        });
+        let file = write(dir, "event.json", &event.to_string());
+        ok(server.kubectl(minor, &["create", "-f", &file]));
+        let described = ok(server.kubectl(minor, &["describe", "pod", &pod]));
+        assert!(described.contains("Events:"), "{described}");
+        assert!(
+            described.contains("Successfully assigned to node1") && described.contains("Scheduled"),
+            "{described}"
+        );
+        let events = rows(&ok(server.kubectl(minor, &["get", "events"])));
+        assert_eq!(events[0][..4], ["LAST", "SEEN", "TYPE", "REASON"]);
+
+        // wait --for=delete returns once the object is gone.
+        let mut deleting = server
+            .kubectl_command(minor)
+            .args(["wait", "--for=delete", &format!("pod/{pod}"), "--timeout=20s"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        ok(server.kubectl(minor, &["delete", "pod", &pod]));
+        assert!(deleting.wait().unwrap().success());
+
+        // Cascading deletes: Background deletes now; Foreground and Orphan leave the object marked with the
+        // finalizer the garbage collector completes.
+        for (cascade, finalizer) in [
+            ("foreground", Some("foregroundDeletion")),
+            ("orphan", Some("orphan")),
+            ("background", None),
+        ] {
+            let name = format!("c{minor}-{cascade}");
+            ok(server.kubectl(minor, &["create", "configmap", &name]));
+            ok(server.kubectl(
+                minor,
+                &[
+                    "delete",
+                    "configmap",
+                    &name,
+                    &format!("--cascade={cascade}"),
+                    "--wait=false",
+                ],
+            ));
+            match finalizer {
+                Some(f) => {
+                    let marked = get(&server, minor, &["configmap", &name]);
+                    assert!(marked["metadata"]["deletionTimestamp"].is_string(), "{marked}");
+                    assert_eq!(marked["metadata"]["finalizers"], json!([f]));
+                }
+                None => {
+                    fails(server.kubectl(minor, &["get", "configmap", &name]));
+                }
+            }
+        }
+    }
+}

@@ -182,6 +182,11 @@ pub fn go_arch() -> &'static str {
 /// Everything under `/api` and `/apis` goes to the resource layer.
 async fn api(state: Arc<AppState>, watches: Arc<resources::WatchCaches>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if let Some(version) = self_subject_review_version(parts.uri.path())
+        && parts.method == axum::http::Method::POST
+    {
+        return self_subject_review(version, parts.extensions.get::<crate::authn::UserInfo>());
+    }
     resources::dispatch(
         state.store.clone(),
         watches,
@@ -192,6 +197,33 @@ async fn api(state: Arc<AppState>, watches: Arc<resources::WatchCaches>, request
         body,
     )
     .await
+}
+
+/// `POST /apis/authentication.k8s.io/<v1|v1beta1>/selfsubjectreviews` (`kubectl auth whoami`).
+fn self_subject_review_version(path: &str) -> Option<&'static str> {
+    match path.trim_end_matches('/') {
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews" => Some("v1"),
+        "/apis/authentication.k8s.io/v1beta1/selfsubjectreviews" => Some("v1beta1"),
+        _ => None,
+    }
+}
+
+/// Tells the caller who the server takes it to be: the request body is not needed (it has no fields).
+fn self_subject_review(version: &str, user: Option<&crate::authn::UserInfo>) -> Response {
+    let Some(user) = user else {
+        return status::unauthorized();
+    };
+    let mut user_info = serde_json::json!({"username": user.name, "groups": user.groups});
+    if !user.uid.is_empty() {
+        user_info["uid"] = serde_json::Value::String(user.uid.clone());
+    }
+    let review = serde_json::json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": format!("authentication.k8s.io/{version}"),
+        "metadata": {"creationTimestamp": resources::now_rfc3339()},
+        "status": {"userInfo": user_info},
+    });
+    status::json(axum::http::StatusCode::CREATED, &review)
 }
 
 fn router(state: Arc<AppState>) -> Router {

@@ -1020,6 +1020,48 @@ async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Res
         .get("gracePeriodSeconds")
         .and_then(|g| g.parse::<i64>().ok())
         .or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+    // Foreground and Orphan propagation are finalizers the garbage collector acts on (it removes them once the
+    // dependents are gone or released); Background deletes now and leaves the dependents to it.
+    let policy = options
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .or_else(|| q.get("propagationPolicy").map(String::from))
+        .or_else(|| match options.get("orphanDependents") {
+            Some(Value::Bool(true)) => Some("Orphan".into()),
+            _ => q
+                .get("orphanDependents")
+                .filter(|v| *v == "true")
+                .map(|_| "Orphan".into()),
+        });
+    let propagation_finalizer = match policy.as_deref() {
+        None | Some("Background") => None,
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        Some(other) => {
+            return Err(invalid_field(
+                t,
+                "propagationPolicy",
+                "FieldValueNotSupported",
+                format!(
+                    "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ),
+            ));
+        }
+    };
+    let mut current = current;
+    if let Some(finalizer) = propagation_finalizer
+        && t.resource.kind != "Namespace"
+    {
+        let list = current["metadata"]
+            .as_object_mut()
+            .map(|m| m.entry("finalizers").or_insert_with(|| json!([])));
+        if let Some(Value::Array(list)) = list
+            && !list.iter().any(|f| f == finalizer)
+        {
+            list.push(json!(finalizer));
+        }
+    }
     let has_finalizers = current
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)

@@ -15,5 +15,5 @@ mod watch_cache;
 pub use bootstrap::{ensure_default_namespaces, ensure_kubernetes_service};
 pub use errors::ApiError;
 pub use handlers::dispatch;
-pub(crate) use objects::now_rfc3339;
+pub use objects::now_rfc3339;
 pub use watch_cache::WatchCaches;
