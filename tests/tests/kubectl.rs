@@ -612,3 +612,103 @@ fn whoami_wait_describe_events_and_cascading_deletes() {
         }
     }
 }
+
+/// What `helm template` prints for a small chart: several kinds in one stream, `# Source:` comments, a document
+/// that is only a comment. (helm itself is not installable from the registries these machines reach; the server
+/// sees exactly what `helm template | kubectl apply -f -` sends.)
+const RENDERED_CHART: &str = r#"---
+# Source: demo/templates/serviceaccount.yaml
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: demo
+  labels: {app.kubernetes.io/name: demo, helm.sh/chart: demo-0.1.0}
+---
+# Source: demo/templates/configmap.yaml
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: demo-config
+data:
+  greeting: "hello"
+---
+# Source: demo/templates/service.yaml
+apiVersion: v1
+kind: Service
+metadata:
+  name: demo
+spec:
+  type: ClusterIP
+  selector: {app.kubernetes.io/name: demo}
+  ports:
+    - {name: http, port: 80, targetPort: http, protocol: TCP}
+---
+# Source: demo/templates/empty.yaml
+# (disabled by values)
+---
+# Source: demo/templates/deployment.yaml
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: demo
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app.kubernetes.io/name: demo}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: demo}
+    spec:
+      serviceAccountName: demo
+      containers:
+        - name: demo
+          image: "registry.local/demo:0.1.0"
+          ports: [{name: http, containerPort: 8080, protocol: TCP}]
+          envFrom: [{configMapRef: {name: demo-config}}]
+"#;
+
+#[test]
+fn a_rendered_chart_applies_from_standard_input() {
+    use std::io::Write;
+    let server = Server::start(&[]);
+    for minor in VERSIONS {
+        let ns = format!("chart{minor}");
+        ok(server.kubectl(minor, &["create", "namespace", &ns]));
+        for _ in 0..2 {
+            let mut child = server
+                .kubectl_command(minor)
+                .args(["apply", "-n", &ns, "-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(RENDERED_CHART.as_bytes())
+                .unwrap();
+            let out = ok(child.wait_with_output().unwrap());
+            for kind in [
+                "serviceaccount/demo",
+                "configmap/demo-config",
+                "service/demo",
+                "deployment.apps/demo",
+            ] {
+                assert!(out.contains(kind), "{out}");
+            }
+        }
+        let service = get(&server, minor, &["service", "demo", "-n", &ns]);
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+        let deployment = get(&server, minor, &["deployment", "demo", "-n", &ns]);
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["serviceAccountName"],
+            "demo"
+        );
+        assert_eq!(
+            deployment["metadata"]["generation"], 1,
+            "re-applying the same chart changes nothing"
+        );
+    }
+}
