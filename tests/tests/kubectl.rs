@@ -566,6 +566,54 @@ fn whoami_wait_describe_events_and_cascading_deletes() {
             described.contains("Successfully assigned to node1") && described.contains("Scheduled"),
             "{described}"
         );
+        // The same for a deployment, a service and a node.
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node{minor}")}});
+        ok(server.kubectl(
+            minor,
+            &["create", "-f", &write(dir, "node.json", &node.to_string())],
+        ));
+        ok(server.kubectl(
+            minor,
+            &["create", "deployment", &format!("d{minor}"), "--image=nginx:1"],
+        ));
+        ok(server.kubectl(
+            minor,
+            &[
+                "create",
+                "service",
+                "clusterip",
+                &format!("s{minor}"),
+                "--tcp=80:80",
+            ],
+        ));
+        for (kind, resource, name, namespaced) in [
+            ("Deployment", "deployment", format!("d{minor}"), true),
+            ("Service", "service", format!("s{minor}"), true),
+            ("Node", "node", format!("node{minor}"), false),
+        ] {
+            let uid = get(&server, minor, &[resource, &name])["metadata"]["uid"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let mut involved = json!({"kind": kind, "name": name, "uid": uid});
+            if namespaced {
+                involved["namespace"] = json!("default");
+            }
+            let message = format!("something happened to {name}");
+            let event = json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": format!("{name}.2"), "namespace": "default"},
+                "involvedObject": involved, "reason": "Tested", "message": message, "type": "Normal",
+                "source": {"component": "tests"}, "count": 1,
+                "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z",
+            });
+            ok(server.kubectl(
+                minor,
+                &["create", "-f", &write(dir, "event.json", &event.to_string())],
+            ));
+            let described = ok(server.kubectl(minor, &["describe", resource, &name]));
+            assert!(described.contains(&message), "{resource}: {described}");
+        }
         let events = rows(&ok(server.kubectl(minor, &["get", "events"])));
         assert_eq!(events[0][..4], ["LAST", "SEEN", "TYPE", "REASON"]);
 
