@@ -257,6 +257,26 @@ fn field_validation_explain_and_output_formats() {
             text(&warned)
         );
 
+        // Repeated keys: Strict refuses, naming them; the default (Warn) keeps the last and warns.
+        let repeated = format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"dup{minor}"}},"data":{{"k":"1","k":"2"}}}}"#
+        );
+        let path = "/api/v1/namespaces/default/configmaps";
+        let (code, body) = server.request(
+            "POST",
+            &format!("{path}?fieldValidation=Strict"),
+            Some(repeated.as_bytes()),
+            "application/json",
+        );
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains(r#"duplicate field \"data.k\""#), "{body}");
+        let (code, body) = server.request("POST", path, Some(repeated.as_bytes()), "application/json");
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(
+            get(&server, minor, &["configmap", &format!("dup{minor}")])["data"]["k"],
+            "2"
+        );
+
         let explained = ok(server.kubectl(minor, &["explain", "pod.spec.containers.ports"]));
         assert!(
             explained.contains("ContainerPort") && explained.contains("containerPort"),

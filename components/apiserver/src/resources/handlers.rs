@@ -488,8 +488,9 @@ async fn create(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut object = decode_body(headers, &read_body(body).await?)?;
-    let warnings = validate_fields(t, q, &mut object)?;
+    let bytes = read_body(body).await?;
+    let mut object = decode_body(headers, &bytes)?;
+    let warnings = validate_fields(t, q, &mut object, &bytes)?;
     let manager = manager_of(t, q, headers)?;
     let created = create_object(store, t, object, dry_run(q), Some(&manager)).await?;
     Ok(with_warnings(ok(StatusCode::CREATED, &created), &warnings))
@@ -527,7 +528,7 @@ fn definition_of(t: &Target) -> String {
 
 /// `fieldValidation`: fields the kind does not have are rejected with `Strict`, dropped with a warning with `Warn`
 /// (the default) and dropped silently with `Ignore`. Kubernetes never stores them for built-in kinds.
-fn validate_fields(t: &Target, q: &Query, object: &mut Value) -> Result<Vec<String>, ApiError> {
+fn validate_fields(t: &Target, q: &Query, object: &mut Value, body: &[u8]) -> Result<Vec<String>, ApiError> {
     let mode = q.get("fieldValidation").unwrap_or("Warn");
     if !matches!(mode, "Strict" | "Warn" | "Ignore") {
         return Err(ApiError::BadRequest(format!(
@@ -541,7 +542,11 @@ fn validate_fields(t: &Target, q: &Query, object: &mut Value) -> Result<Vec<Stri
         return Ok(Vec::new());
     }
     let unknown = types.unknown_fields(&definition, object, mode != "Strict");
-    let messages: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    let mut messages: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    if mode != "Ignore" {
+        let duplicates = validation::duplicate_fields(body);
+        messages.extend(duplicates.iter().map(|f| format!("duplicate field \"{f}\"")));
+    }
     match mode {
         "Strict" if !messages.is_empty() => Err(ApiError::BadRequest(format!(
             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
@@ -694,8 +699,9 @@ async fn update(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut new = decode_body(headers, &read_body(body).await?)?;
-    let warnings = validate_fields(t, q, &mut new)?;
+    let bytes = read_body(body).await?;
+    let mut new = decode_body(headers, &bytes)?;
+    let warnings = validate_fields(t, q, &mut new, &bytes)?;
     let manager = manager_of(t, q, headers)?;
     let (current, rev) = get(store, t).await?;
     let updated = replace(store, t, current, rev, new, dry_run(q), Some(&manager)).await?;
@@ -752,7 +758,7 @@ async fn patch(
     let mut patched = current.clone();
     let definition = definition_of(t);
     apply_patch(t, headers, &bytes, &mut patched, &definition)?;
-    let warnings = validate_fields(t, q, &mut patched)?;
+    let warnings = validate_fields(t, q, &mut patched, &bytes)?;
     let updated = replace(store, t, current, rev, patched, dry_run(q), Some(&manager)).await?;
     Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings))
 }
@@ -798,7 +804,7 @@ async fn server_side_apply(
             name_of(t)
         )));
     }
-    let warnings = validate_fields(t, q, &mut applied)?;
+    let warnings = validate_fields(t, q, &mut applied, bytes)?;
     let definition = definition_of(t);
     let to_conflict = |e: managed::ApplyError| match e {
         managed::ApplyError::Conflicts(c) => ApiError::ApplyConflict(c),
