@@ -10,10 +10,17 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the tests need: protoc builds etcd-client (the store benchmark's etcd peer and,
-# later, the external datastore).
+# later, the external datastore); a real OCI registry (docker-registry, with htpasswd for its basic auth), and
+# skopeo, umoci and busybox-static to build and push test images; libseccomp-dev for the container runtime.
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v umoci >/dev/null 2>&1 || need+=(umoci)
+[ -x /bin/busybox ] || need+=(busybox-static)
+[ -e /usr/include/seccomp.h ] || need+=(libseccomp-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq

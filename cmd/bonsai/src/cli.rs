@@ -35,12 +35,56 @@ pub enum Command {
     Server(ServerArgs),
     /// Join this machine to a cluster as a node.
     Agent(AgentArgs),
+    /// Manage the node's images (like crictl/ctr): pull, import, list, remove.
+    Images(ImagesArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script (e.g. `bonsai completion bash > /etc/bash_completion.d/bonsai`).
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Folder holding state (the image store is `<data-dir>/agent/content`).
+    #[arg(short = 'd', long, global = true, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Registry mirrors, auth and TLS, in k3s's registries.yaml format.
+    #[arg(
+        long,
+        global = true,
+        env = "BONSAI_PRIVATE_REGISTRY",
+        default_value = "/etc/bonsai/registries.yaml"
+    )]
+    pub private_registry: PathBuf,
+
+    #[command(subcommand)]
+    pub command: ImagesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Pull an image from its registry (or a configured mirror).
+    Pull {
+        /// An image reference: `busybox`, `registry.example:5000/team/app:1.2`, `…@sha256:…`.
+        reference: String,
+    },
+    /// Import images from `docker save` or OCI-archive tarballs (plain, .gz or .zst).
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls,
+    /// Remove images, then every blob and layer no image uses any more.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
     },
 }
 

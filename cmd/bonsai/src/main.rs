@@ -3,6 +3,7 @@
 
 mod agent;
 mod cli;
+mod images;
 mod logging;
 mod server;
 mod version;
@@ -41,6 +42,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent(args) => agent::run(args),
+        Command::Images(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(images::run(args))
+        }
         Command::Server(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(server::run(args))

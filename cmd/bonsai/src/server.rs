@@ -19,6 +19,28 @@ use crate::cli::ServerArgs;
 const KUBERNETES_MINOR: &str = "33";
 const KUBERNETES_PATCH: &str = "0";
 
+/// Imports every image tarball in `<data-dir>/agent/images/` into the image store, in the background, as k3s
+/// does at start for air-gapped installs.
+fn import_airgap_images(data_dir: &std::path::Path) {
+    let images = data_dir.join("agent/images");
+    if !images.is_dir() {
+        return;
+    }
+    let root = crate::images::store_dir(data_dir);
+    tokio::task::spawn_blocking(move || {
+        let store = match runtime::store::ContentStore::open(&root) {
+            Ok(store) => store,
+            Err(e) => return tracing::warn!(error = %e, "cannot open the image store"),
+        };
+        for (file, result) in runtime::import::import_directory(&store, &images) {
+            match result {
+                Ok(count) => tracing::info!(file = %file.display(), images = count, "imported images"),
+                Err(e) => tracing::warn!(file = %file.display(), error = %e, "cannot import images"),
+            }
+        }
+    });
+}
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Listen for stop signals before anything else, so that a stop that comes early is a clean one.
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -103,6 +125,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let url = format!("https://{local}");
     apiserver::kubeconfig::write(&args.write_kubeconfig, args.write_kubeconfig_mode, &url, &pki)?;
     tracing::info!(url = %url, kubeconfig = %args.write_kubeconfig.display(), "bonsai server ready");
+    import_airgap_images(&args.data_dir);
 
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("interrupted, shutting down"),

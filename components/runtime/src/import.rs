@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_client::Reference;
 use serde_json::{Value, json};
 
 use crate::ImageError;
@@ -22,16 +21,7 @@ fn normalise(name: &str) -> Option<String> {
     if !name.contains(':') && !name.contains('/') && !name.contains('@') {
         return None;
     }
-    let r: Reference = name.parse().ok()?;
-    Some(match r.digest() {
-        Some(_) => r.whole(),
-        None => format!(
-            "{}/{}:{}",
-            r.registry(),
-            r.repository(),
-            r.tag().unwrap_or("latest")
-        ),
-    })
+    crate::image_name(name).ok()
 }
 
 /// Imports every image in the archive at `path`; returns their records.

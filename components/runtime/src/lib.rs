@@ -50,6 +50,23 @@ pub enum ImageError {
     },
 }
 
+/// The name an image is recorded under: `busybox` → `docker.io/library/busybox:latest`,
+/// `127.0.0.1:5000/x/y@sha256:…` as it is.
+pub fn image_name(reference: &str) -> Result<String, ImageError> {
+    let r: oci_client::Reference = reference
+        .parse()
+        .map_err(|e| ImageError::BadReference(format!("{reference}: {e}")))?;
+    Ok(match r.digest() {
+        Some(_) => r.whole(),
+        None => format!(
+            "{}/{}:{}",
+            r.registry(),
+            r.repository(),
+            r.tag().unwrap_or("latest")
+        ),
+    })
+}
+
 /// oci-client's TLS (rustls without a built-in provider) needs the process-wide provider; ring, as everywhere
 /// in bonsai. Installing twice is harmless.
 pub fn install_crypto_provider() {

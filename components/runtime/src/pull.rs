@@ -262,15 +262,7 @@ impl Puller {
             });
         }
         self.store.write_blob(&manifest_digest, &bytes)?;
-        let name = match original.digest() {
-            Some(_) => original.whole(),
-            None => format!(
-                "{}/{}:{}",
-                original.registry(),
-                original.repository(),
-                original.tag().unwrap_or("latest")
-            ),
-        };
+        let name = crate::image_name(&original.whole())?;
         let record = ImageRecord {
             name,
             manifest_digest,

@@ -136,7 +136,9 @@ fn unpack_into(reader: &mut impl Read, dir: &Path, blob: &Path) -> Result<(), Im
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
     let bad = |e: std::io::Error| {
-        let cause = std::error::Error::source(&e).map(|s| format!(" ({s})")).unwrap_or_default();
+        let cause = std::error::Error::source(&e)
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
         ImageError::BadLayer(format!("{}: {e}{cause}", blob.display()))
     };
     for entry in archive.entries().map_err(bad)? {

@@ -1,0 +1,199 @@
+//! Test images and a real registry: images built from Debian's `busybox-static` with `umoci`, pushed with
+//! `skopeo` to Debian's `docker-registry`, which runs in the test's network namespace with its own config and
+//! storage in the test's directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{NetNs, Running};
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An OCI image layout with busybox images in it.
+#[derive(Debug)]
+pub struct Layout {
+    pub path: PathBuf,
+    work: PathBuf,
+}
+
+impl Layout {
+    /// A layout with tag `v1` (busybox, `/etc/removed`, cmd `/bin/sh`) and tag `v2` (v1 plus a layer that deletes
+    /// `/etc/removed` and replaces `/var/cache`: whiteouts).
+    pub fn busybox(dir: &Path) -> Layout {
+        let path = dir.join("layout");
+        let work = dir.join("layout-work");
+        std::fs::create_dir_all(&work).unwrap();
+        let layout = Layout { path, work };
+        let l = layout.path.display().to_string();
+        run(Command::new("umoci").args(["init", "--layout", &l]));
+        run(Command::new("umoci").args(["new", "--image", &format!("{l}:base")]));
+        let bundle = layout.work.join("b1");
+        run(Command::new("umoci")
+            .args(["unpack", "--image", &format!("{l}:base")])
+            .arg(&bundle));
+        let rootfs = bundle.join("rootfs");
+        for dir in ["bin", "etc", "var/cache/old", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(dir)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for tool in ["sh", "echo", "cat", "ls", "sleep", "true"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
+        }
+        std::fs::write(rootfs.join("etc/removed"), "gone in v2\n").unwrap();
+        std::fs::write(rootfs.join("var/cache/old/data"), "cached\n").unwrap();
+        run(Command::new("umoci")
+            .args(["repack", "--image", &format!("{l}:base")])
+            .arg(&bundle));
+        run(Command::new("umoci").args([
+            "config",
+            "--image",
+            &format!("{l}:base"),
+            "--tag",
+            "v1",
+            "--config.cmd",
+            "/bin/sh",
+        ]));
+        let bundle = layout.work.join("b2");
+        run(Command::new("umoci")
+            .args(["unpack", "--image", &format!("{l}:v1")])
+            .arg(&bundle));
+        let rootfs = bundle.join("rootfs");
+        std::fs::remove_file(rootfs.join("etc/removed")).unwrap();
+        std::fs::remove_dir_all(rootfs.join("var/cache")).unwrap();
+        std::fs::create_dir_all(rootfs.join("var/cache")).unwrap();
+        std::fs::write(rootfs.join("var/cache/new"), "fresh\n").unwrap();
+        run(Command::new("umoci")
+            .args(["repack", "--image", &format!("{l}:v2")])
+            .arg(&bundle));
+        layout
+    }
+
+    /// `skopeo copy` from tag `tag` of the layout to `dest` (any skopeo transport), as root in `netns`.
+    pub fn copy(&self, netns: &NetNs, tag: &str, dest: &str, creds: Option<&str>) {
+        let mut cmd = netns.command("skopeo");
+        cmd.args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--multi-arch",
+            "all",
+        ]);
+        if let Some(creds) = creds {
+            cmd.args(["--dest-creds", creds]);
+        }
+        cmd.arg(format!("oci:{}:{tag}", self.path.display())).arg(dest);
+        run(&mut cmd);
+    }
+
+    /// Adds tag `multi`: an image index whose linux/arm64 entry is `v2` and whose entry for this machine's
+    /// architecture is `v1`, so a correct pull on this machine gets `v1`.
+    pub fn multi_arch(&self) {
+        use sha2::Digest as _;
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let other = if arch == "arm64" { "amd64" } else { "arm64" };
+        let entry = |tag: &str, arch: &str| {
+            let digest = self.digest(tag);
+            let size = std::fs::metadata(self.path.join("blobs/sha256").join(&digest[7..]))
+                .unwrap()
+                .len();
+            serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+                               "platform": {"os": "linux", "architecture": arch}})
+        };
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                                       "manifests": [entry("v2", other), entry("v1", arch)]});
+        let bytes = serde_json::to_vec(&index).unwrap();
+        let hex = hex::encode(sha2::Sha256::digest(&bytes));
+        std::fs::write(self.path.join("blobs/sha256").join(&hex), &bytes).unwrap();
+        let index_path = self.path.join("index.json");
+        let mut top: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+        top["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{hex}"), "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"}}));
+        std::fs::write(&index_path, serde_json::to_vec(&top).unwrap()).unwrap();
+    }
+
+    /// The manifest digest of a tag, as the layout records it.
+    pub fn digest(&self, tag: &str) -> String {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.path.join("index.json")).unwrap()).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .map(|m| m["digest"].as_str().unwrap().to_string())
+            .unwrap()
+    }
+}
+
+/// Debian's `docker-registry` on 127.0.0.1:5000 inside a network namespace, storing in `dir`; with basic auth
+/// when `credentials` are given.
+#[derive(Debug)]
+pub struct Registry {
+    pub process: Running,
+}
+
+impl Registry {
+    pub const ADDR: &'static str = "127.0.0.1:5000";
+
+    pub fn start(netns: &NetNs, dir: &Path, credentials: Option<(&str, &str)>) -> Registry {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {}\n",
+            dir.join("data").display(),
+            Registry::ADDR
+        );
+        if let Some((user, password)) = credentials {
+            let htpasswd = dir.join("htpasswd");
+            let line = run(Command::new("htpasswd").args(["-nbB", user, password]));
+            std::fs::write(&htpasswd, line).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: bonsai-tests\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let process = Running::start_with(
+            netns.command("docker-registry"),
+            &[std::ffi::OsStr::new("serve"), config_path.as_os_str()],
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let probe = netns
+                .command("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &format!("http://{}/v2/", Registry::ADDR),
+                ])
+                .output()
+                .unwrap();
+            let code = String::from_utf8_lossy(&probe.stdout).to_string();
+            if code == "200" || code == "401" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Registry { process }
+    }
+}
