@@ -37,12 +37,77 @@ pub enum Command {
     Agent(AgentArgs),
     /// Manage the node's images (like crictl/ctr): pull, import, list, remove.
     Images(ImagesArgs),
+    /// Run, list, stop and remove the node's containers (like crictl/ctr).
+    Containers(ContainersArgs),
+    /// Print a container's logs.
+    Logs {
+        #[arg(short = 'd', long, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The container's id.
+        id: String,
+    },
+    /// The per-container supervisor (started by bonsai itself).
+    #[command(hide = true)]
+    Shim {
+        /// The container's state directory.
+        dir: PathBuf,
+    },
     /// Print the version.
     Version,
     /// Print a shell completion script (e.g. `bonsai completion bash > /etc/bash_completion.d/bonsai`).
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ContainersArgs {
+    /// Folder holding state (containers live in `<data-dir>/agent/containers`).
+    #[arg(short = 'd', long, global = true, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: ContainersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainersCommand {
+    /// Run a container from an image in the store; without --detach, wait for it and exit with its exit code.
+    Run {
+        /// The container's id (default: a random one).
+        #[arg(long)]
+        name: Option<String>,
+        /// Memory limit in bytes.
+        #[arg(long)]
+        memory_limit: Option<i64>,
+        /// Most processes the container may have.
+        #[arg(long)]
+        pids_limit: Option<i64>,
+        /// Environment variables, `NAME=value`.
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// Leave it running and print its id.
+        #[arg(long)]
+        detach: bool,
+        image: String,
+        /// The command (replaces the image's entrypoint and cmd).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List containers.
+    #[command(alias = "list")]
+    Ls,
+    /// Stop a container: SIGTERM, then SIGKILL after the grace period.
+    Stop {
+        id: String,
+        #[arg(long, default_value_t = 10)]
+        grace_seconds: u64,
+    },
+    /// Remove containers that have ended.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
 }
 

@@ -3,6 +3,7 @@
 
 mod agent;
 mod cli;
+mod containers;
 mod images;
 mod logging;
 mod server;
@@ -42,6 +43,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent(args) => agent::run(args),
+        Command::Containers(args) => containers::run(args),
+        Command::Logs { data_dir, id } => containers::logs(&data_dir, &id),
+        Command::Shim { dir } => Ok(runtime::container::shim::run(&dir)?),
         Command::Images(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(images::run(args))

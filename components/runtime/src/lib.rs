@@ -5,6 +5,7 @@
 //!
 //! **Architecture Invariant:** the runtime knows nothing of Kubernetes: the node agent turns pods into calls here.
 
+pub mod container;
 pub mod import;
 pub mod pull;
 pub mod registries;

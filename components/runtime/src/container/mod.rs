@@ -1,0 +1,449 @@
+//! Containers: an overlayfs root filesystem over an image's unpacked layers, an OCI runtime spec, and a shim per
+//! container (this binary re-executed as `bonsai shim`) that runs it with youki's libcontainer, writes its
+//! output as CRI logs and records how it ended. The shim is its own process group and outlives whoever started
+//! it, so containers keep running across restarts of the server or agent.
+//!
+//! ```text
+//! <root>/<id>/config.json        what the caller asked for (ContainerConfig)
+//! <root>/<id>/bundle/config.json the OCI runtime spec; bundle/rootfs is the overlay mount
+//! <root>/<id>/upper, work        the container's writable layer
+//! <root>/<id>/state.json         written by the shim once the container runs: pids, start time
+//! <root>/<id>/exit.json          written by the shim when it ends: exit code, reason, time
+//! ```
+
+pub mod shim;
+pub mod spec;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ImageError;
+use crate::store::ContentStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("invalid container configuration: {0}")]
+    Config(String),
+    #[error("no container {0}")]
+    NotFound(String),
+    #[error("container {0} already exists")]
+    Exists(String),
+    #[error("container {0} is still running")]
+    Running(String),
+    #[error("{0}")]
+    Runtime(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+    move |source| ContainerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub readonly: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub memory_limit: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    pub pids_limit: Option<i64>,
+}
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub id: String,
+    /// An image name in the store (`docker.io/library/busybox:1.36`, or as pulled).
+    pub image: String,
+    /// Replaces the image's entrypoint (Kubernetes' `command`).
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's cmd (Kubernetes' `args`).
+    pub args: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    /// The network namespace to join (a pod's); none: a new, empty one.
+    pub network_namespace: Option<PathBuf>,
+    pub mounts: Vec<BindMount>,
+    pub resources: Resources,
+    /// The cgroup this container's cgroup goes under, relative to the cgroup root (`bonsai/pod-<uid>`).
+    pub cgroup_parent: String,
+    pub readonly_rootfs: bool,
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+    /// Where the CRI-format log goes; default `<state>/container.log`.
+    pub log_path: Option<PathBuf>,
+}
+
+impl ContainerConfig {
+    pub fn new(id: &str, image: &str) -> ContainerConfig {
+        ContainerConfig {
+            id: id.to_string(),
+            image: image.to_string(),
+            command: None,
+            args: None,
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            hostname: None,
+            network_namespace: None,
+            mounts: Vec::new(),
+            resources: Resources::default(),
+            cgroup_parent: "bonsai".into(),
+            readonly_rootfs: false,
+            capabilities_add: Vec::new(),
+            capabilities_drop: Vec::new(),
+            log_path: None,
+        }
+    }
+}
+
+/// Written by the shim once the container runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub shim_pid: i32,
+    pub pid: i32,
+    pub started_at: String,
+}
+
+/// Written by the shim when the container has ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exited {
+    pub exit_code: i32,
+    /// `Completed`, `Error`, `OOMKilled` (Kubernetes' container state reasons), or `StartError`.
+    pub reason: String,
+    pub message: String,
+    pub finished_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum State {
+    Created,
+    Running(Started),
+    Exited(Option<Started>, Exited),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerInfo {
+    pub config: ContainerConfig,
+    pub state: State,
+    pub log_path: PathBuf,
+}
+
+/// The containers of one node.
+#[derive(Debug)]
+pub struct Runtime {
+    root: PathBuf,
+    store: Arc<ContentStore>,
+    shim: PathBuf,
+}
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c))
+}
+
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        now.subsec_nanos()
+    )
+}
+
+/// Howard Hinnant's days-to-civil: the shim stays free of date crates.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ContainerError> {
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    std::fs::write(&tmp, bytes).map_err(io_at(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_at(path))
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+impl Runtime {
+    /// `root` holds the containers' state (`<data-dir>/agent/containers`); `shim` is the binary to re-execute
+    /// as `shim` (the running bonsai).
+    pub fn new(
+        root: impl Into<PathBuf>,
+        store: Arc<ContentStore>,
+        shim: impl Into<PathBuf>,
+    ) -> Result<Runtime, ContainerError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(io_at(&root))?;
+        Ok(Runtime {
+            root,
+            store,
+            shim: shim.into(),
+        })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Creates the container and starts it; returns once it runs (or has already ended).
+    pub fn run(&self, config: ContainerConfig) -> Result<ContainerInfo, ContainerError> {
+        if !is_valid_id(&config.id) {
+            return Err(ContainerError::Config(format!(
+                "invalid container id {:?}",
+                config.id
+            )));
+        }
+        let dir = self.dir(&config.id);
+        if dir.exists() {
+            return Err(ContainerError::Exists(config.id));
+        }
+        let image = self
+            .store
+            .image(&crate::image_name(&config.image)?)?
+            .or(self.store.image(&config.image)?)
+            .ok_or_else(|| ContainerError::Image(ImageError::NotFound(config.image.clone())))?;
+        let image_config: serde_json::Value =
+            serde_json::from_slice(&self.store.read_blob(&image.config_digest)?)
+                .map_err(|e| ContainerError::Config(format!("image config: {e}")))?;
+        let result = self
+            .prepare(&dir, &config, &image, &image_config)
+            .and_then(|()| self.start_shim(&dir, &config));
+        if let Err(e) = result {
+            let _ = self.cleanup(&dir);
+            return Err(e);
+        }
+        self.status(&config.id)
+    }
+
+    fn prepare(
+        &self,
+        dir: &Path,
+        config: &ContainerConfig,
+        image: &crate::store::ImageRecord,
+        image_config: &serde_json::Value,
+    ) -> Result<(), ContainerError> {
+        let rootfs = dir.join("bundle/rootfs");
+        for d in [rootfs.clone(), dir.join("upper"), dir.join("work")] {
+            std::fs::create_dir_all(&d).map_err(io_at(&d))?;
+        }
+        write_json(&dir.join("config.json"), config)?;
+        // overlayfs lists lower directories top first.
+        let lowers: Vec<String> = image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.store.layer_dir(&l.diff_id).display().to_string())
+            .collect();
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|e| ContainerError::Runtime(format!("mounting the root filesystem: {e}")))?;
+        let cgroups_path = format!("/{}/{}", config.cgroup_parent.trim_matches('/'), config.id);
+        let runtime_spec = spec::runtime_spec(image_config, config, &rootfs, &cgroups_path)?;
+        write_json(&dir.join("bundle/config.json"), &runtime_spec)
+    }
+
+    fn start_shim(&self, dir: &Path, config: &ContainerConfig) -> Result<(), ContainerError> {
+        let log = dir.join("shim.log");
+        let shim_log = std::fs::File::create(&log).map_err(io_at(&log))?;
+        let mut child = Command::new(&self.shim)
+            .arg("shim")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(shim_log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                ContainerError::Runtime(format!("starting the shim {}: {e}", self.shim.display()))
+            })?;
+        // Reap the shim when it ends (it outlives us if we end first; then init reaps it).
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.join("state.json").exists() && !dir.join("exit.json").exists() {
+            if Instant::now() > deadline {
+                return Err(ContainerError::Runtime(format!(
+                    "container {} did not start within 30 s",
+                    config.id
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    pub fn status(&self, id: &str) -> Result<ContainerInfo, ContainerError> {
+        let dir = self.dir(id);
+        let config: ContainerConfig =
+            read_json(&dir.join("config.json")).ok_or_else(|| ContainerError::NotFound(id.to_string()))?;
+        let started: Option<Started> = read_json(&dir.join("state.json"));
+        let exited: Option<Exited> = read_json(&dir.join("exit.json"));
+        let state = match (started, exited) {
+            (s, Some(e)) => State::Exited(s, e),
+            (Some(s), None) if alive(s.shim_pid) => State::Running(s),
+            (Some(s), None) => State::Exited(
+                Some(s),
+                Exited {
+                    exit_code: 255,
+                    reason: "Unknown".into(),
+                    message: "the container's shim ended without recording an exit status".into(),
+                    finished_at: now_rfc3339(),
+                },
+            ),
+            (None, None) => State::Created,
+        };
+        let log_path = config
+            .log_path
+            .clone()
+            .unwrap_or_else(|| dir.join("container.log"));
+        Ok(ContainerInfo {
+            config,
+            state,
+            log_path,
+        })
+    }
+
+    pub fn list(&self) -> Result<Vec<ContainerInfo>, ContainerError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(io_at(&self.root))? {
+            let entry = entry.map_err(io_at(&self.root))?;
+            let id = entry.file_name().to_string_lossy().to_string();
+            if let Ok(info) = self.status(&id) {
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.config.id.cmp(&b.config.id));
+        Ok(out)
+    }
+
+    /// Sends SIGTERM, then SIGKILL after `grace`, and waits for the container to end.
+    pub fn stop(&self, id: &str, grace: Duration) -> Result<(), ContainerError> {
+        let State::Running(started) = self.status(id)?.state else {
+            return Ok(());
+        };
+        let pid = nix::unistd::Pid::from_raw(started.pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        let mut killed = false;
+        while matches!(self.status(id)?.state, State::Running(_)) {
+            if !killed && Instant::now() >= deadline {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                killed = true;
+            }
+            if Instant::now() > deadline + Duration::from_secs(30) {
+                return Err(ContainerError::Runtime(format!("container {id} did not stop")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Removes a container that has ended: its mounts, cgroup and state.
+    pub fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        if matches!(self.status(id)?.state, State::Running(_)) {
+            return Err(ContainerError::Running(id.to_string()));
+        }
+        self.cleanup(&self.dir(id))
+    }
+
+    fn cleanup(&self, dir: &Path) -> Result<(), ContainerError> {
+        let rootfs = dir.join("bundle/rootfs");
+        match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => {
+                return Err(ContainerError::Runtime(format!(
+                    "unmounting {}: {e}",
+                    rootfs.display()
+                )));
+            }
+        }
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ContainerError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_dates() {
+        assert!(is_valid_id("web-1.a_b+c"));
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(129)] {
+            assert!(!is_valid_id(bad), "{bad}");
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+        assert!(now_rfc3339().ends_with('Z'));
+    }
+}

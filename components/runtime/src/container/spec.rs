@@ -1,0 +1,320 @@
+//! The OCI runtime spec (`config.json`) of a container: the image's config merged with the caller's overrides,
+//! the namespaces, mounts, masked paths and capabilities runc and Kubernetes use, and the cgroup limits.
+
+use serde_json::{Value, json};
+
+use super::{ContainerConfig, ContainerError};
+
+/// Kubernetes' (containerd's) default capability set.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// runc's masked and read-only paths.
+const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+/// The process's argv: Kubernetes' rules (`command` replaces the entrypoint, `args` the cmd).
+pub fn argv(image: &Value, command: &Option<Vec<String>>, args: &Option<Vec<String>>) -> Vec<String> {
+    let entrypoint = strings(image.pointer("/config/Entrypoint"));
+    let cmd = strings(image.pointer("/config/Cmd"));
+    match (command, args) {
+        (Some(c), Some(a)) => c.iter().chain(a).cloned().collect(),
+        (Some(c), None) => c.clone(),
+        (None, Some(a)) => entrypoint.into_iter().chain(a.iter().cloned()).collect(),
+        (None, None) => entrypoint.into_iter().chain(cmd).collect(),
+    }
+}
+
+/// `user` as uid:gid: numeric, or names looked up in the image's /etc/passwd and /etc/group.
+pub fn resolve_user(user: &str, rootfs: &std::path::Path) -> Result<(u32, u32), ContainerError> {
+    let (name, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
+        let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
+        text.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&key)).then(|| {
+                let id = fields.get(2).and_then(|f| f.parse().ok()).unwrap_or(0);
+                let gid = fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(id);
+                (id, gid)
+            })
+        })
+    };
+    let (uid, mut gid) = match name.parse::<u32>() {
+        Ok(uid) => (uid, lookup_uid_gid(rootfs, uid).unwrap_or(uid)),
+        Err(_) if name.is_empty() => (0, 0),
+        Err(_) => lookup("etc/passwd", name)
+            .ok_or_else(|| ContainerError::Config(format!("no user {name:?} in the image")))?,
+    };
+    if let Some(group) = group {
+        gid = match group.parse::<u32>() {
+            Ok(g) => g,
+            Err(_) => lookup("etc/group", group)
+                .map(|(g, _)| g)
+                .ok_or_else(|| ContainerError::Config(format!("no group {group:?} in the image")))?,
+        };
+    }
+    Ok((uid, gid))
+}
+
+fn lookup_uid_gid(rootfs: &std::path::Path, uid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.get(2).and_then(|f| f.parse::<u32>().ok()) == Some(uid))
+            .then(|| fields.get(3)?.parse().ok())?
+    })
+}
+
+/// The whole `config.json`.
+pub fn runtime_spec(
+    image: &Value,
+    config: &ContainerConfig,
+    rootfs: &std::path::Path,
+    cgroups_path: &str,
+) -> Result<Value, ContainerError> {
+    let args = argv(image, &config.command, &config.args);
+    if args.is_empty() {
+        return Err(ContainerError::Config(
+            "no command: the image has none and none was given".into(),
+        ));
+    }
+    let mut env: Vec<String> = strings(image.pointer("/config/Env"));
+    for (k, v) in &config.env {
+        env.retain(|e| e.split('=').next() != Some(k.as_str()));
+        env.push(format!("{k}={v}"));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    let cwd = config
+        .working_dir
+        .clone()
+        .or_else(|| {
+            image
+                .pointer("/config/WorkingDir")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "/".into());
+    let user = config
+        .user
+        .clone()
+        .or_else(|| {
+            image
+                .pointer("/config/User")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .unwrap_or_default();
+    let (uid, gid) = resolve_user(&user, rootfs)?;
+    let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    let canonical = |c: &String| {
+        if c.starts_with("CAP_") {
+            c.clone()
+        } else {
+            format!("CAP_{c}")
+        }
+    };
+    for add in config.capabilities_add.iter().map(canonical) {
+        if !caps.contains(&add) {
+            caps.push(add);
+        }
+    }
+    let drops: Vec<String> = config.capabilities_drop.iter().map(canonical).collect();
+    if drops.iter().any(|d| d == "CAP_ALL") {
+        caps.clear();
+    }
+    caps.retain(|c| !drops.contains(c));
+
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    match &config.network_namespace {
+        Some(path) => namespaces.push(json!({"type": "network", "path": path})),
+        None => namespaces.push(json!({"type": "network"})),
+    }
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ];
+    for m in &config.mounts {
+        let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+        options.push(if m.readonly { "ro" } else { "rw" }.into());
+        mounts.push(
+            json!({"destination": m.destination, "type": "bind", "source": m.source, "options": options}),
+        );
+    }
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let r = &config.resources;
+    if let Some(limit) = r.memory_limit {
+        resources["memory"] = json!({"limit": limit, "swap": limit});
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(shares) = r.cpu_shares {
+        cpu.insert("shares".into(), json!(shares));
+    }
+    if let Some(quota) = r.cpu_quota {
+        cpu.insert("quota".into(), json!(quota));
+        cpu.insert("period".into(), json!(r.cpu_period.unwrap_or(100_000)));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if let Some(pids) = r.pids_limit {
+        resources["pids"] = json!({"limit": pids});
+    }
+    // As many open files as this process may have, at most 1,048,576 (what containerd gives): raising the hard
+    // limit above ours would need CAP_SYS_RESOURCE in the user namespace we run in.
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard.min(1_048_576))
+        .unwrap_or(1024);
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "noNewPrivileges": true,
+        },
+        "root": {"path": rootfs, "readonly": config.readonly_rootfs},
+        "hostname": config.hostname.clone().unwrap_or_else(|| config.id.chars().take(12).collect()),
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": cgroups_path,
+            "resources": resources,
+            "maskedPaths": MASKED,
+            "readonlyPaths": READONLY,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_command_and_args_rules() {
+        let image = json!({"config": {"Entrypoint": ["/entry"], "Cmd": ["default"]}});
+        let v = |s: &[&str]| Some(s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(argv(&image, &None, &None), ["/entry", "default"]);
+        assert_eq!(argv(&image, &None, &v(&["x"])), ["/entry", "x"]);
+        assert_eq!(argv(&image, &v(&["/bin/sh"]), &None), ["/bin/sh"]);
+        assert_eq!(
+            argv(&image, &v(&["/bin/sh"]), &v(&["-c", "true"])),
+            ["/bin/sh", "-c", "true"]
+        );
+    }
+
+    #[test]
+    fn users_resolve_numerically_or_from_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(resolve_user("", dir.path()).unwrap(), (0, 0));
+        assert_eq!(resolve_user("nobody", dir.path()).unwrap(), (65534, 65533));
+        assert_eq!(resolve_user("65534", dir.path()).unwrap(), (65534, 65533));
+        assert_eq!(resolve_user("1000:staff", dir.path()).unwrap(), (1000, 50));
+        assert_eq!(resolve_user("1000:7", dir.path()).unwrap(), (1000, 7));
+        assert!(resolve_user("ghost", dir.path()).is_err());
+    }
+
+    #[test]
+    fn the_spec_carries_limits_capabilities_and_the_given_network_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ContainerConfig::new("c1", "img");
+        config.command = Some(vec!["/bin/true".into()]);
+        config.resources.memory_limit = Some(64 << 20);
+        config.resources.pids_limit = Some(10);
+        config.network_namespace = Some("/var/run/netns/x".into());
+        config.capabilities_drop = vec!["NET_RAW".into()];
+        config.capabilities_add = vec!["SYS_ADMIN".into()];
+        config.env = vec![("A".into(), "1".into())];
+        let spec = runtime_spec(
+            &json!({"config": {"Env": ["A=0", "B=2"]}}),
+            &config,
+            dir.path(),
+            "/bonsai/c1",
+        )
+        .unwrap();
+        assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 10);
+        let caps = spec["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert!(caps.contains(&json!("CAP_SYS_ADMIN")) && !caps.contains(&json!("CAP_NET_RAW")));
+        assert!(
+            spec["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"type": "network", "path": "/var/run/netns/x"}))
+        );
+        let env = spec["process"]["env"].as_array().unwrap();
+        assert!(env.contains(&json!("A=1")) && env.contains(&json!("B=2")) && !env.contains(&json!("A=0")));
+        config.command = None;
+        assert!(
+            runtime_spec(&json!({}), &config, dir.path(), "/x").is_err(),
+            "no command anywhere"
+        );
+    }
+}
