@@ -155,6 +155,16 @@ impl NetNs {
         nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
     }
 
+    /// `program` run in the namespace's network only (`nsenter --net`): unlike `ip netns exec`, which remounts
+    /// `/sys` for the namespace and so hides the host's cgroup mounts, this keeps every mount as it is.
+    pub fn net_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
     /// `program` to be run inside the namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");
