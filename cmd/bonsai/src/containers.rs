@@ -84,7 +84,7 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
                 if matches!(info.state, State::Exited(..)) {
                     break info;
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(1));
             };
             print!("{}", log_text(&info.log_path).unwrap_or_default());
             if let State::Exited(_, exited) = info.state {

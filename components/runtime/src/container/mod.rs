@@ -331,7 +331,7 @@ impl Runtime {
                     config.id
                 )));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }
