@@ -76,6 +76,7 @@ runc_ms=$(( $(ms "$start" "$end") ))
 in_ns "$bonsai" containers -d "$data" run --name idle --detach docker.io/bench/busybox:v1 -- /bin/busybox sleep 60 >/dev/null
 shim_pid=$(python3 -c "import json;print(json.load(open('$data/agent/containers/idle/state.json'))['shim_pid'])")
 shim_rss=$(awk '/^VmRSS/{print $2}' "/proc/$shim_pid/status")
+shim_private=$(awk '/^RssAnon/{print $2}' "/proc/$shim_pid/status")
 "$bonsai" containers -d "$data" stop idle --grace-seconds 0 >/dev/null
 "$bonsai" containers -d "$data" rm idle >/dev/null
 
@@ -106,4 +107,4 @@ printf '| start a container running `true` and wait for its exit (mean of %d) | 
   "$runs" $((bonsai_ms / runs)) $((runc_ms / runs)) "$(echo "$bonsai_ms / $runc_ms" | bc -l)"
 printf '| pull + unpack of a 50 MB image from a local registry | %d ms | %d ms (skopeo copy + umoci unpack) | %.2f |\n' \
   "$pull_bonsai" "$pull_reference" "$(echo "$pull_bonsai / $pull_reference" | bc -l)"
-printf '| shim RSS per running container | %d kB | | |\n' "$shim_rss"
+printf '| shim RSS per running container (of which private: the rest are the binary'"'"'s pages, shared by every shim) | %d kB (%d kB) | | |\n' "$shim_rss" "$shim_private"

@@ -16,6 +16,18 @@ use clap::{CommandFactory, Parser};
 use crate::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
+    // The shim (one per container, long-lived) skips the CLI parser and the log subscriber: it should touch as
+    // little of the binary as it can, to stay small.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.len() == 3 && argv[1] == "shim" {
+        return match runtime::container::shim::run(std::path::Path::new(&argv[2])) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bonsai shim: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let format = cli.log_format;
     logging::init(format, cli.debug);
