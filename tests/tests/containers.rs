@@ -178,3 +178,76 @@ fn run_output_exit_codes_limits_and_cleanup() {
     let bad = fails(run(&["--name", "../x", IMAGE, "--", "/bin/true"]));
     assert!(bad.contains("invalid container id"), "{bad}");
 }
+
+#[test]
+fn exec_runs_in_the_container_and_passes_on_stdin_and_the_exit_code() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let netns = NetNs::new();
+    let data = with_image(dir.path(), &netns);
+    ok(bonsai(
+        &netns,
+        &data,
+        &[
+            "containers",
+            "run",
+            "--name",
+            "svc",
+            "--detach",
+            IMAGE,
+            "--",
+            "/bin/sleep",
+            "300",
+        ],
+    ));
+    let out = bonsai(
+        &netns,
+        &data,
+        &[
+            "exec",
+            "-e",
+            "X=1",
+            "svc",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $$ $X; hostname; exit 7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", bonsai_e2e::text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 1\nsvc\n",
+        "the container's pid namespace and hostname"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "no noise: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cat = netns
+        .net_command(bonsai_bin())
+        .args(["exec", "-d"])
+        .arg(&data)
+        .args(["svc", "--", "/bin/cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    cat.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    assert_eq!(
+        String::from_utf8(cat.wait_with_output().unwrap().stdout).unwrap(),
+        "through stdin\n"
+    );
+    let stopped = fails(bonsai(&netns, &data, &["exec", "nope", "--", "/bin/true"]));
+    assert!(stopped.contains("no container nope"), "{stopped}");
+    ok(bonsai(
+        &netns,
+        &data,
+        &["containers", "stop", "svc", "--grace-seconds", "0"],
+    ));
+    let not_running = fails(bonsai(&netns, &data, &["exec", "svc", "--", "/bin/true"]));
+    assert!(not_running.contains("not running"), "{not_running}");
+    ok(bonsai(&netns, &data, &["containers", "rm", "svc"]));
+    assert_eq!(mounted_under(&data), Vec::<String>::new());
+}

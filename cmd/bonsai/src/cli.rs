@@ -39,6 +39,18 @@ pub enum Command {
     Images(ImagesArgs),
     /// Run, list, stop and remove the node's containers (like crictl/ctr).
     Containers(ContainersArgs),
+    /// Run a command in a running container, with this terminal's standard input and output.
+    Exec {
+        #[arg(short = 'd', long, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Environment variables, `NAME=value`.
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// The container's id.
+        id: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Print a container's logs.
     Logs {
         #[arg(short = 'd', long, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]

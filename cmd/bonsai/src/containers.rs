@@ -36,6 +36,29 @@ fn log_text(path: &Path) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// A command's exit code, passed on as bonsai's own.
+#[derive(Debug)]
+pub struct ExitCode(pub i32);
+
+impl std::fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitCode {}
+
+pub fn exec(data_dir: &Path, id: &str, command: Vec<String>, env: Vec<String>) -> anyhow::Result<i32> {
+    let mut pairs = Vec::new();
+    for pair in env {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair}: expected NAME=value"))?;
+        pairs.push((k.to_string(), v.to_string()));
+    }
+    Ok(open(data_dir)?.exec(id, command, pairs)?)
+}
+
 pub fn logs(data_dir: &Path, id: &str) -> anyhow::Result<()> {
     let info = open(data_dir)?.status(id)?;
     print!("{}", log_text(&info.log_path)?);

@@ -7,7 +7,12 @@ use crate::cli::LogFormat;
 /// Logs go to standard error, human-readable by default, one JSON object a line with
 /// `--log-format json`.
 pub fn init(format: LogFormat, debug: bool) {
-    let default = if debug { "debug" } else { "info" };
+    // youki's crates report every cgroup v1 controller this kernel lacks: noise unless debugging.
+    let default = if debug {
+        "debug"
+    } else {
+        "info,libcgroups=error,libcontainer=warn"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Colour only for a person at a terminal, never into log files or pipes.
     let builder = tracing_subscriber::fmt()

@@ -33,6 +33,10 @@ fn main() -> ExitCode {
     logging::init(format, cli.debug);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<containers::ExitCode>().is_some() => {
+            let code = e.downcast_ref::<containers::ExitCode>().map_or(1, |c| c.0);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Err(e) => {
             // A person reads one plain line; a log collector gets one structured event.
             match format {
@@ -57,6 +61,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(args),
         Command::Containers(args) => containers::run(args),
         Command::Logs { data_dir, id } => containers::logs(&data_dir, &id),
+        Command::Exec {
+            data_dir,
+            env,
+            id,
+            command,
+        } => {
+            let code = containers::exec(&data_dir, &id, command, env)?;
+            if code != 0 {
+                // The command's own exit code, as `kubectl exec` and `crictl exec` pass it on.
+                return Err(anyhow::Error::new(containers::ExitCode(code)));
+            }
+            Ok(())
+        }
         Command::Shim { dir } => Ok(runtime::container::shim::run(&dir)?),
         Command::Images(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

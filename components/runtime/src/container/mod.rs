@@ -380,6 +380,45 @@ impl Runtime {
         Ok(out)
     }
 
+    /// Runs `args` inside the running container `id` (its namespaces, cgroup, user and capabilities) with this
+    /// process's standard input and output, and returns its exit code. Forks: call it from a single-threaded
+    /// process (the CLI), never from the async server.
+    pub fn exec(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Result<i32, ContainerError> {
+        let info = self.status(id)?;
+        if !matches!(info.state, State::Running(_)) {
+            return Err(ContainerError::Runtime(format!("container {id} is not running")));
+        }
+        if args.is_empty() {
+            return Err(ContainerError::Config("exec needs a command".into()));
+        }
+        let pid = libcontainer::container::builder::ContainerBuilder::new(
+            id.to_string(),
+            libcontainer::syscall::syscall::SyscallType::default(),
+        )
+        .with_root_path(self.dir(id).join("libcontainer"))
+        .map_err(|e| ContainerError::Runtime(format!("exec: {e}")))?
+        .as_tenant()
+        .with_container_args(args)
+        .with_env(env.into_iter().collect())
+        .with_detach(false)
+        .build()
+        .map_err(|e| ContainerError::Runtime(format!("exec: {e}")))?;
+        let pid = nix::unistd::Pid::from_raw(pid.as_raw());
+        loop {
+            match nix::sys::wait::waitpid(pid, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(ContainerError::Runtime(format!("waiting for the exec: {e}"))),
+            }
+        }
+    }
+
     /// Sends SIGTERM, then SIGKILL after `grace`, and waits for the container to end.
     pub fn stop(&self, id: &str, grace: Duration) -> Result<(), ContainerError> {
         let State::Running(started) = self.status(id)?.state else {
