@@ -43,6 +43,37 @@ fn with_image(dir: &Path, netns: &NetNs) -> std::path::PathBuf {
 
 const IMAGE: &str = "example.com/test/busybox:v1";
 
+/// Force-removes every container of a data directory when dropped, so that a failing test leaves no container,
+/// shim, mount or cgroup behind.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.0.join("agent/containers")) else {
+            return;
+        };
+        let ids: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new(bonsai_bin())
+                .arg("containers")
+                .arg("-d")
+                .arg(&self.0)
+                .args(["rm", "--force"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+fn read_line(reader: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line
+}
+
 fn mounted_under(path: &Path) -> Vec<String> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let prefix = path.display().to_string();
@@ -58,6 +89,7 @@ fn run_output_exit_codes_limits_and_cleanup() {
     let dir = tempfile::tempdir().unwrap();
     let netns = NetNs::new();
     let data = with_image(dir.path(), &netns);
+    let _cleanup = Cleanup(data.clone());
     let run = |args: &[&str]| {
         let mut all = vec!["containers", "run"];
         all.extend_from_slice(args);
@@ -65,7 +97,7 @@ fn run_output_exit_codes_limits_and_cleanup() {
     };
 
     // Output, environment, the image's files, and the exit code.
-    let out = ok(run(&[
+    let out = run(&[
         "--name",
         "hello",
         "-e",
@@ -75,8 +107,10 @@ fn run_output_exit_codes_limits_and_cleanup() {
         "/bin/sh",
         "-c",
         "echo $GREETING; cat /etc/removed; echo oops >&2",
-    ]));
-    assert_eq!(out, "hi\ngone in v2\noops\n");
+    ]);
+    assert!(out.status.success(), "{}", bonsai_e2e::text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\ngone in v2\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
     let log = std::fs::read_to_string(data.join("agent/containers/hello/container.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 3, "{log}");
@@ -90,7 +124,10 @@ fn run_output_exit_codes_limits_and_cleanup() {
         lines[0].split(' ').next().unwrap().ends_with('Z'),
         "CRI timestamps: {log}"
     );
-    assert_eq!(ok(bonsai(&netns, &data, &["logs", "hello"])), out);
+    assert_eq!(
+        ok(bonsai(&netns, &data, &["logs", "hello"])),
+        "hi\ngone in v2\noops\n"
+    );
     let failed = fails(run(&["--name", "fails", IMAGE, "--", "/bin/sh", "-c", "exit 3"]));
     assert!(failed.contains("exited with 3 (Error)"), "{failed}");
 
@@ -185,6 +222,7 @@ fn exec_runs_in_the_container_and_passes_on_stdin_and_the_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let netns = NetNs::new();
     let data = with_image(dir.path(), &netns);
+    let _cleanup = Cleanup(data.clone());
     ok(bonsai(
         &netns,
         &data,
@@ -250,4 +288,251 @@ fn exec_runs_in_the_container_and_passes_on_stdin_and_the_exit_code() {
     assert!(not_running.contains("not running"), "{not_running}");
     ok(bonsai(&netns, &data, &["containers", "rm", "svc"]));
     assert_eq!(mounted_under(&data), Vec::<String>::new());
+}
+
+#[test]
+fn attach_streams_both_ways_and_outlives_whoever_started_the_container() {
+    use std::io::{BufReader, Write};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let netns = NetNs::new();
+    let data = with_image(dir.path(), &netns);
+    let _cleanup = Cleanup(data.clone());
+    let spawn = |args: &[&str]| {
+        netns
+            .net_command(bonsai_bin())
+            .arg(args[0])
+            .arg("-d")
+            .arg(&data)
+            .args(&args[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // In the foreground with --interactive: input goes in (and its end closes the container's input), stdout
+    // and stderr come out apart, and the container's exit code is bonsai's.
+    let mut fg = spawn(&[
+        "containers",
+        "run",
+        "--name",
+        "fg",
+        "-i",
+        IMAGE,
+        "--",
+        "/bin/sh",
+        "-c",
+        "read x; echo got $x; echo err >&2; cat; exit 3",
+    ]);
+    fg.stdin.take().unwrap().write_all(b"hello\nthe rest\n").unwrap();
+    let out = fg.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", bonsai_e2e::text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\nthe rest\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("err\n"),
+        "{}",
+        bonsai_e2e::text(&out)
+    );
+
+    // With a terminal, all output comes through it (as stdout, with the terminal's line endings).
+    let out = ok(bonsai(
+        &netns,
+        &data,
+        &[
+            "containers",
+            "run",
+            "--name",
+            "tty",
+            "-t",
+            IMAGE,
+            "--",
+            "/bin/sh",
+            "-c",
+            "tty; echo err >&2",
+        ],
+    ));
+    assert!(
+        out.starts_with("/dev/pts/") && out.ends_with("\r\nerr\r\n"),
+        "{out:?}"
+    );
+    let log = std::fs::read_to_string(data.join("agent/containers/tty/container.log")).unwrap();
+    assert!(
+        log.lines().all(|l| l.split(' ').nth(1) == Some("stdout")),
+        "{log}"
+    );
+
+    // kill -9 the command that started a container: the container runs on, and a new client re-attaches to
+    // its live output.
+    let mut starter = spawn(&[
+        "containers",
+        "run",
+        "--name",
+        "ticker",
+        IMAGE,
+        "--",
+        "/bin/sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done",
+    ]);
+    let mut ticks = BufReader::new(starter.stdout.take().unwrap());
+    assert_eq!(read_line(&mut ticks), "tick 0\n");
+    starter.kill().unwrap();
+    starter.wait().unwrap();
+    let listed = ok(bonsai(&netns, &data, &["containers", "ls"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("ticker ") && l.contains("Running")),
+        "{listed}"
+    );
+    let mut again = spawn(&["attach", "ticker"]);
+    let mut ticks = BufReader::new(again.stdout.take().unwrap());
+    let line = read_line(&mut ticks);
+    let n: u32 = line
+        .strip_prefix("tick ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line:?}"));
+    assert!(n > 0, "a live tick, not a replay: {line}");
+    assert_eq!(read_line(&mut ticks), format!("tick {}\n", n + 1));
+    // Stopping the container ends the attached client with the container's exit code.
+    ok(bonsai(
+        &netns,
+        &data,
+        &["containers", "stop", "ticker", "--grace-seconds", "0"],
+    ));
+    let ended = again.wait().unwrap();
+    assert_eq!(ended.code(), Some(137));
+
+    // A detached interactive container keeps its input open across clients.
+    ok(bonsai(
+        &netns,
+        &data,
+        &[
+            "containers",
+            "run",
+            "--name",
+            "echo",
+            "--detach",
+            "-i",
+            IMAGE,
+            "--",
+            "/bin/sh",
+            "-c",
+            "while read x; do echo \"echo $x\"; done; echo bye",
+        ],
+    ));
+    for word in ["one", "two"] {
+        let mut client = spawn(&["attach", "-i", "echo"]);
+        let mut lines = BufReader::new(client.stdout.take().unwrap());
+        client
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(format!("{word}\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_line(&mut lines), format!("echo {word}\n"));
+        client.kill().unwrap();
+        client.wait().unwrap();
+    }
+    let refused = fails(bonsai(&netns, &data, &["attach", "-i", "ticker"]));
+    assert!(refused.contains("not run with --interactive"), "{refused}");
+    let log = ok(bonsai(&netns, &data, &["logs", "echo"]));
+    assert_eq!(log, "echo one\necho two\n");
+    for id in ["fg", "tty", "ticker"] {
+        ok(bonsai(&netns, &data, &["containers", "rm", id]));
+    }
+    ok(bonsai(&netns, &data, &["containers", "rm", "--force", "echo"]));
+    assert_eq!(mounted_under(&data), Vec::<String>::new());
+}
+
+/// A pseudo-terminal pair: (master, slave).
+fn pty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
+    use rustix::pty::OpenptFlags;
+    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let size = rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(&master, size).unwrap();
+    (std::fs::File::from(master), slave)
+}
+
+#[test]
+fn exec_with_a_terminal_starts_at_its_size_and_follows_resizes() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let netns = NetNs::new();
+    let data = with_image(dir.path(), &netns);
+    let _cleanup = Cleanup(data.clone());
+    ok(bonsai(
+        &netns,
+        &data,
+        &[
+            "containers",
+            "run",
+            "--name",
+            "svc",
+            "--detach",
+            IMAGE,
+            "--",
+            "/bin/sleep",
+            "300",
+        ],
+    ));
+    let (mut master, slave) = pty(24, 80);
+    // The command waits (up to 10 s) for the size the test sets next, then reports it.
+    let script = "tty; stty size; i=0; \
+                  while [ \"$(stty size)\" != '40 100' ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+                  stty size; exit 5";
+    let mut child = netns
+        .net_command(bonsai_bin())
+        .args(["exec", "-d"])
+        .arg(&data)
+        .args(["-t", "svc", "--", "/bin/sh", "-c", script])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.contains("24 80") {
+        match master.read(&mut buffer) {
+            Ok(n @ 1..) => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            _ => panic!("the terminal ended before its size was printed: {seen:?}"),
+        }
+    }
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: 40,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
+    // Reads end with EIO once bonsai, the last holder of the terminal's other side, has exited.
+    while let Ok(n @ 1..) = master.read(&mut buffer) {
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(5), "{seen:?}");
+    let lines: Vec<&str> = seen.lines().map(str::trim_end).collect();
+    assert!(
+        lines[0].starts_with("/dev/pts/"),
+        "a terminal of its own: {seen:?}"
+    );
+    assert_eq!(lines[1..], ["24 80", "40 100"], "{seen:?}");
 }

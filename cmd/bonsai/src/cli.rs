@@ -46,10 +46,23 @@ pub enum Command {
         /// Environment variables, `NAME=value`.
         #[arg(short = 'e', long = "env")]
         env: Vec<String>,
+        /// Give the command a terminal (this one, in raw mode, when standard input is a terminal).
+        #[arg(short = 't', long)]
+        tty: bool,
         /// The container's id.
         id: String,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Attach to a running container's standard streams; exits with its exit code when it ends.
+    Attach {
+        #[arg(short = 'd', long, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Send this process's standard input to the container's (it must have been run with --interactive).
+        #[arg(short = 'i', long = "stdin")]
+        stdin: bool,
+        /// The container's id.
+        id: String,
     },
     /// Print a container's logs.
     Logs {
@@ -99,6 +112,12 @@ pub enum ContainersCommand {
         /// Environment variables, `NAME=value`.
         #[arg(short = 'e', long = "env")]
         env: Vec<String>,
+        /// Keep the container's standard input open (attached, this process's input goes there).
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Give the container a terminal.
+        #[arg(short = 't', long)]
+        tty: bool,
         /// Leave it running and print its id.
         #[arg(long)]
         detach: bool,
@@ -118,6 +137,9 @@ pub enum ContainersCommand {
     },
     /// Remove containers that have ended.
     Rm {
+        /// Kill running ones first (SIGKILL, no grace period).
+        #[arg(short = 'f', long)]
+        force: bool,
         #[arg(required = true)]
         ids: Vec<String>,
     },

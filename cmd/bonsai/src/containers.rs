@@ -1,11 +1,15 @@
 //! `bonsai containers …` and `bonsai logs`: the runtime's containers from the command line.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use runtime::container::{ContainerConfig, Runtime, State};
+use runtime::container::attach::{Decoder, Frame};
+use runtime::container::terminal::{self, RawMode};
+use runtime::container::{ContainerConfig, ExecRequest, Runtime, State};
 use runtime::store::ContentStore;
 
 use crate::cli::{ContainersArgs, ContainersCommand};
@@ -48,15 +52,171 @@ impl std::fmt::Display for ExitCode {
 
 impl std::error::Error for ExitCode {}
 
-pub fn exec(data_dir: &Path, id: &str, command: Vec<String>, env: Vec<String>) -> anyhow::Result<i32> {
-    let mut pairs = Vec::new();
-    for pair in env {
-        let (k, v) = pair
-            .split_once('=')
-            .with_context(|| format!("--env {pair}: expected NAME=value"))?;
-        pairs.push((k.to_string(), v.to_string()));
+/// Ends bonsai with `code` (a container's or command's) when it is not 0.
+pub fn exit_with(code: i32) -> anyhow::Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(anyhow::Error::new(ExitCode(code)))
     }
-    Ok(open(data_dir)?.exec(id, command, pairs)?)
+}
+
+fn env_pairs(env: Vec<String>) -> anyhow::Result<Vec<(String, String)>> {
+    env.into_iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--env {pair}: expected NAME=value"))
+        })
+        .collect()
+}
+
+/// Watches this process's terminal size and hands each new size to `apply` (and the first one at once).
+fn follow_terminal_size(mut apply: impl FnMut(u16, u16) -> bool + Send + 'static) {
+    std::thread::spawn(move || {
+        let mut last = None;
+        loop {
+            let size = terminal::size(std::io::stdin()).or_else(|| terminal::size(std::io::stdout()));
+            if size.is_some() && size != last {
+                last = size;
+                if let Some((rows, cols)) = size
+                    && !apply(rows, cols)
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+}
+
+pub fn exec(
+    data_dir: &Path,
+    id: &str,
+    command: Vec<String>,
+    env: Vec<String>,
+    tty: bool,
+) -> anyhow::Result<i32> {
+    let request = ExecRequest {
+        args: command,
+        env: env_pairs(env)?,
+        tty,
+        terminal_size: terminal::size(std::io::stdin()).or_else(|| terminal::size(std::io::stdout())),
+    };
+    // No threads before this call: it forks.
+    let process = open(data_dir)?.exec(id, request)?;
+    let Some(master) = process.terminal.as_ref() else {
+        return Ok(process.wait()?);
+    };
+    let _raw = terminal::is_terminal(std::io::stdin()).then(RawMode::enter);
+    let mut input = std::fs::File::from(master.try_clone()?);
+    let mut output = std::fs::File::from(master.try_clone()?);
+    let resized = master.try_clone()?;
+    follow_terminal_size(move |rows, cols| terminal::resize(&resized, rows, cols).is_ok());
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+    });
+    let (done, output_done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdout = std::io::stdout();
+        let mut buffer = [0u8; 16 * 1024];
+        // The master reads EIO once the command's side of the terminal is closed.
+        while let Ok(n @ 1..) = output.read(&mut buffer) {
+            if stdout
+                .write_all(&buffer[..n])
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = done.send(());
+    });
+    let code = process.wait()?;
+    // What the command wrote just before it ended is still in the terminal; processes it left behind may hold
+    // the terminal open, so do not wait for its end for long.
+    let _ = output_done.recv_timeout(Duration::from_secs(1));
+    Ok(code)
+}
+
+/// Copies an attach stream's output to this process's stdout and stderr, and (with `input`) this process's
+/// input to the container, until the container ends; then its exit code.
+fn stream_attached(
+    runtime: &Runtime,
+    id: &str,
+    stream: UnixStream,
+    input: bool,
+    tty: bool,
+) -> anyhow::Result<i32> {
+    let _raw = (tty && input && terminal::is_terminal(std::io::stdin())).then(RawMode::enter);
+    let writer = Arc::new(Mutex::new(stream.try_clone()?));
+    let send = move |writer: &Arc<Mutex<UnixStream>>, frame: Frame| {
+        let mut stream = writer.lock().unwrap_or_else(|p| p.into_inner());
+        stream.write_all(&frame.encode()).is_ok()
+    };
+    if tty {
+        let writer = writer.clone();
+        follow_terminal_size(move |rows, cols| send(&writer, Frame::Resize { rows, cols }));
+    }
+    if input {
+        let writer = writer.clone();
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buffer = [0u8; 16 * 1024];
+            while let Ok(n @ 1..) = stdin.read(&mut buffer) {
+                if !send(&writer, Frame::Stdin(buffer[..n].to_vec())) {
+                    return;
+                }
+            }
+            send(&writer, Frame::CloseStdin);
+        });
+    }
+    let mut reader = stream;
+    let mut decoder = Decoder::default();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading from the container"),
+        };
+        decoder.push(&buffer[..n]);
+        while let Some(frame) = decoder.next_frame()? {
+            match frame {
+                Frame::Stdout(data) => {
+                    stdout.write_all(&data)?;
+                    stdout.flush()?;
+                }
+                Frame::Stderr(data) => {
+                    stderr.write_all(&data)?;
+                }
+                _ => {}
+            }
+        }
+    }
+    // The shim closes the stream once the container has ended and it is about to record how.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match runtime.status(id)?.state {
+            State::Exited(_, exited) => return Ok(exited.exit_code),
+            _ if Instant::now() > deadline => {
+                anyhow::bail!("container {id} is still running, but its shim hung up")
+            }
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+pub fn attach(data_dir: &Path, id: &str, input: bool) -> anyhow::Result<i32> {
+    let runtime = open(data_dir)?;
+    let info = runtime.status(id)?;
+    if input && !info.config.stdin {
+        anyhow::bail!("container {id} was not run with --interactive: it has no standard input to attach to");
+    }
+    let stream = runtime.attach(id)?;
+    stream_attached(&runtime, id, stream, input, info.config.tty)
 }
 
 pub fn logs(data_dir: &Path, id: &str) -> anyhow::Result<()> {
@@ -73,6 +233,8 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             memory_limit,
             pids_limit,
             env,
+            interactive,
+            tty,
             detach,
             image,
             command,
@@ -89,41 +251,31 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             }
             config.resources.memory_limit = memory_limit;
             config.resources.pids_limit = pids_limit;
-            for pair in env {
-                let (k, v) = pair
-                    .split_once('=')
-                    .with_context(|| format!("--env {pair}: expected NAME=value"))?;
-                config.env.push((k.to_string(), v.to_string()));
-            }
-            runtime
-                .run(config)
-                .with_context(|| format!("cannot run {image}"))?;
+            config.env = env_pairs(env)?;
+            config.stdin = interactive;
+            // Like `kubectl run -i`: the container's input ends with the input of the one who started it.
+            config.stdin_once = interactive && !detach;
+            config.tty = tty;
             if detach {
+                runtime
+                    .run(config)
+                    .with_context(|| format!("cannot run {image}"))?;
                 println!("{id}");
                 return Ok(());
             }
-            let info = loop {
-                let info = runtime.status(&id)?;
-                if matches!(info.state, State::Exited(..)) {
-                    break info;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            };
-            print!("{}", log_text(&info.log_path).unwrap_or_default());
-            if let State::Exited(_, exited) = info.state {
+            let (_, stream) = runtime
+                .run_attached(config)
+                .with_context(|| format!("cannot run {image}"))?;
+            let code = stream_attached(&runtime, &id, stream, interactive, tty)?;
+            if let State::Exited(_, exited) = runtime.status(&id)?.state
+                && exited.exit_code != 0
+            {
                 eprintln!(
-                    "container {id} exited with {} ({})",
-                    exited.exit_code, exited.reason
+                    "container {id} exited with {} ({}) {}",
+                    exited.exit_code, exited.reason, exited.message
                 );
-                if exited.exit_code != 0 {
-                    anyhow::bail!(
-                        "container {id} exited with {} ({}) {}",
-                        exited.exit_code,
-                        exited.reason,
-                        exited.message
-                    );
-                }
             }
+            return exit_with(code);
         }
         ContainersCommand::Ls => {
             println!(
@@ -146,8 +298,11 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             runtime.stop(&id, Duration::from_secs(grace_seconds))?;
             println!("{id}");
         }
-        ContainersCommand::Rm { ids } => {
+        ContainersCommand::Rm { force, ids } => {
             for id in ids {
+                if force {
+                    runtime.stop(&id, Duration::ZERO)?;
+                }
                 runtime.remove(&id)?;
                 println!("{id}");
             }

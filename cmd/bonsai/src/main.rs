@@ -64,15 +64,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exec {
             data_dir,
             env,
+            tty,
             id,
             command,
         } => {
-            let code = containers::exec(&data_dir, &id, command, env)?;
-            if code != 0 {
-                // The command's own exit code, as `kubectl exec` and `crictl exec` pass it on.
-                return Err(anyhow::Error::new(containers::ExitCode(code)));
-            }
-            Ok(())
+            // The command's own exit code, as `kubectl exec` and `crictl exec` pass it on.
+            containers::exit_with(containers::exec(&data_dir, &id, command, env, tty)?)
+        }
+        Command::Attach { data_dir, stdin, id } => {
+            containers::exit_with(containers::attach(&data_dir, &id, stdin)?)
         }
         Command::Shim { dir } => Ok(runtime::container::shim::run(&dir)?),
         Command::Images(args) => {

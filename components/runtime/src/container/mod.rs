@@ -11,9 +11,13 @@
 //! <root>/<id>/exit.json          written by the shim when it ends: exit code, reason, time
 //! ```
 
+pub mod attach;
 pub mod shim;
 pub mod spec;
+pub mod stdio;
+pub mod terminal;
 
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -95,6 +99,18 @@ pub struct ContainerConfig {
     pub capabilities_drop: Vec<String>,
     /// Where the CRI-format log goes; default `<state>/container.log`.
     pub log_path: Option<PathBuf>,
+    /// Keep the container's standard input open for attached clients (Kubernetes' `stdin`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close it when the first attached client's input ends (`stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Give the container a terminal (`tty`): its output then comes as one stream, logged as stdout.
+    #[serde(default)]
+    pub tty: bool,
+    /// Start the process only once a client is attached (up to 30 s), so that it sees all the output.
+    #[serde(default)]
+    pub attach_before_start: bool,
 }
 
 impl ContainerConfig {
@@ -116,6 +132,10 @@ impl ContainerConfig {
             capabilities_add: Vec::new(),
             capabilities_drop: Vec::new(),
             log_path: None,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
+            attach_before_start: false,
         }
     }
 }
@@ -212,6 +232,51 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ContainerEr
     std::fs::rename(&tmp, path).map_err(io_at(path))
 }
 
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+/// A command to run in a running container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub args: Vec<String>,
+    /// Added to (or replacing in) the container's environment.
+    pub env: Vec<(String, String)>,
+    /// Give it a terminal (its master goes to the caller).
+    pub tty: bool,
+    /// The terminal's size (rows, columns) before the command starts.
+    pub terminal_size: Option<(u16, u16)>,
+}
+
+/// A command started by `Runtime::exec`: a child of the calling process.
+#[derive(Debug)]
+pub struct ExecProcess {
+    pid: nix::unistd::Pid,
+    /// The terminal's master, for a command started with one.
+    pub terminal: Option<std::os::fd::OwnedFd>,
+}
+
+impl ExecProcess {
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Waits for the command to end; its exit code (128 + the signal for a killed one).
+    pub fn wait(&self) -> Result<i32, ContainerError> {
+        loop {
+            match nix::sys::wait::waitpid(self.pid, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(ContainerError::Runtime(format!("waiting for the exec: {e}"))),
+            }
+        }
+    }
+}
+
 fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
@@ -239,6 +304,31 @@ impl Runtime {
 
     /// Creates the container and starts it; returns once it runs (or has already ended).
     pub fn run(&self, config: ContainerConfig) -> Result<ContainerInfo, ContainerError> {
+        Ok(self.create_and_start(config, false)?.0)
+    }
+
+    /// Like `run`, attached to the container's standard streams before its process starts, so that no output
+    /// is missed.
+    pub fn run_attached(
+        &self,
+        mut config: ContainerConfig,
+    ) -> Result<(ContainerInfo, UnixStream), ContainerError> {
+        config.attach_before_start = true;
+        let (info, stream) = self.create_and_start(config, true)?;
+        let stream = stream.ok_or_else(|| {
+            ContainerError::Runtime(format!(
+                "container {} ended before it could be attached to",
+                info.config.id
+            ))
+        })?;
+        Ok((info, stream))
+    }
+
+    fn create_and_start(
+        &self,
+        config: ContainerConfig,
+        attached: bool,
+    ) -> Result<(ContainerInfo, Option<UnixStream>), ContainerError> {
         if !is_valid_id(&config.id) {
             return Err(ContainerError::Config(format!(
                 "invalid container id {:?}",
@@ -259,12 +349,14 @@ impl Runtime {
                 .map_err(|e| ContainerError::Config(format!("image config: {e}")))?;
         let result = self
             .prepare(&dir, &config, &image, &image_config)
-            .and_then(|()| self.start_shim(&dir, &config));
-        if let Err(e) = result {
-            let _ = self.cleanup(&dir);
-            return Err(e);
+            .and_then(|()| self.start_shim(&dir, &config, attached));
+        match result {
+            Ok(stream) => Ok((self.status(&config.id)?, stream)),
+            Err(e) => {
+                let _ = self.cleanup(&dir);
+                Err(e)
+            }
         }
-        self.status(&config.id)
     }
 
     fn prepare(
@@ -305,7 +397,12 @@ impl Runtime {
         write_json(&dir.join("bundle/config.json"), &runtime_spec)
     }
 
-    fn start_shim(&self, dir: &Path, config: &ContainerConfig) -> Result<(), ContainerError> {
+    fn start_shim(
+        &self,
+        dir: &Path,
+        config: &ContainerConfig,
+        attached: bool,
+    ) -> Result<Option<UnixStream>, ContainerError> {
         let log = dir.join("shim.log");
         let shim_log = std::fs::File::create(&log).map_err(io_at(&log))?;
         let mut child = Command::new(&self.shim)
@@ -324,6 +421,13 @@ impl Runtime {
             let _ = child.wait();
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut stream = None;
+        while attached && stream.is_none() && !dir.join("exit.json").exists() && Instant::now() < deadline {
+            match attach::connect(dir, attach::SOCKET) {
+                Ok(s) => stream = Some(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
         while !dir.join("state.json").exists() && !dir.join("exit.json").exists() {
             if Instant::now() > deadline {
                 return Err(ContainerError::Runtime(format!(
@@ -333,7 +437,7 @@ impl Runtime {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(())
+        Ok(stream)
     }
 
     pub fn status(&self, id: &str) -> Result<ContainerInfo, ContainerError> {
@@ -380,43 +484,106 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Runs `args` inside the running container `id` (its namespaces, cgroup, user and capabilities) with this
-    /// process's standard input and output, and returns its exit code. Forks: call it from a single-threaded
-    /// process (the CLI), never from the async server.
-    pub fn exec(
-        &self,
-        id: &str,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-    ) -> Result<i32, ContainerError> {
+    /// Connects to the standard streams of the running container `id` (see `attach` for the protocol).
+    pub fn attach(&self, id: &str) -> Result<UnixStream, ContainerError> {
+        if !matches!(self.status(id)?.state, State::Running(_)) {
+            return Err(ContainerError::Runtime(format!("container {id} is not running")));
+        }
+        attach::connect(&self.dir(id), attach::SOCKET)
+            .map_err(|e| ContainerError::Runtime(format!("attaching to {id}: {e}")))
+    }
+
+    /// Runs `request.args` inside the running container `id`: its namespaces, cgroup, user, capabilities and
+    /// environment (plus `request.env`). Without a terminal the process shares this process's standard streams;
+    /// with one, the caller gets its master. Forks: call it from a single-threaded process (the CLI, or a helper
+    /// process of the node agent), never from the async server.
+    pub fn exec(&self, id: &str, request: ExecRequest) -> Result<ExecProcess, ContainerError> {
         let info = self.status(id)?;
         if !matches!(info.state, State::Running(_)) {
             return Err(ContainerError::Runtime(format!("container {id} is not running")));
         }
-        if args.is_empty() {
+        if request.args.is_empty() {
             return Err(ContainerError::Config("exec needs a command".into()));
         }
-        let pid = libcontainer::container::builder::ContainerBuilder::new(
+        let dir = self.dir(id);
+        // The exec'd process is the container's own process with other args: same user, groups, capabilities,
+        // rlimits, no_new_privs and working directory, as runc exec does.
+        let spec: serde_json::Value = read_json(&dir.join("bundle/config.json"))
+            .ok_or_else(|| ContainerError::Runtime(format!("container {id} has no runtime spec")))?;
+        let mut process = spec.get("process").cloned().unwrap_or_default();
+        let mut env: Vec<String> = process["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str().map(String::from))
+            .collect();
+        for (k, v) in &request.env {
+            env.retain(|e| e.split('=').next() != Some(k.as_str()));
+            env.push(format!("{k}={v}"));
+        }
+        process["args"] = serde_json::json!(request.args);
+        process["env"] = serde_json::json!(env);
+        process["terminal"] = serde_json::json!(request.tty);
+        let unique = format!("exec-{}-{}", std::process::id(), now_nanos());
+        let process_file = dir.join(format!("{unique}.json"));
+        write_json(&process_file, &process)?;
+        let console_name = format!("{unique}.sock");
+        let console = if request.tty {
+            Some(attach::listen(&dir, &console_name)?)
+        } else {
+            None
+        };
+        // The command starts as soon as libcontainer has sent its terminal: take it (and size it) on a thread
+        // already waiting in accept() before libcontainer forks, so the command never sees a 0x0 terminal. The
+        // barrier makes the fork wait until that thread holds no lock (it is then only ever in syscalls).
+        let receiver = console.map(|listener| {
+            let ready = Arc::new(std::sync::Barrier::new(2));
+            let thread_ready = ready.clone();
+            let size = request.terminal_size;
+            let handle = std::thread::spawn(move || {
+                thread_ready.wait();
+                let master = terminal::receive_master(&listener)?;
+                if let Some((rows, cols)) = size {
+                    terminal::resize(&master, rows, cols)?;
+                }
+                Ok::<_, ContainerError>(master)
+            });
+            ready.wait();
+            handle
+        });
+        let built = libcontainer::container::builder::ContainerBuilder::new(
             id.to_string(),
             libcontainer::syscall::syscall::SyscallType::default(),
         )
-        .with_root_path(self.dir(id).join("libcontainer"))
-        .map_err(|e| ContainerError::Runtime(format!("exec: {e}")))?
-        .as_tenant()
-        .with_container_args(args)
-        .with_env(env.into_iter().collect())
-        .with_detach(false)
-        .build()
-        .map_err(|e| ContainerError::Runtime(format!("exec: {e}")))?;
-        let pid = nix::unistd::Pid::from_raw(pid.as_raw());
-        loop {
-            match nix::sys::wait::waitpid(pid, None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(ContainerError::Runtime(format!("waiting for the exec: {e}"))),
+        .with_root_path(dir.join("libcontainer"))
+        .and_then(|b| {
+            b.with_console_socket(request.tty.then(|| dir.join(&console_name)))
+                .as_tenant()
+                .with_process(Some(&process_file))
+                .with_detach(request.tty)
+                .build()
+        });
+        let _ = std::fs::remove_file(&process_file);
+        let terminal = match receiver {
+            Some(handle) => {
+                if built.is_err() {
+                    // Wake the waiting thread: it finds no terminal on this connection and ends.
+                    let _ = attach::connect(&dir, &console_name);
+                }
+                let _ = std::fs::remove_file(dir.join(&console_name));
+                Some(
+                    handle
+                        .join()
+                        .map_err(|_| ContainerError::Runtime("receiving the terminal failed".into()))?,
+                )
             }
-        }
+            None => None,
+        };
+        let pid = built.map_err(|e| ContainerError::Runtime(format!("exec: {e}")))?;
+        Ok(ExecProcess {
+            pid: nix::unistd::Pid::from_raw(pid.as_raw()),
+            terminal: terminal.transpose()?,
+        })
     }
 
     /// Sends SIGTERM, then SIGKILL after `grace`, and waits for the container to end.

@@ -1,19 +1,21 @@
-//! The shim: one small process per container (`bonsai shim <state-dir>`), single-threaded apart from two log
-//! pumps, with no async runtime. It becomes a child subreaper, creates and starts the container with
+//! The shim: one small process per container (`bonsai shim <state-dir>`), single-threaded apart from its
+//! standard-stream loop (`stdio`), with no async runtime. It becomes a child subreaper, creates and starts the container with
 //! libcontainer (which forks: safe only in a process like this one), writes the container's output as CRI log
 //! lines, waits for the container's init, records how it ended (reading the cgroup's OOM kill count before the
 //! cgroup goes), and removes libcontainer's state.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{WaitStatus, waitpid};
 
+use super::stdio::{StdioLoop, Stream, Streams};
 use super::{ContainerConfig, ContainerError, Exited, Started, now_rfc3339, write_json};
+
+/// Where libcontainer sends a terminal container's pseudo-terminal master.
+const CONSOLE_SOCKET: &str = "console.sock";
 
 /// One CRI log line: `<RFC 3339 nano time> <stream> <F|P> <text>`.
 pub fn cri_line(stream: &str, text: &[u8], complete: bool) -> Vec<u8> {
@@ -21,27 +23,6 @@ pub fn cri_line(stream: &str, text: &[u8], complete: bool) -> Vec<u8> {
     line.extend_from_slice(text);
     line.push(b'\n');
     line
-}
-
-/// Copies one of the container's output pipes into the log, a line at a time.
-fn pump(read: OwnedFd, stream: &'static str, log: Arc<Mutex<std::fs::File>>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::with_capacity(16 * 1024, std::fs::File::from(read));
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let complete = buf.last() == Some(&b'\n');
-                    let text = if complete { &buf[..buf.len() - 1] } else { &buf[..] };
-                    let line = cri_line(stream, text, complete);
-                    let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = file.write_all(&line);
-                }
-            }
-        }
-    })
 }
 
 /// How many times the kernel's OOM killer struck in the container's cgroup (v1 or v2).
@@ -119,30 +100,70 @@ fn supervise(dir: &Path) -> Result<(), ContainerError> {
             path: log_path.clone(),
             source: e,
         })?;
-    let log = Arc::new(Mutex::new(log));
+    // Bound before the container exists, so that clients can connect as soon as `run` returns.
+    let listener = super::attach::listen(dir, super::attach::SOCKET)?;
     let pipe = || nix::unistd::pipe().map_err(|e| ContainerError::Runtime(format!("pipe: {e}")));
-    let (out_read, out_write) = pipe()?;
-    let (err_read, err_write) = pipe()?;
-    let null = std::fs::File::open("/dev/null").map_err(|e| ContainerError::Io {
-        path: "/dev/null".into(),
-        source: e,
-    })?;
-
-    let mut container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+    let builder = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_root_path(dir.join("libcontainer"))
-        .map_err(runtime_error("state directory"))?
-        .with_stdin(OwnedFd::from(null))
-        .with_stdout(out_write)
-        .with_stderr(err_write)
+        .map_err(runtime_error("state directory"))?;
+    let (builder, console, mut streams) = if config.tty {
+        let console = super::attach::listen(dir, CONSOLE_SOCKET)?;
+        let builder = builder.with_console_socket(Some(dir.join(CONSOLE_SOCKET)));
+        (builder, Some(console), None)
+    } else {
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let (stdin_read, stdin_write) = if config.stdin {
+            let (read, write) = pipe()?;
+            (read, Some(write))
+        } else {
+            let null = std::fs::File::open("/dev/null").map_err(|e| ContainerError::Io {
+                path: "/dev/null".into(),
+                source: e,
+            })?;
+            (OwnedFd::from(null), None)
+        };
+        let builder = builder
+            .with_stdin(stdin_read)
+            .with_stdout(out_write)
+            .with_stderr(err_write);
+        let streams = Streams {
+            outputs: vec![(out_read, Stream::Stdout), (err_read, Stream::Stderr)],
+            stdin: stdin_write,
+            stdin_once: config.stdin_once,
+            terminal: None,
+        };
+        (builder, None, Some(streams))
+    };
+    let mut container = builder
         .as_init(dir.join("bundle"))
         .with_systemd(false)
         .with_detach(true)
         .build()
         .map_err(runtime_error("creating the container"))?;
-    let pumps = [
-        pump(out_read, "stdout", log.clone()),
-        pump(err_read, "stderr", log),
-    ];
+    if let Some(console) = console {
+        // libcontainer has sent the terminal's master by now; the socket is done with.
+        let master = super::terminal::receive_master(&console)?;
+        let _ = std::fs::remove_file(dir.join(CONSOLE_SOCKET));
+        let clone = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| ContainerError::Runtime(format!("terminal: {e}")))
+        };
+        streams = Some(Streams {
+            outputs: vec![(clone(&master)?, Stream::Stdout)],
+            stdin: if config.stdin { Some(clone(&master)?) } else { None },
+            stdin_once: config.stdin_once,
+            terminal: Some(master),
+        });
+    }
+    let streams = streams.ok_or_else(|| ContainerError::Runtime("no standard streams".into()))?;
+    // Threads only now: libcontainer has forked (a fork copies no other thread, and their locks stay held).
+    let (first_client, attached) = std::sync::mpsc::channel();
+    let first_client = config.attach_before_start.then_some(first_client);
+    let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, first_client).run());
+    if config.attach_before_start {
+        let _ = attached.recv_timeout(std::time::Duration::from_secs(30));
+    }
     container
         .start()
         .map_err(runtime_error("starting the container"))?;
@@ -184,9 +205,8 @@ fn supervise(dir: &Path) -> Result<(), ContainerError> {
         } else {
             ("Error", String::new())
         };
-    for p in pumps {
-        let _ = p.join();
-    }
+    let _ = io.join();
+    let _ = std::fs::remove_file(dir.join(super::attach::SOCKET));
     write_json(
         &dir.join("exit.json"),
         &Exited {
