@@ -10,10 +10,22 @@ use std::process::Output;
 use bonsai_e2e::images::Layout;
 use bonsai_e2e::{NetNs, bonsai_bin, fails, ok};
 
+/// The real binary in the test's network namespace, its containers' cgroups under a parent of the test's own
+/// (named after its temporary directory) so that tests side by side never share one.
+fn bonsai_command(netns: &NetNs, data: &Path) -> std::process::Command {
+    let mut command = netns.net_command(bonsai_bin());
+    command.env("BONSAI_CGROUP_PARENT", cgroup_parent(data));
+    command
+}
+
+fn cgroup_parent(data: &Path) -> String {
+    let dir = data.parent().and_then(Path::file_name).unwrap_or_default();
+    format!("bonsai-e2e-{}", dir.to_string_lossy().trim_start_matches('.'))
+}
+
 /// `bonsai <group> -d <data> <rest…>` (the data directory before any `--`), in the test's network namespace.
 fn bonsai(netns: &NetNs, data: &Path, args: &[&str]) -> Output {
-    netns
-        .net_command(bonsai_bin())
+    bonsai_command(netns, data)
         .arg(args[0])
         .arg("-d")
         .arg(data)
@@ -198,7 +210,38 @@ fn run_output_exit_codes_limits_and_cleanup() {
         "{listed}"
     );
 
-    // Removal leaves no mounts and no state.
+    // Usage, read from the container's cgroup: a shell holding a 20 MB string, and a sleep.
+    ok(run(&[
+        "--name",
+        "big",
+        "--detach",
+        IMAGE,
+        "--",
+        "/bin/sh",
+        "-c",
+        "x=$(head -c 20000000 /dev/zero | tr '\\0' a); echo ready; sleep 300; echo ${#x}",
+    ]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ok(bonsai(&netns, &data, &["logs", "big"])).contains("ready") {
+        assert!(std::time::Instant::now() < deadline, "the string was never built");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stats = ok(bonsai(&netns, &data, &["containers", "stats", "--json", "big"]));
+    let stats: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
+    let usage = &stats["usage"];
+    assert!(
+        usage["memory_working_set_bytes"].as_u64().unwrap() > 20_000_000,
+        "{stats}"
+    );
+    assert!(usage["cpu_usage_nanoseconds"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(usage["processes"], 2, "sh and sleep: {stats}");
+    let table = ok(bonsai(&netns, &data, &["containers", "stats"]));
+    assert!(table.lines().any(|l| l.starts_with("big ")), "{table}");
+    let missing = fails(bonsai(&netns, &data, &["containers", "stats", "hello"]));
+    assert!(missing.contains("no running container hello"), "{missing}");
+    ok(bonsai(&netns, &data, &["containers", "rm", "--force", "big"]));
+
+    // Removal leaves no mounts, no cgroups and no state.
     assert!(!mounted_under(&data).is_empty());
     for id in ["hello", "fails", "ns", "oom", "pids", "bg"] {
         ok(bonsai(&netns, &data, &["containers", "rm", id]));
@@ -208,6 +251,14 @@ fn run_output_exit_codes_limits_and_cleanup() {
         std::fs::read_dir(data.join("agent/containers")).unwrap().count(),
         0
     );
+    let parent = cgroup_parent(&data);
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path().join(&parent))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
 
     // Bad input: an image that is not there, a bad id.
     let missing = fails(run(&["--name", "x", "example.com/nope:1", "--", "/bin/true"]));
@@ -263,8 +314,7 @@ fn exec_runs_in_the_container_and_passes_on_stdin_and_the_exit_code() {
         "no noise: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut cat = netns
-        .net_command(bonsai_bin())
+    let mut cat = bonsai_command(&netns, &data)
         .args(["exec", "-d"])
         .arg(&data)
         .args(["svc", "--", "/bin/cat"])
@@ -299,8 +349,7 @@ fn attach_streams_both_ways_and_outlives_whoever_started_the_container() {
     let data = with_image(dir.path(), &netns);
     let _cleanup = Cleanup(data.clone());
     let spawn = |args: &[&str]| {
-        netns
-            .net_command(bonsai_bin())
+        bonsai_command(&netns, &data)
             .arg(args[0])
             .arg("-d")
             .arg(&data)
@@ -496,8 +545,7 @@ fn exec_with_a_terminal_starts_at_its_size_and_follows_resizes() {
     let script = "tty; stty size; i=0; \
                   while [ \"$(stty size)\" != '40 100' ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
                   stty size; exit 5";
-    let mut child = netns
-        .net_command(bonsai_bin())
+    let mut child = bonsai_command(&netns, &data)
         .args(["exec", "-d"])
         .arg(&data)
         .args(["-t", "svc", "--", "/bin/sh", "-c", script])

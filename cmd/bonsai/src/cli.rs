@@ -112,6 +112,9 @@ pub enum ContainersCommand {
         /// Environment variables, `NAME=value`.
         #[arg(short = 'e', long = "env")]
         env: Vec<String>,
+        /// The cgroup to put the container's cgroup under (relative to the cgroup root; removed when left empty).
+        #[arg(long, env = "BONSAI_CGROUP_PARENT", default_value = "bonsai")]
+        cgroup_parent: String,
         /// Keep the container's standard input open (attached, this process's input goes there).
         #[arg(short = 'i', long)]
         interactive: bool,
@@ -129,6 +132,14 @@ pub enum ContainersCommand {
     /// List containers.
     #[command(alias = "list")]
     Ls,
+    /// Show what running containers use: CPU time, memory (usage and working set), processes.
+    Stats {
+        /// Only these containers.
+        ids: Vec<String>,
+        /// As JSON, one object per container.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a container: SIGTERM, then SIGKILL after the grace period.
     Stop {
         id: String,

@@ -233,6 +233,7 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             memory_limit,
             pids_limit,
             env,
+            cgroup_parent,
             interactive,
             tty,
             detach,
@@ -252,6 +253,7 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             config.resources.memory_limit = memory_limit;
             config.resources.pids_limit = pids_limit;
             config.env = env_pairs(env)?;
+            config.cgroup_parent = cgroup_parent;
             config.stdin = interactive;
             // Like `kubectl run -i`: the container's input ends with the input of the one who started it.
             config.stdin_once = interactive && !detach;
@@ -292,6 +294,39 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
                     "{:<24} {:<44} {:<10} {:>5} {:>8}",
                     info.config.id, info.config.image, state, exit, pid
                 );
+            }
+        }
+        ContainersCommand::Stats { ids, json } => {
+            let running: Vec<String> = runtime
+                .list()?
+                .into_iter()
+                .filter(|i| matches!(i.state, State::Running(_)))
+                .map(|i| i.config.id)
+                .filter(|id| ids.is_empty() || ids.contains(id))
+                .collect();
+            if let Some(missing) = ids.iter().find(|id| !running.contains(id)) {
+                anyhow::bail!("no running container {missing}");
+            }
+            if !json {
+                println!(
+                    "{:<24} {:>12} {:>14} {:>14} {:>6}",
+                    "CONTAINER", "CPU SECONDS", "MEMORY", "WORKING SET", "PIDS"
+                );
+            }
+            for id in running {
+                let usage = runtime.usage(&id)?;
+                if json {
+                    println!("{}", serde_json::json!({"id": id, "usage": usage}));
+                } else {
+                    println!(
+                        "{:<24} {:>12.3} {:>14} {:>14} {:>6}",
+                        id,
+                        usage.cpu_usage_nanoseconds as f64 / 1e9,
+                        usage.memory_usage_bytes,
+                        usage.memory_working_set_bytes,
+                        usage.processes
+                    );
+                }
             }
         }
         ContainersCommand::Stop { id, grace_seconds } => {

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod attach;
+pub mod cgroups;
 pub mod shim;
 pub mod spec;
 pub mod stdio;
@@ -114,6 +115,11 @@ pub struct ContainerConfig {
 }
 
 impl ContainerConfig {
+    /// The container's cgroup, relative to the cgroup root.
+    pub fn cgroups_path(&self) -> String {
+        format!("/{}/{}", self.cgroup_parent.trim_matches('/'), self.id)
+    }
+
     pub fn new(id: &str, image: &str) -> ContainerConfig {
         ContainerConfig {
             id: id.to_string(),
@@ -353,6 +359,7 @@ impl Runtime {
         match result {
             Ok(stream) => Ok((self.status(&config.id)?, stream)),
             Err(e) => {
+                cgroups::Cgroups::host().remove(&config.cgroups_path());
                 let _ = self.cleanup(&dir);
                 Err(e)
             }
@@ -392,8 +399,7 @@ impl Runtime {
             Some(options.as_str()),
         )
         .map_err(|e| ContainerError::Runtime(format!("mounting the root filesystem: {e}")))?;
-        let cgroups_path = format!("/{}/{}", config.cgroup_parent.trim_matches('/'), config.id);
-        let runtime_spec = spec::runtime_spec(image_config, config, &rootfs, &cgroups_path)?;
+        let runtime_spec = spec::runtime_spec(image_config, config, &rootfs, &config.cgroups_path())?;
         write_json(&dir.join("bundle/config.json"), &runtime_spec)
     }
 
@@ -608,11 +614,22 @@ impl Runtime {
         Ok(())
     }
 
-    /// Removes a container that has ended: its mounts, cgroup and state.
+    /// What the container uses now (zero once it has ended).
+    pub fn usage(&self, id: &str) -> Result<cgroups::Usage, ContainerError> {
+        let info = self.status(id)?;
+        Ok(match info.state {
+            State::Running(_) => cgroups::Cgroups::host().usage(&info.config.cgroups_path()),
+            _ => cgroups::Usage::default(),
+        })
+    }
+
+    /// Removes a container that has ended: its mounts, cgroup (and parents left empty) and state.
     pub fn remove(&self, id: &str) -> Result<(), ContainerError> {
-        if matches!(self.status(id)?.state, State::Running(_)) {
+        let info = self.status(id)?;
+        if matches!(info.state, State::Running(_)) {
             return Err(ContainerError::Running(id.to_string()));
         }
+        cgroups::Cgroups::host().remove(&info.config.cgroups_path());
         self.cleanup(&self.dir(id))
     }
 

@@ -25,26 +25,6 @@ pub fn cri_line(stream: &str, text: &[u8], complete: bool) -> Vec<u8> {
     line
 }
 
-/// How many times the kernel's OOM killer struck in the container's cgroup (v1 or v2).
-fn oom_kills(cgroups_path: &str) -> u64 {
-    let relative = cgroups_path.trim_start_matches('/');
-    let (file, key) = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        (format!("/sys/fs/cgroup/{relative}/memory.events"), "oom_kill")
-    } else {
-        (
-            format!("/sys/fs/cgroup/memory/{relative}/memory.oom_control"),
-            "oom_kill",
-        )
-    };
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn runtime_error(
     context: &str,
 ) -> impl FnOnce(libcontainer::error::LibcontainerError) -> ContainerError + '_ {
@@ -194,17 +174,18 @@ fn supervise(dir: &Path) -> Result<(), ContainerError> {
         }
     };
     let (exit_code, signal) = status;
-    let (reason, message) =
-        if signal == Some(nix::sys::signal::Signal::SIGKILL) && oom_kills(&cgroups_path) > 0 {
-            (
-                "OOMKilled",
-                "the container went over its memory limit".to_string(),
-            )
-        } else if exit_code == 0 {
-            ("Completed", String::new())
-        } else {
-            ("Error", String::new())
-        };
+    let (reason, message) = if signal == Some(nix::sys::signal::Signal::SIGKILL)
+        && super::cgroups::Cgroups::host().oom_kills(&cgroups_path) > 0
+    {
+        (
+            "OOMKilled",
+            "the container went over its memory limit".to_string(),
+        )
+    } else if exit_code == 0 {
+        ("Completed", String::new())
+    } else {
+        ("Error", String::new())
+    };
     let _ = io.join();
     let _ = std::fs::remove_file(dir.join(super::attach::SOCKET));
     write_json(
