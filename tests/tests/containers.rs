@@ -155,6 +155,54 @@ fn run_output_exit_codes_limits_and_cleanup() {
     ]));
     assert_eq!(inside, "1\nns\nlo\n");
 
+    // A command that is not in the image: a clear error, not a hang.
+    let missing = fails(run(&["--name", "missing", IMAGE, "--", "/bin/nope"]));
+    assert!(
+        missing.contains("exited with 128 (StartError)") && missing.contains("/bin/nope"),
+        "{missing}"
+    );
+
+    // Seccomp: unprivileged user namespaces are the kernel's to allow, but RuntimeDefault refuses them; a
+    // Localhost profile is the user's own; a bad one is refused before anything runs.
+    let unshare = ["--", "/bin/busybox", "unshare", "-U", "/bin/true"];
+    let mut args = vec!["--name", "unconfined", IMAGE];
+    args.extend(unshare);
+    ok(run(&args));
+    let mut args = vec!["--name", "confined", "--seccomp", "runtime-default", IMAGE];
+    args.extend(unshare);
+    let denied = fails(run(&args));
+    assert!(denied.contains("Operation not permitted"), "{denied}");
+    let profile = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let own = fails(run(&[
+        "--name",
+        "own",
+        "--seccomp",
+        profile.to_str().unwrap(),
+        IMAGE,
+        "--",
+        "/bin/busybox",
+        "mkdir",
+        "/made",
+    ]));
+    assert!(own.contains("Permission denied"), "{own}");
+    std::fs::write(&profile, "{\"defaultAction\": 7}").unwrap();
+    let bad = fails(run(&[
+        "--name",
+        "bad",
+        "--seccomp",
+        profile.to_str().unwrap(),
+        IMAGE,
+    ]));
+    assert!(
+        bad.contains("seccomp profile") && bad.contains("no-mkdir.json"),
+        "{bad}"
+    );
+
     // The memory limit: the kernel's OOM killer, reported as Kubernetes reports it.
     let oom = fails(run(&[
         "--name",
@@ -243,7 +291,18 @@ fn run_output_exit_codes_limits_and_cleanup() {
 
     // Removal leaves no mounts, no cgroups and no state.
     assert!(!mounted_under(&data).is_empty());
-    for id in ["hello", "fails", "ns", "oom", "pids", "bg"] {
+    for id in [
+        "hello",
+        "fails",
+        "missing",
+        "ns",
+        "unconfined",
+        "confined",
+        "own",
+        "oom",
+        "pids",
+        "bg",
+    ] {
         ok(bonsai(&netns, &data, &["containers", "rm", id]));
     }
     assert_eq!(mounted_under(&data), Vec::<String>::new());

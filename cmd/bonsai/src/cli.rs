@@ -115,6 +115,10 @@ pub enum ContainersCommand {
         /// The cgroup to put the container's cgroup under (relative to the cgroup root; removed when left empty).
         #[arg(long, env = "BONSAI_CGROUP_PARENT", default_value = "bonsai")]
         cgroup_parent: String,
+        /// Seccomp: `unconfined` (Kubernetes' default), `runtime-default`, or the path of a profile in the OCI
+        /// runtime spec's form.
+        #[arg(long, default_value = "unconfined")]
+        seccomp: String,
         /// Keep the container's standard input open (attached, this process's input goes there).
         #[arg(short = 'i', long)]
         interactive: bool,

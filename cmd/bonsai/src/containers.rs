@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use runtime::container::attach::{Decoder, Frame};
+use runtime::container::seccomp::Seccomp;
 use runtime::container::terminal::{self, RawMode};
 use runtime::container::{ContainerConfig, ExecRequest, Runtime, State};
 use runtime::store::ContentStore;
@@ -180,6 +181,9 @@ fn stream_attached(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The shim ended without closing the stream in order (a container that could not start): how it
+            // ended is in its status, below.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
             Err(e) => return Err(e).context("reading from the container"),
         };
         decoder.push(&buffer[..n]);
@@ -234,6 +238,7 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             pids_limit,
             env,
             cgroup_parent,
+            seccomp,
             interactive,
             tty,
             detach,
@@ -254,6 +259,11 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             config.resources.pids_limit = pids_limit;
             config.env = env_pairs(env)?;
             config.cgroup_parent = cgroup_parent;
+            config.seccomp = match seccomp.as_str() {
+                "unconfined" => Seccomp::Unconfined,
+                "runtime-default" => Seccomp::RuntimeDefault,
+                path => Seccomp::Localhost(path.into()),
+            };
             config.stdin = interactive;
             // Like `kubectl run -i`: the container's input ends with the input of the one who started it.
             config.stdin_once = interactive && !detach;

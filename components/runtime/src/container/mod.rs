@@ -13,6 +13,7 @@
 
 pub mod attach;
 pub mod cgroups;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod stdio;
@@ -109,6 +110,9 @@ pub struct ContainerConfig {
     /// Give the container a terminal (`tty`): its output then comes as one stream, logged as stdout.
     #[serde(default)]
     pub tty: bool,
+    /// Kubernetes' `seccompProfile`.
+    #[serde(default)]
+    pub seccomp: seccomp::Seccomp,
     /// Start the process only once a client is attached (up to 30 s), so that it sees all the output.
     #[serde(default)]
     pub attach_before_start: bool,
@@ -142,6 +146,7 @@ impl ContainerConfig {
             stdin_once: false,
             tty: false,
             attach_before_start: false,
+            seccomp: seccomp::Seccomp::Unconfined,
         }
     }
 }

@@ -221,6 +221,16 @@ pub fn runtime_spec(
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard.min(1_048_576))
         .unwrap_or(1024);
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": cgroups_path,
+        "resources": resources,
+        "maskedPaths": MASKED,
+        "readonlyPaths": READONLY,
+    });
+    if let Some(profile) = super::seccomp::profile(&config.seccomp, &caps)? {
+        linux["seccomp"] = profile;
+    }
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -236,13 +246,7 @@ pub fn runtime_spec(
         "root": {"path": rootfs, "readonly": config.readonly_rootfs},
         "hostname": config.hostname.clone().unwrap_or_else(|| config.id.chars().take(12).collect()),
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": cgroups_path,
-            "resources": resources,
-            "maskedPaths": MASKED,
-            "readonlyPaths": READONLY,
-        },
+        "linux": linux,
     }))
 }
 
