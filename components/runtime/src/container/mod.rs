@@ -350,11 +350,15 @@ impl Runtime {
         if dir.exists() {
             return Err(ContainerError::Exists(config.id));
         }
-        let image = self
-            .store
-            .image(&crate::image_name(&config.image)?)?
-            .or(self.store.image(&config.image)?)
-            .ok_or_else(|| ContainerError::Image(ImageError::NotFound(config.image.clone())))?;
+        // The name as stored first: normalising a reference compiles oci-client's reference grammar, a
+        // regex that costs a short-lived CLI process tens of milliseconds.
+        let image = match self.store.image(&config.image)? {
+            Some(image) => image,
+            None => self
+                .store
+                .image(&crate::image_name(&config.image)?)?
+                .ok_or_else(|| ContainerError::Image(ImageError::NotFound(config.image.clone())))?,
+        };
         let image_config: serde_json::Value =
             serde_json::from_slice(&self.store.read_blob(&image.config_digest)?)
                 .map_err(|e| ContainerError::Config(format!("image config: {e}")))?;
