@@ -143,6 +143,21 @@ fn run_output_exit_codes_limits_and_cleanup() {
     let failed = fails(run(&["--name", "fails", IMAGE, "--", "/bin/sh", "-c", "exit 3"]));
     assert!(failed.contains("exited with 3 (Error)"), "{failed}");
 
+    // A log path of the caller's, as the node agent gives under /var/log/pods (its folders are made).
+    let pod_log = dir.path().join("pods/default_web_1f2e/app/0.log");
+    ok(run(&[
+        "--name",
+        "podlog",
+        "--log-path",
+        pod_log.to_str().unwrap(),
+        IMAGE,
+        "--",
+        "/bin/echo",
+        "to the pod log",
+    ]));
+    let text = std::fs::read_to_string(&pod_log).unwrap();
+    assert!(text.ends_with(" stdout F to the pod log\n"), "{text}");
+
     // In its own namespaces: pid 1, its own hostname, no network but loopback.
     let inside = ok(run(&[
         "--name",
@@ -295,6 +310,7 @@ fn run_output_exit_codes_limits_and_cleanup() {
         "hello",
         "fails",
         "missing",
+        "podlog",
         "ns",
         "unconfined",
         "confined",

@@ -115,6 +115,10 @@ pub enum ContainersCommand {
         /// The cgroup to put the container's cgroup under (relative to the cgroup root; removed when left empty).
         #[arg(long, env = "BONSAI_CGROUP_PARENT", default_value = "bonsai")]
         cgroup_parent: String,
+        /// Write the CRI log here (the node agent uses `/var/log/pods/<ns>_<pod>_<uid>/<container>/<n>.log`)
+        /// instead of the container's state directory.
+        #[arg(long)]
+        log_path: Option<PathBuf>,
         /// Seccomp: `unconfined` (Kubernetes' default), `runtime-default`, or the path of a profile in the OCI
         /// runtime spec's form.
         #[arg(long, default_value = "unconfined")]

@@ -238,6 +238,7 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             pids_limit,
             env,
             cgroup_parent,
+            log_path,
             seccomp,
             interactive,
             tty,
@@ -259,6 +260,7 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             config.resources.pids_limit = pids_limit;
             config.env = env_pairs(env)?;
             config.cgroup_parent = cgroup_parent;
+            config.log_path = log_path;
             config.seccomp = match seccomp.as_str() {
                 "unconfined" => Seccomp::Unconfined,
                 "runtime-default" => Seccomp::RuntimeDefault,

@@ -201,6 +201,21 @@ fn is_valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c))
 }
 
+/// Where the kubelet (and so log shippers such as Fluent Bit) expects a pod's container log:
+/// `<root>/<namespace>_<pod>_<uid>/<container>/<restart count>.log`, `root` being `/var/log/pods`.
+pub fn pod_log_path(
+    root: &Path,
+    namespace: &str,
+    pod: &str,
+    uid: &str,
+    container: &str,
+    restart_count: u32,
+) -> PathBuf {
+    root.join(format!("{namespace}_{pod}_{uid}"))
+        .join(container)
+        .join(format!("{restart_count}.log"))
+}
+
 pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
