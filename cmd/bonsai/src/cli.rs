@@ -39,6 +39,8 @@ pub enum Command {
     Images(ImagesArgs),
     /// Run, list, stop and remove the node's containers (like crictl/ctr).
     Containers(ContainersArgs),
+    /// Set up and inspect the node's pod network and overlay by hand (what the node agent does for pods).
+    Network(NetworkArgs),
     /// Run a command in a running container, with this terminal's standard input and output.
     Exec {
         #[arg(short = 'd', long, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -204,6 +206,69 @@ pub enum ImagesCommand {
         #[arg(required = true)]
         references: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// Folder holding state (leases live in `<data-dir>/agent/network/leases`).
+    #[arg(short = 'd', long, global = true, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// The cluster's pod network.
+    #[arg(
+        long,
+        global = true,
+        env = "BONSAI_CLUSTER_CIDR",
+        default_value = "10.42.0.0/16"
+    )]
+    pub cluster_cidr: String,
+
+    /// The cluster's service network (checked against the pod network and the host's networks).
+    #[arg(
+        long,
+        global = true,
+        env = "BONSAI_SERVICE_CIDR",
+        default_value = "10.43.0.0/16"
+    )]
+    pub service_cidr: String,
+
+    /// This node's pod subnet (its Node's spec.podCIDR), a /24 of --cluster-cidr.
+    #[arg(long, global = true, env = "BONSAI_POD_CIDR")]
+    pub pod_cidr: Option<String>,
+
+    /// This node's address for traffic from other nodes (default: the address of the default route's interface).
+    #[arg(long, global = true, env = "BONSAI_NODE_IP")]
+    pub node_ip: Option<std::net::Ipv4Addr>,
+
+    /// How pod traffic crosses between nodes: vxlan, host-gw, or none.
+    #[arg(long, global = true, env = "BONSAI_FLANNEL_BACKEND", default_value = "vxlan")]
+    pub flannel_backend: String,
+
+    #[command(subcommand)]
+    pub command: NetworkCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Give a pod sandbox (a network namespace) its interface, address and routes; prints them as JSON.
+    Add {
+        /// The sandbox's id.
+        id: String,
+        /// Its network namespace (e.g. /var/run/netns/NAME).
+        netns: PathBuf,
+    },
+    /// Remove a pod sandbox's interface and free its address.
+    Del { id: String },
+    /// List the sandboxes holding addresses.
+    Ls,
+    /// Program routes to exactly these other nodes (`NAME,POD_CIDR,NODE_IP[,VTEP_MAC]`, repeatable); prints
+    /// this node's flannel annotations as JSON.
+    Peers {
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+    },
+    /// Remove the node's pod network: every sandbox's interface and lease, cni0, flannel.1, bonsai's nft table.
+    Cleanup,
 }
 
 #[derive(Debug, Args)]

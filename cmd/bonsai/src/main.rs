@@ -6,6 +6,7 @@ mod cli;
 mod containers;
 mod images;
 mod logging;
+mod network;
 mod server;
 mod version;
 
@@ -60,6 +61,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agent(args) => agent::run(args),
         Command::Containers(args) => containers::run(args),
+        Command::Network(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(network::run(args))
+        }
         Command::Logs { data_dir, id } => containers::logs(&data_dir, &id),
         Command::Exec {
             data_dir,

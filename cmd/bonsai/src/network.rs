@@ -1,0 +1,137 @@
+//! `bonsai network`: the node's pod network by hand, for people debugging a node and for the tests (the node
+//! agent calls the same library for its pods).
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, bail};
+use network::config::{ClusterNetworks, parse_cidr};
+use network::netlink::Netlink;
+use network::overlay::{Backend, Overlay, Peer, parse_mac, uplink};
+use network::pod::{PodNetwork, PodNetworkConfig};
+
+use crate::cli::{NetworkArgs, NetworkCommand};
+
+struct Node {
+    networks: ClusterNetworks,
+    backend: Backend,
+    node_ip: Option<Ipv4Addr>,
+    lease_dir: std::path::PathBuf,
+}
+
+impl Node {
+    fn pod_cidr(&self, args: &NetworkArgs) -> anyhow::Result<ipnet::Ipv4Net> {
+        let Some(text) = &args.pod_cidr else {
+            bail!("--pod-cidr is required (this node's spec.podCIDR, e.g. 10.42.0.0/24)")
+        };
+        let pod_cidr = parse_cidr("--pod-cidr", text)?;
+        if !self.networks.cluster_cidr.contains(&pod_cidr) {
+            bail!(
+                "--pod-cidr {pod_cidr} is not inside --cluster-cidr {}",
+                self.networks.cluster_cidr
+            );
+        }
+        Ok(pod_cidr)
+    }
+
+    async fn overlay(&self, pod_cidr: ipnet::Ipv4Net) -> anyhow::Result<Overlay> {
+        let host = Netlink::current()?;
+        let networks = host.ipv4_networks().await?;
+        self.networks.check_host(&networks)?;
+        let uplink = uplink(&host, self.node_ip).await?;
+        Ok(Overlay::start(self.backend, pod_cidr, uplink).await?)
+    }
+
+    async fn pods(&self, pod_cidr: ipnet::Ipv4Net, mtu: u32) -> anyhow::Result<PodNetwork> {
+        Ok(PodNetwork::start(PodNetworkConfig {
+            cluster_cidr: self.networks.cluster_cidr,
+            pod_cidr,
+            mtu,
+            lease_dir: self.lease_dir.clone(),
+        })
+        .await?)
+    }
+}
+
+fn parse_peer(text: &str) -> anyhow::Result<Peer> {
+    let parts: Vec<&str> = text.split(',').collect();
+    let (name, cidr, ip, mac) = match parts.as_slice() {
+        [name, cidr, ip] => (name, cidr, ip, None),
+        [name, cidr, ip, mac] => (name, cidr, ip, Some(mac)),
+        _ => bail!("--peer {text:?}: expected NAME,POD_CIDR,NODE_IP[,VTEP_MAC]"),
+    };
+    Ok(Peer {
+        name: name.to_string(),
+        pod_cidr: parse_cidr("--peer", cidr)?,
+        public_ip: ip
+            .parse()
+            .with_context(|| format!("--peer {text:?}: {ip:?} is not an IPv4 address"))?,
+        vtep_mac: match mac {
+            Some(mac) => Some(
+                parse_mac(mac).with_context(|| format!("--peer {text:?}: {mac:?} is not a MAC address"))?,
+            ),
+            None => None,
+        },
+    })
+}
+
+pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
+    let node = Node {
+        networks: ClusterNetworks::parse(&args.cluster_cidr, &args.service_cidr)?,
+        backend: args.flannel_backend.parse()?,
+        node_ip: args.node_ip,
+        lease_dir: args.data_dir.join("agent/network/leases"),
+    };
+    match &args.command {
+        NetworkCommand::Add { id, netns } => {
+            let pod_cidr = node.pod_cidr(&args)?;
+            let overlay = node.overlay(pod_cidr).await?;
+            let pods = node.pods(pod_cidr, overlay.pod_mtu()).await?;
+            let addresses = pods.setup(id, netns).await?;
+            println!("{}", serde_json::to_string(&addresses)?);
+        }
+        NetworkCommand::Del { id } => {
+            let pod_cidr = node.pod_cidr(&args)?;
+            let pods = node.pods(pod_cidr, 1500).await?;
+            pods.teardown(id).await?;
+        }
+        NetworkCommand::Ls => {
+            let pod_cidr = node.pod_cidr(&args)?;
+            let leases = network::ipam::Ipam::open(&node.lease_dir, pod_cidr)?.leases()?;
+            println!("{:<40} IP", "SANDBOX");
+            for lease in leases {
+                println!("{:<40} {}", lease.id, lease.ip);
+            }
+        }
+        NetworkCommand::Peers { peers } => {
+            let pod_cidr = node.pod_cidr(&args)?;
+            let peers = peers
+                .iter()
+                .map(|p| parse_peer(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for peer in &peers {
+                if !node.networks.cluster_cidr.contains(&peer.pod_cidr) {
+                    bail!(
+                        "--peer {}: {} is not inside --cluster-cidr",
+                        peer.name,
+                        peer.pod_cidr
+                    );
+                }
+                if node.backend == Backend::Vxlan && peer.vtep_mac.is_none() {
+                    bail!(
+                        "--peer {}: the vxlan backend needs the peer's VTEP MAC",
+                        peer.name
+                    );
+                }
+            }
+            let overlay = node.overlay(pod_cidr).await?;
+            overlay.sync(&peers).await?;
+            println!("{}", serde_json::to_string(&overlay.annotations())?);
+        }
+        NetworkCommand::Cleanup => {
+            network::pod::remove_all(&node.lease_dir).await?;
+            network::overlay::remove_all(&Netlink::current()?).await?;
+            network::nft::delete_table()?;
+        }
+    }
+    Ok(())
+}

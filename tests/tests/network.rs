@@ -1,0 +1,379 @@
+//! The pod network for real: network namespaces made by the test play the node, its pods, an "upstream"
+//! host and a second node; `bonsai network` programs them; TCP connections opened inside the namespaces
+//! show who reaches whom and with which source address.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use bonsai_e2e::{NetNs, bonsai_bin, fails, ok};
+
+fn ip(ns: &NetNs, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(&ns.name)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Links two namespaces with a veth pair and gives each end an address in a /24.
+fn link(a: &NetNs, a_ip: &str, b: &NetNs, b_ip: &str) {
+    let status = Command::new("ip")
+        .args([
+            "link", "add", "uplink", "netns", &a.name, "type", "veth", "peer", "name", "uplink", "netns",
+            &b.name,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (ns, addr) in [(a, a_ip), (b, b_ip)] {
+        ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", "uplink"]);
+        ip(ns, &["link", "set", "uplink", "up"]);
+    }
+}
+
+/// `bonsai network ARGS` run inside the node's namespace, with its own data directory.
+fn network(node: &NetNs, data: &std::path::Path, args: &[&str]) -> Output {
+    node.net_command(bonsai_bin())
+        .arg("network")
+        .arg("-d")
+        .arg(data)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn json(out: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+/// Runs `f` on a thread that has entered `ns`; sockets it makes stay in `ns`.
+fn in_ns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let name = ns.name.clone();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Connects from `from` to a listener in `to` at `addr`; returns the source address the listener saw, or None
+/// if no connection could be made within a second.
+fn seen_source(from: &NetNs, to: &NetNs, addr: Ipv4Addr) -> Option<Ipv4Addr> {
+    let listener = in_ns(to, || TcpListener::bind("0.0.0.0:0").unwrap());
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let target = SocketAddr::from((addr, port));
+    let client = in_ns(from, move || {
+        TcpStream::connect_timeout(&target, Duration::from_secs(1))
+    });
+    let mut client = client.ok()?;
+    client.write_all(b"hi").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match listener.accept() {
+            Ok((mut stream, peer)) => {
+                stream.set_nonblocking(false).unwrap();
+                let mut buf = [0u8; 2];
+                stream.read_exact(&mut buf).unwrap();
+                assert_eq!(&buf, b"hi");
+                return match peer.ip() {
+                    std::net::IpAddr::V4(v4) => Some(v4),
+                    std::net::IpAddr::V6(_) => None,
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+fn netns_path(ns: &NetNs) -> String {
+    format!("/var/run/netns/{}", ns.name)
+}
+
+fn pod_ip(value: &serde_json::Value) -> Ipv4Addr {
+    value["ip"].as_str().unwrap().parse().unwrap()
+}
+
+fn links(ns: &NetNs) -> String {
+    ip(ns, &["-o", "link", "show"])
+}
+
+#[test]
+fn pods_on_one_node_reach_each_other_and_the_outside_through_masquerade() {
+    let node = NetNs::new();
+    let upstream = NetNs::new();
+    let pod1 = NetNs::new();
+    let pod2 = NetNs::new();
+    link(&node, "192.168.201.1", &upstream, "192.168.201.2");
+    ip(&node, &["route", "add", "default", "via", "192.168.201.2"]);
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let cidr = ["--pod-cidr", "10.42.0.0/24"];
+
+    let a = json(network(
+        &node,
+        d,
+        &[&cidr[..], &["add", "sandbox-1", &netns_path(&pod1)]].concat(),
+    ));
+    let b = json(network(
+        &node,
+        d,
+        &[&cidr[..], &["add", "sandbox-2", &netns_path(&pod2)]].concat(),
+    ));
+    let (ip1, ip2) = (pod_ip(&a), pod_ip(&b));
+    assert_eq!(ip1, Ipv4Addr::new(10, 42, 0, 2));
+    assert_eq!(ip2, Ipv4Addr::new(10, 42, 0, 3));
+    assert_eq!(a["gateway"], "10.42.0.1");
+    // Inside the pod: eth0 with the uplink's MTU less VXLAN's 50 bytes, a default route via the bridge.
+    assert!(ip(&pod1, &["-o", "link", "show", "eth0"]).contains("mtu 1450"));
+    assert!(ip(&pod1, &["route"]).contains("default via 10.42.0.1 dev eth0"));
+    assert!(ip(&node, &["-o", "addr", "show", "cni0"]).contains("10.42.0.1/24"));
+
+    // Pod to pod: direct, addresses kept. Pod to outside: masqueraded to the node's address.
+    assert_eq!(seen_source(&pod1, &pod2, ip2), Some(ip1));
+    assert_eq!(seen_source(&pod2, &pod1, ip1), Some(ip2));
+    assert_eq!(
+        seen_source(&pod1, &upstream, Ipv4Addr::new(192, 168, 201, 2)),
+        Some(Ipv4Addr::new(192, 168, 201, 1))
+    );
+
+    // Setting a sandbox up again gives the same address; leases are listed.
+    let again = json(network(
+        &node,
+        d,
+        &[&cidr[..], &["add", "sandbox-1", &netns_path(&pod1)]].concat(),
+    ));
+    assert_eq!(pod_ip(&again), ip1);
+    assert_eq!(seen_source(&pod1, &pod2, ip2), Some(ip1));
+    let listed = ok(network(&node, d, &[&cidr[..], &["ls"]].concat()));
+    assert!(
+        listed.contains("sandbox-1") && listed.contains("10.42.0.3"),
+        "{listed}"
+    );
+
+    // Teardown: the veth pair goes (from the node and from the pod), the address is free again.
+    ok(network(&node, d, &[&cidr[..], &["del", "sandbox-2"]].concat()));
+    let host_veth = b["hostInterface"].as_str().unwrap();
+    assert!(!links(&node).contains(host_veth));
+    assert!(!links(&pod2).contains("eth0"));
+    assert!(!ok(network(&node, d, &[&cidr[..], &["ls"]].concat())).contains("sandbox-2"));
+    assert_eq!(seen_source(&pod1, &pod2, ip2), None);
+    // Deleting what is gone is not an error.
+    ok(network(&node, d, &[&cidr[..], &["del", "sandbox-2"]].concat()));
+
+    // Cleanup removes everything bonsai made on the node.
+    ok(network(&node, d, &["cleanup"]));
+    let left = links(&node);
+    for name in ["cni0", "flannel.1", "veth"] {
+        assert!(!left.contains(name), "{name} left: {left}");
+    }
+    assert!(!links(&pod1).contains("eth0"));
+    let tables = ok(node.net_command("nft").args(["list", "tables"]).output().unwrap());
+    assert!(!tables.contains("bonsai"), "{tables}");
+    assert_eq!(
+        std::fs::read_dir(d.join("agent/network/leases")).unwrap().count(),
+        0
+    );
+    ok(network(&node, d, &["cleanup"]));
+}
+
+#[test]
+fn bad_plans_are_refused_before_anything_is_programmed() {
+    let node = NetNs::new();
+    let upstream = NetNs::new();
+    let pod = NetNs::new();
+    link(&node, "192.168.203.1", &upstream, "192.168.203.2");
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let add = ["add", "s", &netns_path(&pod)];
+    for (flags, expected) in [
+        (
+            vec![
+                "--cluster-cidr",
+                "10.42.0.0/16",
+                "--service-cidr",
+                "10.42.128.0/17",
+            ],
+            "overlaps --cluster-cidr",
+        ),
+        (vec!["--cluster-cidr", "10.42.0.1/16"], "host bits"),
+        (vec!["--cluster-cidr", "ten.42/16"], "not an IPv4 CIDR"),
+        (vec!["--pod-cidr", "10.99.0.0/24"], "not inside --cluster-cidr"),
+        (vec![], "--pod-cidr is required"),
+        (
+            vec![
+                "--pod-cidr",
+                "10.42.0.0/24",
+                "--service-cidr",
+                "192.168.0.0/16",
+                "--node-ip",
+                "192.168.203.1",
+            ],
+            "overlaps the host's network 192.168.203.0/24 (on uplink)",
+        ),
+        (
+            vec!["--pod-cidr", "10.42.0.0/24", "--node-ip", "192.0.2.9"],
+            "not an address of this host",
+        ),
+        (
+            vec!["--pod-cidr", "10.42.0.0/24", "--flannel-backend", "ipsec"],
+            "not one of vxlan, host-gw, none",
+        ),
+    ] {
+        let err = fails(network(&node, d, &[&flags[..], &add[..]].concat()));
+        assert!(err.contains(expected), "{flags:?}: {err}");
+    }
+    let err = fails(network(
+        &node,
+        d,
+        &[
+            "--pod-cidr",
+            "10.42.0.0/24",
+            "--node-ip",
+            "192.168.203.1",
+            "peers",
+            "--peer",
+            "n2,10.42.1.0/24,192.168.203.2",
+        ],
+    ));
+    assert!(err.contains("VTEP MAC"), "{err}");
+    // Nothing was made by any of them.
+    let left = links(&node);
+    assert!(!left.contains("cni0") && !left.contains("flannel.1"), "{left}");
+    assert!(!links(&pod).contains("eth0"));
+    let tables = ok(node.net_command("nft").args(["list", "tables"]).output().unwrap());
+    assert!(!tables.contains("bonsai"), "{tables}");
+}
+
+#[test]
+fn two_nodes_carry_pod_traffic_over_vxlan_and_host_gw() {
+    let node1 = NetNs::new();
+    let node2 = NetNs::new();
+    let pod1 = NetNs::new();
+    let pod2 = NetNs::new();
+    link(&node1, "192.168.202.1", &node2, "192.168.202.2");
+    let (data1, data2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let flags1 = ["--pod-cidr", "10.42.0.0/24", "--node-ip", "192.168.202.1"];
+    let flags2 = ["--pod-cidr", "10.42.1.0/24", "--node-ip", "192.168.202.2"];
+
+    for backend in ["vxlan", "host-gw"] {
+        let b = ["--flannel-backend", backend];
+        let annotations1 = json(network(
+            &node1,
+            data1.path(),
+            &[&flags1[..], &b, &["peers"]].concat(),
+        ));
+        let annotations2 = json(network(
+            &node2,
+            data2.path(),
+            &[&flags2[..], &b, &["peers"]].concat(),
+        ));
+        assert_eq!(annotations1["flannel.alpha.coreos.com/backend-type"], backend);
+        assert_eq!(
+            annotations1["flannel.alpha.coreos.com/public-ip"],
+            "192.168.202.1"
+        );
+        let peer = |annotations: &serde_json::Value, name: &str, cidr: &str, ip: &str| {
+            let data: serde_json::Value = serde_json::from_str(
+                annotations["flannel.alpha.coreos.com/backend-data"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            match data["VtepMAC"].as_str() {
+                Some(mac) => format!("{name},{cidr},{ip},{mac}"),
+                None => format!("{name},{cidr},{ip}"),
+            }
+        };
+        let to_node2 = peer(&annotations2, "node2", "10.42.1.0/24", "192.168.202.2");
+        let to_node1 = peer(&annotations1, "node1", "10.42.0.0/24", "192.168.202.1");
+        ok(network(
+            &node1,
+            data1.path(),
+            &[&flags1[..], &b, &["peers", "--peer", &to_node2]].concat(),
+        ));
+        ok(network(
+            &node2,
+            data2.path(),
+            &[&flags2[..], &b, &["peers", "--peer", &to_node1]].concat(),
+        ));
+        let a = json(network(
+            &node1,
+            data1.path(),
+            &[&flags1[..], &b, &["add", "p1", &netns_path(&pod1)]].concat(),
+        ));
+        let c = json(network(
+            &node2,
+            data2.path(),
+            &[&flags2[..], &b, &["add", "p2", &netns_path(&pod2)]].concat(),
+        ));
+        let (ip1, ip2) = (pod_ip(&a), pod_ip(&c));
+        assert_eq!(ip2, Ipv4Addr::new(10, 42, 1, 2));
+
+        let routes = ip(&node1, &["route"]);
+        match backend {
+            "vxlan" => {
+                assert!(
+                    routes.contains("10.42.1.0/24 via 10.42.1.0 dev flannel.1"),
+                    "{routes}"
+                );
+                let mac = to_node2.rsplit(',').next().unwrap();
+                assert!(ip(&node1, &["neigh", "show", "dev", "flannel.1"]).contains(mac));
+                let fdb = ok(Command::new("bridge")
+                    .args(["-n", &node1.name, "fdb", "show", "dev", "flannel.1"])
+                    .output()
+                    .unwrap());
+                assert!(fdb.contains(&format!("{mac} dst 192.168.202.2")), "{fdb}");
+                assert!(ip(&pod1, &["-o", "link", "show", "eth0"]).contains("mtu 1450"));
+            }
+            _ => {
+                assert!(
+                    routes.contains("10.42.1.0/24 via 192.168.202.2 dev uplink"),
+                    "{routes}"
+                );
+                assert!(ip(&pod1, &["-o", "link", "show", "eth0"]).contains("mtu 1500"));
+            }
+        }
+        // Pod to pod across nodes, both ways, addresses kept.
+        assert_eq!(seen_source(&pod1, &pod2, ip2), Some(ip1), "{backend}");
+        assert_eq!(seen_source(&pod2, &pod1, ip1), Some(ip2), "{backend}");
+
+        // node2 leaves: node1's route (and VXLAN entries) to it go, and so does the traffic.
+        ok(network(
+            &node1,
+            data1.path(),
+            &[&flags1[..], &b, &["peers"]].concat(),
+        ));
+        assert!(!ip(&node1, &["route"]).contains("10.42.1.0/24"));
+        if backend == "vxlan" {
+            assert!(!ip(&node1, &["neigh", "show", "dev", "flannel.1"]).contains("lladdr"));
+        }
+        assert_eq!(seen_source(&pod1, &pod2, ip2), None, "{backend}");
+
+        for (node, data) in [(&node1, &data1), (&node2, &data2)] {
+            ok(network(node, data.path(), &["cleanup"]));
+            let left = links(node);
+            assert!(
+                !left.contains("cni0") && !left.contains("flannel.1") && !left.contains("veth"),
+                "{left}"
+            );
+            assert!(!ip(node, &["route"]).contains("10.42."), "{backend}");
+        }
+    }
+}
