@@ -377,3 +377,121 @@ fn two_nodes_carry_pod_traffic_over_vxlan_and_host_gw() {
         }
     }
 }
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn nodes_find_each_other_through_their_node_objects() {
+    use bonsai_e2e::{Running, Server};
+    // The server's namespace is node1; node2 reaches its API over the link between them.
+    let server = Server::start(&["--tls-san", "192.168.204.1"]);
+    let node1 = &server.netns;
+    let node2 = NetNs::new();
+    let (pod1, pod2) = (NetNs::new(), NetNs::new());
+    link(node1, "192.168.204.1", &node2, "192.168.204.2");
+    let nodes = r#"{"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "spec": {"podCIDR": "10.42.0.0/24"}},
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}, "spec": {"podCIDR": "10.42.1.0/24"}}]}"#;
+    let mut apply = server.kubectl_command(33);
+    let mut child = apply
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(nodes.as_bytes()).unwrap();
+    ok(child.wait_with_output().unwrap());
+
+    let (data1, data2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let kubeconfig = server.kubeconfig.display().to_string();
+    let daemon = |ns: &NetNs, data: &tempfile::TempDir, node_ip: &str, name: &str| {
+        let args = [
+            "network",
+            "-d",
+            &data.path().display().to_string(),
+            "--node-ip",
+            node_ip,
+            "run",
+            "--kubeconfig",
+            &kubeconfig,
+            "--server",
+            "https://192.168.204.1:6443",
+            "--node-name",
+            name,
+            "--cleanup",
+        ]
+        .map(String::from);
+        let mut running = Running::start_with(ns.net_command(bonsai_bin()), &args);
+        running.wait_for_log("node network ready", Duration::from_secs(30));
+        running
+    };
+    let mut daemon1 = daemon(node1, &data1, "192.168.204.1", "n1");
+    let mut daemon2 = daemon(&node2, &data2, "192.168.204.2", "n2");
+
+    // Each node publishes its VTEP and address, and routes to the other's pod subnet.
+    wait_until("node1's route to n2", || {
+        ip(node1, &["route"]).contains("10.42.1.0/24 via 10.42.1.0 dev flannel.1")
+    });
+    wait_until("node2's route to n1", || {
+        ip(&node2, &["route"]).contains("10.42.0.0/24 via 10.42.0.0 dev flannel.1")
+    });
+    let annotations = ok(server.kubectl(
+        33,
+        &["get", "node", "n2", "-o", "jsonpath={.metadata.annotations}"],
+    ));
+    let annotations: serde_json::Value = serde_json::from_str(&annotations).unwrap();
+    assert_eq!(annotations["flannel.alpha.coreos.com/public-ip"], "192.168.204.2");
+    assert_eq!(annotations["flannel.alpha.coreos.com/backend-type"], "vxlan");
+    let mac = ip(&node2, &["-o", "link", "show", "flannel.1"]);
+    let data: serde_json::Value = serde_json::from_str(
+        annotations["flannel.alpha.coreos.com/backend-data"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(mac.contains(data["VtepMAC"].as_str().unwrap()), "{mac} {data}");
+
+    let flags1 = ["--pod-cidr", "10.42.0.0/24", "--node-ip", "192.168.204.1"];
+    let flags2 = ["--pod-cidr", "10.42.1.0/24", "--node-ip", "192.168.204.2"];
+    let ip1 = pod_ip(&json(network(
+        node1,
+        data1.path(),
+        &[&flags1[..], &["add", "p1", &netns_path(&pod1)]].concat(),
+    )));
+    let ip2 = pod_ip(&json(network(
+        &node2,
+        data2.path(),
+        &[&flags2[..], &["add", "p2", &netns_path(&pod2)]].concat(),
+    )));
+    assert_eq!(seen_source(&pod1, &pod2, ip2), Some(ip1));
+
+    // n2 leaves the cluster: node1 forgets it.
+    ok(server.kubectl(33, &["delete", "node", "n2"]));
+    wait_until("node1 to drop its route to n2", || {
+        !ip(node1, &["route"]).contains("10.42.1.0/24")
+    });
+    assert_eq!(seen_source(&pod1, &pod2, ip2), None);
+
+    // Stopped with --cleanup, each daemon removes what its node's network made.
+    for (daemon, ns) in [(&mut daemon1, node1), (&mut daemon2, &node2)] {
+        daemon.signal(libc::SIGTERM);
+        assert!(daemon.wait(Duration::from_secs(10)).success());
+        let left = links(ns);
+        assert!(
+            !left.contains("cni0") && !left.contains("flannel.1") && !left.contains("veth"),
+            "{left}"
+        );
+        let tables = ok(ns.net_command("nft").args(["list", "tables"]).output().unwrap());
+        assert!(!tables.contains("bonsai"), "{tables}");
+    }
+}

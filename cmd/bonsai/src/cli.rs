@@ -269,6 +269,22 @@ pub enum NetworkCommand {
     },
     /// Remove the node's pod network: every sandbox's interface and lease, cni0, flannel.1, bonsai's nft table.
     Cleanup,
+    /// Run the node's overlay against the cluster: publish this node's flannel annotations on its Node and
+    /// keep routes to every other node in step with theirs, until stopped (SIGTERM or Ctrl-C).
+    Run {
+        /// Kubeconfig to reach the API server with.
+        #[arg(long, env = "BONSAI_KUBECONFIG", default_value = DEFAULT_KUBECONFIG)]
+        kubeconfig: PathBuf,
+        /// API server URL, replacing the kubeconfig's (e.g. https://10.0.0.1:6443).
+        #[arg(long)]
+        server: Option<String>,
+        /// This node's name (its Node object's).
+        #[arg(long, env = "BONSAI_NODE_NAME")]
+        node_name: String,
+        /// On stop, remove everything the node's network made (routes, devices, rules, leases).
+        #[arg(long)]
+        cleanup: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -127,11 +127,72 @@ pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
             overlay.sync(&peers).await?;
             println!("{}", serde_json::to_string(&overlay.annotations())?);
         }
+        NetworkCommand::Run {
+            kubeconfig,
+            server,
+            node_name,
+            cleanup,
+        } => run_overlay(&node, kubeconfig, server.as_deref(), node_name, *cleanup).await?,
         NetworkCommand::Cleanup => {
             network::pod::remove_all(&node.lease_dir).await?;
             network::overlay::remove_all(&Netlink::current()?).await?;
             network::nft::delete_table()?;
         }
+    }
+    Ok(())
+}
+
+async fn kube_client(kubeconfig: &std::path::Path, server: Option<&str>) -> anyhow::Result<kube::Client> {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("cannot read the kubeconfig {}", kubeconfig.display()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("the kubeconfig {} is not usable", kubeconfig.display()))?;
+    if let Some(server) = server {
+        config.cluster_url = server
+            .parse()
+            .with_context(|| format!("--server {server:?} is not a URL"))?;
+    }
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn run_overlay(
+    node: &Node,
+    kubeconfig: &std::path::Path,
+    server: Option<&str>,
+    name: &str,
+    cleanup: bool,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let client = kube_client(kubeconfig, server).await?;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    let work = async {
+        let pod_cidr = network::flannel::wait_for_pod_cidr(&nodes, name).await?;
+        if !node.networks.cluster_cidr.contains(&pod_cidr) {
+            bail!(
+                "Node {name}'s spec.podCIDR {pod_cidr} is not inside --cluster-cidr {}",
+                node.networks.cluster_cidr
+            );
+        }
+        let overlay = node.overlay(pod_cidr).await?;
+        node.pods(pod_cidr, overlay.pod_mtu()).await?;
+        network::flannel::publish(&nodes, name, &overlay).await?;
+        tracing::info!(node = name, %pod_cidr, backend = overlay.backend().name(), "node network ready");
+        network::flannel::follow_nodes(nodes.clone(), &overlay).await?;
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        result = work => result?,
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    if cleanup {
+        network::pod::remove_all(&node.lease_dir).await?;
+        network::overlay::remove_all(&Netlink::current()?).await?;
+        network::nft::delete_table()?;
+        tracing::info!("node network removed");
     }
     Ok(())
 }

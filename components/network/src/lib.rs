@@ -3,6 +3,7 @@
 //! namespace, so a test (or a node) is a namespace of its own.
 
 pub mod config;
+pub mod flannel;
 pub mod ipam;
 pub mod netlink;
 pub mod nft;
@@ -24,6 +25,8 @@ pub enum NetworkError {
     Netlink { what: String, source: rtnetlink::Error },
     #[error("{0} is missing")]
     Missing(String),
+    #[error("{what}: {source}")]
+    Kube { what: String, source: kube::Error },
     #[error("nft: {0}")]
     Nft(String),
 }
