@@ -11,7 +11,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the tests need: protoc builds etcd-client (the store benchmark's etcd peer and,
 # later, the external datastore); a real OCI registry (docker-registry, with htpasswd for its basic auth), and
-# skopeo, umoci and busybox-static to build and push test images; libseccomp-dev for the container runtime.
+# skopeo, umoci and busybox-static to build and push test images; libseccomp-dev for the container runtime;
+# iproute2 and nftables for the pod network.
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
@@ -21,6 +22,10 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
 [ -x /bin/busybox ] || need+=(busybox-static)
 [ -e /usr/include/seccomp.h ] || need+=(libseccomp-dev)
+# The pod network's tests: ip/bridge (iproute2), nft (nftables), nsenter (util-linux).
+command -v ip >/dev/null 2>&1 && command -v bridge >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq
