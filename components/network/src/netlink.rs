@@ -178,6 +178,16 @@ impl Netlink {
 
     /// The IPv4 networks of every interface, as (interface, network).
     pub async fn ipv4_networks(&self) -> Result<Vec<(String, ipnet::Ipv4Net)>, NetworkError> {
+        Ok(self
+            .ipv4_addresses()
+            .await?
+            .into_iter()
+            .map(|(name, address)| (name, address.trunc()))
+            .collect())
+    }
+
+    /// The IPv4 addresses of every interface with their prefix, as (interface, address/prefix).
+    pub async fn ipv4_addresses(&self) -> Result<Vec<(String, ipnet::Ipv4Net)>, NetworkError> {
         use netlink_packet_route::address::{AddressAttribute, AddressMessage};
         let links = self.links().await?;
         let name_of = |index: u32| {
@@ -187,7 +197,7 @@ impl Netlink {
                 .and_then(link_name)
                 .unwrap_or_default()
         };
-        let addresses: Vec<AddressMessage> = self
+        let messages: Vec<AddressMessage> = self
             .handle
             .address()
             .get()
@@ -195,17 +205,17 @@ impl Netlink {
             .try_collect()
             .await
             .map_err(nl("listing addresses"))?;
-        let mut networks = Vec::new();
-        for a in addresses {
+        let mut addresses = Vec::new();
+        for a in messages {
             for attr in &a.attributes {
                 if let AddressAttribute::Address(IpAddr::V4(ip)) = attr
-                    && let Ok(net) = ipnet::Ipv4Net::new(*ip, a.header.prefix_len)
+                    && let Ok(address) = ipnet::Ipv4Net::new(*ip, a.header.prefix_len)
                 {
-                    networks.push((name_of(a.header.index), net.trunc()));
+                    addresses.push((name_of(a.header.index), address));
                 }
             }
         }
-        Ok(networks)
+        Ok(addresses)
     }
 
     /// Adds or replaces a route.

@@ -146,35 +146,11 @@ pub async fn uplink(host: &Netlink, node_ip: Option<Ipv4Addr>) -> Result<Uplink,
 }
 
 async fn host_addresses(host: &Netlink) -> Result<Vec<(String, Ipv4Addr)>, NetworkError> {
-    use netlink_packet_route::address::AddressAttribute;
-    let links = host.links().await?;
-    let messages: Vec<netlink_packet_route::address::AddressMessage> = host
-        .handle
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| NetworkError::Netlink {
-            what: "listing addresses".into(),
-            source,
-        })?;
-    Ok(messages
+    Ok(host
+        .ipv4_addresses()
+        .await?
         .into_iter()
-        .flat_map(|m| {
-            let name = links
-                .iter()
-                .find(|l| l.header.index == m.header.index)
-                .and_then(netlink::link_name)
-                .unwrap_or_default();
-            m.attributes
-                .into_iter()
-                .filter_map(move |a| match a {
-                    AddressAttribute::Address(IpAddr::V4(ip)) => Some((name.clone(), ip)),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-        })
+        .map(|(name, address)| (name, address.addr()))
         .collect())
 }
 

@@ -66,17 +66,25 @@ fn temporary_peer_name(id: &str) -> String {
     format!("bpeer{}", &hex::encode(digest)[..8])
 }
 
+/// The pod network's chains in bonsai's table, declared (created if missing, left as they are otherwise).
+fn chain_declarations() -> String {
+    format!(
+        "table ip {t} {{
+  chain pod-postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
+  chain pod-forward {{ type filter hook forward priority filter; policy accept; }}
+}}
+",
+        t = nft::TABLE
+    )
+}
+
 /// The NAT and filter rules of the pod network (flannel's): pod-to-pod traffic keeps its addresses, traffic
 /// from pods to anywhere else is masqueraded, and traffic from outside to pods of other nodes too, so replies
 /// come back the way they went.
 pub fn nat_script(cluster: Ipv4Net, pod_cidr: Ipv4Net) -> String {
     let t = nft::TABLE;
     format!(
-        "table ip {t} {{
-  chain pod-postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
-  chain pod-forward {{ type filter hook forward priority filter; policy accept; }}
-}}
-flush chain ip {t} pod-postrouting
+        "{declarations}flush chain ip {t} pod-postrouting
 flush chain ip {t} pod-forward
 add rule ip {t} pod-postrouting ip saddr {cluster} ip daddr {cluster} return
 add rule ip {t} pod-postrouting ip saddr {cluster} ip daddr != 224.0.0.0/4 masquerade fully-random
@@ -84,7 +92,8 @@ add rule ip {t} pod-postrouting ip saddr != {cluster} ip daddr {pod_cidr} return
 add rule ip {t} pod-postrouting ip saddr != {cluster} ip daddr {cluster} masquerade fully-random
 add rule ip {t} pod-forward ip saddr {cluster} accept
 add rule ip {t} pod-forward ip daddr {cluster} accept
-"
+",
+        declarations = chain_declarations()
     )
 }
 
@@ -93,13 +102,8 @@ add rule ip {t} pod-forward ip daddr {cluster} accept
 fn remove_nat_script() -> String {
     let t = nft::TABLE;
     format!(
-        "table ip {t} {{
-  chain pod-postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
-  chain pod-forward {{ type filter hook forward priority filter; policy accept; }}
-}}
-delete chain ip {t} pod-postrouting
-delete chain ip {t} pod-forward
-"
+        "{declarations}delete chain ip {t} pod-postrouting\ndelete chain ip {t} pod-forward\n",
+        declarations = chain_declarations()
     )
 }
 
