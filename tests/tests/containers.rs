@@ -342,17 +342,27 @@ fn run_output_exit_codes_limits_and_cleanup() {
     assert!(bad.contains("invalid container id"), "{bad}");
 }
 
-#[test]
-fn exec_runs_in_the_container_and_passes_on_stdin_and_the_exit_code() {
-    use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let netns = NetNs::new();
-    let data = with_image(dir.path(), &netns);
-    let _cleanup = Cleanup(data.clone());
-    ok(bonsai(
-        &netns,
-        &data,
-        &[
+/// A detached container `svc` sleeping for five minutes, in a namespace and data directory of its own; removed
+/// (with whatever else the test ran) on drop.
+struct Sleeper {
+    _cleanup: Cleanup,
+    netns: NetNs,
+    data: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sleeper {
+    fn start() -> Sleeper {
+        let dir = tempfile::tempdir().unwrap();
+        let netns = NetNs::new();
+        let data = with_image(dir.path(), &netns);
+        let sleeper = Sleeper {
+            _cleanup: Cleanup(data.clone()),
+            netns,
+            data,
+            _dir: dir,
+        };
+        let args = [
             "containers",
             "run",
             "--name",
@@ -362,11 +372,20 @@ fn exec_runs_in_the_container_and_passes_on_stdin_and_the_exit_code() {
             "--",
             "/bin/sleep",
             "300",
-        ],
-    ));
+        ];
+        ok(bonsai(&sleeper.netns, &sleeper.data, &args));
+        sleeper
+    }
+}
+
+#[test]
+fn exec_runs_in_the_container_and_passes_on_stdin_and_the_exit_code() {
+    use std::io::Write;
+    let sleeper = Sleeper::start();
+    let (netns, data) = (&sleeper.netns, &sleeper.data);
     let out = bonsai(
-        &netns,
-        &data,
+        netns,
+        data,
         &[
             "exec",
             "-e",
@@ -389,9 +408,9 @@ fn exec_runs_in_the_container_and_passes_on_stdin_and_the_exit_code() {
         "no noise: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut cat = bonsai_command(&netns, &data)
+    let mut cat = bonsai_command(netns, data)
         .args(["exec", "-d"])
-        .arg(&data)
+        .arg(data)
         .args(["svc", "--", "/bin/cat"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -402,17 +421,17 @@ fn exec_runs_in_the_container_and_passes_on_stdin_and_the_exit_code() {
         String::from_utf8(cat.wait_with_output().unwrap().stdout).unwrap(),
         "through stdin\n"
     );
-    let stopped = fails(bonsai(&netns, &data, &["exec", "nope", "--", "/bin/true"]));
+    let stopped = fails(bonsai(netns, data, &["exec", "nope", "--", "/bin/true"]));
     assert!(stopped.contains("no container nope"), "{stopped}");
     ok(bonsai(
-        &netns,
-        &data,
+        netns,
+        data,
         &["containers", "stop", "svc", "--grace-seconds", "0"],
     ));
-    let not_running = fails(bonsai(&netns, &data, &["exec", "svc", "--", "/bin/true"]));
+    let not_running = fails(bonsai(netns, data, &["exec", "svc", "--", "/bin/true"]));
     assert!(not_running.contains("not running"), "{not_running}");
-    ok(bonsai(&netns, &data, &["containers", "rm", "svc"]));
-    assert_eq!(mounted_under(&data), Vec::<String>::new());
+    ok(bonsai(netns, data, &["containers", "rm", "svc"]));
+    assert_eq!(mounted_under(data), Vec::<String>::new());
 }
 
 #[test]
@@ -596,33 +615,16 @@ fn pty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
 #[test]
 fn exec_with_a_terminal_starts_at_its_size_and_follows_resizes() {
     use std::io::Read;
-    let dir = tempfile::tempdir().unwrap();
-    let netns = NetNs::new();
-    let data = with_image(dir.path(), &netns);
-    let _cleanup = Cleanup(data.clone());
-    ok(bonsai(
-        &netns,
-        &data,
-        &[
-            "containers",
-            "run",
-            "--name",
-            "svc",
-            "--detach",
-            IMAGE,
-            "--",
-            "/bin/sleep",
-            "300",
-        ],
-    ));
+    let sleeper = Sleeper::start();
+    let (netns, data) = (&sleeper.netns, &sleeper.data);
     let (mut master, slave) = pty(24, 80);
     // The command waits (up to 10 s) for the size the test sets next, then reports it.
     let script = "tty; stty size; i=0; \
                   while [ \"$(stty size)\" != '40 100' ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
                   stty size; exit 5";
-    let mut child = bonsai_command(&netns, &data)
+    let mut child = bonsai_command(netns, data)
         .args(["exec", "-d"])
-        .arg(&data)
+        .arg(data)
         .args(["-t", "svc", "--", "/bin/sh", "-c", script])
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())

@@ -35,10 +35,10 @@ impl Node {
 
     async fn overlay(&self, pod_cidr: ipnet::Ipv4Net) -> anyhow::Result<Overlay> {
         let host = Netlink::current()?;
-        let networks = host.ipv4_networks().await?;
-        self.networks.check_host(&networks)?;
-        let uplink = uplink(&host, self.node_ip).await?;
-        Ok(Overlay::start(self.backend, pod_cidr, uplink).await?)
+        let addresses = host.ipv4_addresses().await?;
+        self.networks.check_host(&addresses)?;
+        let uplink = uplink(&host, &addresses, self.node_ip).await?;
+        Ok(Overlay::start(host, self.backend, pod_cidr, uplink).await?)
     }
 
     async fn pods(&self, pod_cidr: ipnet::Ipv4Net, mtu: u32) -> anyhow::Result<PodNetwork> {

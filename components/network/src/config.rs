@@ -87,7 +87,7 @@ impl ClusterNetworks {
     }
 
     /// Refuses a plan whose pod or service network overlaps a network the host is already on (a route to
-    /// it would hijack the host's own traffic). `host` lists (interface, network) pairs.
+    /// it would hijack the host's own traffic). `host` lists (interface, address/prefix) pairs.
     pub fn check_host(&self, host: &[(String, Ipv4Net)]) -> Result<(), CidrError> {
         for (flag, cidr) in [
             ("--cluster-cidr", self.cluster_cidr),
@@ -98,12 +98,12 @@ impl ClusterNetworks {
                 !net.addr().is_loopback()
                     && name != crate::pod::BRIDGE
                     && name != crate::overlay::VXLAN_DEVICE
-                    && overlaps(cidr, *net)
+                    && overlaps(cidr, net.trunc())
             }) {
                 return Err(CidrError::OverlapsHost {
                     flag,
                     cidr,
-                    host: *host,
+                    host: host.trunc(),
                     interface: interface.clone(),
                 });
             }

@@ -176,16 +176,6 @@ impl Netlink {
         }
     }
 
-    /// The IPv4 networks of every interface, as (interface, network).
-    pub async fn ipv4_networks(&self) -> Result<Vec<(String, ipnet::Ipv4Net)>, NetworkError> {
-        Ok(self
-            .ipv4_addresses()
-            .await?
-            .into_iter()
-            .map(|(name, address)| (name, address.trunc()))
-            .collect())
-    }
-
     /// The IPv4 addresses of every interface with their prefix, as (interface, address/prefix).
     pub async fn ipv4_addresses(&self) -> Result<Vec<(String, ipnet::Ipv4Net)>, NetworkError> {
         use netlink_packet_route::address::{AddressAttribute, AddressMessage};

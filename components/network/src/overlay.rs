@@ -88,15 +88,19 @@ pub struct Uplink {
 }
 
 /// The node's uplink: the interface holding `node_ip` when given, else the one of the default route.
-pub async fn uplink(host: &Netlink, node_ip: Option<Ipv4Addr>) -> Result<Uplink, NetworkError> {
+/// `addresses` are the host's, as `Netlink::ipv4_addresses` lists them.
+pub async fn uplink(
+    host: &Netlink,
+    addresses: &[(String, Ipv4Net)],
+    node_ip: Option<Ipv4Addr>,
+) -> Result<Uplink, NetworkError> {
     let links = host.links().await?;
     let (name, ip) = match node_ip {
         Some(ip) => {
-            let addresses = host_addresses(host).await?;
             let name = addresses
-                .into_iter()
-                .find(|(_, a)| *a == ip)
-                .map(|(name, _)| name)
+                .iter()
+                .find(|(_, a)| a.addr() == ip)
+                .map(|(name, _)| name.clone())
                 .ok_or_else(|| {
                     NetworkError::Config(format!("--node-ip {ip} is not an address of this host"))
                 })?;
@@ -124,11 +128,10 @@ pub async fn uplink(host: &Netlink, node_ip: Option<Ipv4Addr>) -> Result<Uplink,
                 .find(|l| l.header.index == default)
                 .and_then(netlink::link_name)
                 .unwrap_or_default();
-            let addresses = host_addresses(host).await?;
             let ip = addresses
-                .into_iter()
+                .iter()
                 .find(|(n, _)| *n == name)
-                .map(|(_, ip)| ip)
+                .map(|(_, a)| a.addr())
                 .ok_or_else(|| NetworkError::Config(format!("{name} has no IPv4 address")))?;
             (name, ip)
         }
@@ -143,15 +146,6 @@ pub async fn uplink(host: &Netlink, node_ip: Option<Ipv4Addr>) -> Result<Uplink,
         name,
         ip,
     })
-}
-
-async fn host_addresses(host: &Netlink) -> Result<Vec<(String, Ipv4Addr)>, NetworkError> {
-    Ok(host
-        .ipv4_addresses()
-        .await?
-        .into_iter()
-        .map(|(name, address)| (name, address.addr()))
-        .collect())
 }
 
 /// Another node, as this node needs it.
@@ -251,8 +245,13 @@ pub struct Overlay {
 
 impl Overlay {
     /// Creates (or finds) the VXLAN device for this node's pod subnet.
-    pub async fn start(backend: Backend, pod_cidr: Ipv4Net, uplink: Uplink) -> Result<Self, NetworkError> {
-        let host = Netlink::current()?;
+    /// `host` is a netlink connection in the node's namespace.
+    pub async fn start(
+        host: Netlink,
+        backend: Backend,
+        pod_cidr: Ipv4Net,
+        uplink: Uplink,
+    ) -> Result<Self, NetworkError> {
         let mut overlay = Self {
             backend,
             pod_cidr,
