@@ -337,6 +337,14 @@ pub struct ServerArgs {
     #[arg(long, env = "BONSAI_SERVICE_CIDR", default_value = "10.43.0.0/16")]
     pub service_cidr: String,
 
+    /// Port range for NodePort services (inclusive).
+    #[arg(long, env = "BONSAI_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767")]
+    pub service_node_port_range: String,
+
+    /// Network CIDR for pod IPs; each node gets a /24 of it as its Node's spec.podCIDR.
+    #[arg(long, env = "BONSAI_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+
     /// Cluster domain.
     #[arg(long, env = "BONSAI_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,

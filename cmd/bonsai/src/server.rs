@@ -9,6 +9,7 @@ use anyhow::Context;
 use apiserver::authn::Authenticator;
 use apiserver::authz::AllowAuthenticated;
 use apiserver::pki::Pki;
+use apiserver::resources::services::{IpRange, PortRange, ServiceRanges};
 use apiserver::{ApiServerConfig, AppState, KubernetesVersion};
 use embedded_store::{CompactionPolicy, EmbeddedStore, StoreOptions};
 use tokio::signal::unix::{SignalKind, signal};
@@ -46,8 +47,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
 
-    let service_ip = apiserver::identity::first_ip(&args.service_cidr)
-        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    let service_ranges = ServiceRanges {
+        cluster_ips: IpRange::parse(&args.service_cidr)
+            .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?,
+        node_ports: PortRange::parse(&args.service_node_port_range)
+            .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?,
+    };
+    let service_ip = service_ranges.cluster_ips.first();
     let authenticator = match &args.token_auth_file {
         Some(path) => Authenticator::new().with_token_file(path)?,
         None => Authenticator::new(),
@@ -96,6 +102,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     apiserver::resources::ensure_default_namespaces(&*store)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.status()["message"]))?;
+    apiserver::resources::ensure_service_ranges(&*store, service_ranges)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot record the service ranges: {}", e.status()["message"]))?;
     apiserver::resources::ensure_kubernetes_service(&*store, service_ip, advertise, args.https_listen_port)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the kubernetes service: {}", e.status()["message"]))?;

@@ -68,6 +68,10 @@ pub fn key_element(element: &Value, keys: &[&str]) -> Option<String> {
     for key in keys {
         if let Some(v) = element.get(*key) {
             map.insert((*key).to_string(), v.clone());
+        } else if *key == "protocol" && !map.is_empty() {
+            // A key field left out takes its OpenAPI default, as structured-merge-diff does; `protocol` (of
+            // container, service and endpoint ports) is the only defaulted key field of the built-in types.
+            map.insert("protocol".into(), Value::String("TCP".into()));
         }
     }
     if map.is_empty() {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::errors::ApiError;
 use super::handlers::{Target, create_object, get, replace};
-use super::registry;
+use super::{registry, services};
 
 fn target(
     group: &str,
@@ -78,6 +78,16 @@ pub async fn ensure_default_namespaces(store: &dyn Store) -> Result<(), ApiError
         .await?;
     }
     Ok(())
+}
+
+/// Records the service IP and node port ranges in the cluster state and makes the reservations match the
+/// stored Services (before any Service is written).
+pub async fn ensure_service_ranges(
+    store: &dyn Store,
+    ranges: services::ServiceRanges,
+) -> Result<(), ApiError> {
+    services::store_ranges(store, ranges).await?;
+    services::repair_reservations(store).await
 }
 
 /// `default/kubernetes`: the Service at the first service IP, and its endpoints at `address`.

@@ -15,7 +15,7 @@ use super::objects::{self, meta_str, remove_meta, set_meta};
 use super::registry::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCaches;
-use super::{discovery, tables, validation, watch};
+use super::{discovery, services, tables, validation, watch};
 use crate::patch::managed::{self, Manager};
 
 /// The most a request body may hold, as kube-apiserver allows.
@@ -462,6 +462,9 @@ pub async fn create_object(
         remove_meta(&mut object, "managedFields");
         managed::record_update(&definition_of(t), None, &mut object, manager);
     }
+    if services::is_service(t.resource) {
+        return create_service(store, t, name, object, dry).await;
+    }
     validate(t, &name, &object)?;
     if dry {
         return Ok(object);
@@ -479,6 +482,65 @@ pub async fn create_object(
             name,
         }),
     }
+}
+
+fn service_invalid(t: &Target, name: &str, causes: Vec<FieldError>) -> Result<(), ApiError> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid {
+        resource: t.resource,
+        name: name.to_string(),
+        causes,
+    })
+}
+
+/// A Service is created together with the cluster IP and node ports it holds, in one transaction.
+async fn create_service(
+    store: &dyn Store,
+    t: &Target,
+    name: String,
+    mut object: Value,
+    dry: bool,
+) -> Result<Value, ApiError> {
+    services::apply_defaults(&mut object, None);
+    service_invalid(t, &name, services::validate(&object, None))?;
+    let requested = object;
+    for _ in 0..services::ALLOCATION_ATTEMPTS {
+        let mut object = requested.clone();
+        let held = services::allocate(store, t.resource, &name, &mut object, None).await?;
+        validate(t, &name, &object)?;
+        if dry {
+            return Ok(object);
+        }
+        let owner = services::owner_value(t.namespace.as_deref().unwrap_or(""), &name);
+        let value = Bytes::from(objects::encode(&object));
+        match services::commit(
+            store,
+            Bytes::from(key_of(t, &name)),
+            None,
+            Some(value),
+            &Default::default(),
+            &held,
+            owner,
+        )
+        .await?
+        {
+            services::Commit::Written(revision) => return Ok(at_revision(object, revision)),
+            services::Commit::ReservationTaken => continue,
+            services::Commit::Deleted | services::Commit::ObjectChanged(_) => {
+                return Err(ApiError::AlreadyExists {
+                    resource: t.resource,
+                    name,
+                });
+            }
+        }
+    }
+    Err(ApiError::Conflict {
+        resource: t.resource,
+        name,
+        message: "the service's addresses were taken while it was being created; please try again".into(),
+    })
 }
 
 async fn create(
@@ -651,19 +713,15 @@ pub(super) async fn replace(
     {
         set_meta(&mut new, "managedFields", fields.clone());
     }
+    if services::is_service(t.resource) {
+        return replace_service(store, t, name, current, current_rev, new, dry, status_only).await;
+    }
     validate(t, &name, &new)?;
     if dry {
         return Ok(new);
     }
     let key = Bytes::from(key_of(t, &name));
-    let finalizers_left = new
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
-    if new.pointer("/metadata/deletionTimestamp").is_some()
-        && !finalizers_left
-        && t.resource.kind != "Namespace"
-    {
+    if being_finalized(t, &new) {
         return match store.delete(key, Some(current_rev)).await? {
             DeleteOutcome::Deleted { .. } | DeleteOutcome::NotFound => Ok(new),
             DeleteOutcome::Conflict { .. } => Err(conflict(t, &name)),
@@ -680,6 +738,69 @@ pub(super) async fn replace(
         }),
         WriteOutcome::Conflict { .. } => Err(conflict(t, &name)),
     }
+}
+
+/// True when an update leaves an object marked for deletion with no finalizers left: it is deleted then.
+fn being_finalized(t: &Target, object: &Value) -> bool {
+    let finalizers_left = object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    object.pointer("/metadata/deletionTimestamp").is_some()
+        && !finalizers_left
+        && t.resource.kind != "Namespace"
+}
+
+/// `replace` for a Service: its cluster IP and node ports change (are taken or freed) in the same transaction.
+#[allow(clippy::too_many_arguments)] // replace's arguments, and whether only the status changes
+async fn replace_service(
+    store: &dyn Store,
+    t: &Target,
+    name: String,
+    current: Value,
+    current_rev: i64,
+    new: Value,
+    dry: bool,
+    status_only: bool,
+) -> Result<Value, ApiError> {
+    let requested = new;
+    let before = services::reservations(&current);
+    for _ in 0..services::ALLOCATION_ATTEMPTS {
+        let mut new = requested.clone();
+        let after = if status_only {
+            before.clone()
+        } else {
+            services::apply_defaults(&mut new, Some(&current));
+            service_invalid(t, &name, services::validate(&new, Some(&current)))?;
+            services::allocate(store, t.resource, &name, &mut new, Some(&current)).await?
+        };
+        validate(t, &name, &new)?;
+        if dry {
+            return Ok(new);
+        }
+        let key = Bytes::from(key_of(t, &name));
+        let owner = services::owner_value(t.namespace.as_deref().unwrap_or(""), &name);
+        let finalized = being_finalized(t, &new);
+        let (value, after) = if finalized {
+            (None, Default::default())
+        } else {
+            (Some(Bytes::from(objects::encode(&new))), after)
+        };
+        match services::commit(store, key, Some(current_rev), value, &before, &after, owner).await? {
+            services::Commit::Written(revision) => return Ok(at_revision(new, revision)),
+            services::Commit::Deleted => return Ok(new),
+            services::Commit::ReservationTaken => continue,
+            services::Commit::ObjectChanged(None) if finalized => return Ok(new),
+            services::Commit::ObjectChanged(None) => {
+                return Err(ApiError::NotFound {
+                    resource: t.resource,
+                    name,
+                });
+            }
+            services::Commit::ObjectChanged(Some(_)) => return Err(conflict(t, &name)),
+        }
+    }
+    Err(conflict(t, &name))
 }
 
 fn conflict(t: &Target, name: &str) -> ApiError {
@@ -1119,6 +1240,21 @@ async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Res
     }
     if dry {
         return Ok(ok(StatusCode::OK, &current));
+    }
+    if services::is_service(t.resource) {
+        let owner = services::owner_value(t.namespace.as_deref().unwrap_or(""), &name);
+        let held = services::reservations(&current);
+        let key = Bytes::from(key_of(t, &name));
+        return match services::commit(store, key, Some(rev), None, &held, &Default::default(), owner).await? {
+            services::Commit::Deleted | services::Commit::Written(_) => Ok(ok(StatusCode::OK, &current)),
+            services::Commit::ObjectChanged(None) => Err(ApiError::NotFound {
+                resource: t.resource,
+                name,
+            }),
+            services::Commit::ObjectChanged(Some(_)) | services::Commit::ReservationTaken => {
+                Err(conflict(t, &name))
+            }
+        };
     }
     match store.delete(Bytes::from(key_of(t, &name)), Some(rev)).await? {
         DeleteOutcome::Deleted { .. } => Ok(ok(StatusCode::OK, &current)),

@@ -7,12 +7,13 @@ mod handlers;
 mod objects;
 pub mod registry;
 mod selectors;
+pub mod services;
 mod tables;
 mod validation;
 mod watch;
 mod watch_cache;
 
-pub use bootstrap::{ensure_default_namespaces, ensure_kubernetes_service};
+pub use bootstrap::{ensure_default_namespaces, ensure_kubernetes_service, ensure_service_ranges};
 pub use errors::ApiError;
 pub use handlers::dispatch;
 pub use objects::now_rfc3339;
