@@ -495,3 +495,306 @@ fn nodes_find_each_other_through_their_node_objects() {
         assert!(!tables.contains("bonsai"), "{tables}");
     }
 }
+
+/// A TCP server in `ns` on `port`, answering each connection with its name and the source address it saw, until
+/// dropped.
+struct Backend {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start(ns: &NetNs, port: u16, name: &'static str) -> Backend {
+        use std::sync::atomic::Ordering;
+        let listener = in_ns(ns, move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, peer)) => {
+                        let _ = stream.write_all(format!("{name} {}", peer.ip()).as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Backend {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Connects from `from` to `addr:port` and returns the answer (`name source`), or why no connection was made.
+fn ask(from: &NetNs, addr: Ipv4Addr, port: u16) -> Result<String, std::io::ErrorKind> {
+    in_ns(from, move || {
+        let target = SocketAddr::from((addr, port));
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(1)).map_err(|e| e.kind())?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).map_err(|e| e.kind())?;
+        Ok(answer)
+    })
+}
+
+/// The backends that answered `times` connections (names only), or the first failure.
+fn answering(
+    from: &NetNs,
+    addr: Ipv4Addr,
+    port: u16,
+    times: usize,
+) -> Result<std::collections::BTreeSet<String>, std::io::ErrorKind> {
+    (0..times)
+        .map(|_| ask(from, addr, port).map(|a| a.split(' ').next().unwrap_or_default().to_string()))
+        .collect()
+}
+
+fn apply(server: &bonsai_e2e::Server, manifest: &str) {
+    let mut child = server
+        .kubectl_command(33)
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    ok(child.wait_with_output().unwrap());
+}
+
+fn endpoint_slice(ips: &[Ipv4Addr]) -> String {
+    let endpoints: Vec<String> = ips
+        .iter()
+        .map(|ip| format!(r#"{{"addresses": ["{ip}"], "nodeName": "n1", "conditions": {{"ready": true}}}}"#))
+        .collect();
+    format!(
+        r#"{{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {{"name": "web-1", "namespace": "default", "labels": {{"kubernetes.io/service-name": "web"}}}},
+            "addressType": "IPv4", "ports": [{{"name": "", "port": 8080, "protocol": "TCP"}}],
+            "endpoints": [{}]}}"#,
+        endpoints.join(",")
+    )
+}
+
+#[test]
+fn services_balance_over_their_endpoints_and_follow_endpoint_slices() {
+    use bonsai_e2e::{Running, Server};
+    let server = Server::start(&[]);
+    let node = &server.netns;
+    let upstream = NetNs::new();
+    let (b1, b2, client) = (NetNs::new(), NetNs::new(), NetNs::new());
+    link(node, "192.168.205.1", &upstream, "192.168.205.2");
+    // Like a real node, it has a default route (service addresses are routed nowhere else).
+    ip(node, &["route", "add", "default", "via", "192.168.205.2"]);
+
+    // The Node gets its pod subnet from the server's node IPAM, and its address is what ServiceLB hands out.
+    apply(
+        &server,
+        r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}"#,
+    );
+    wait_until("node IPAM to give n1 a pod subnet", || {
+        ok(server.kubectl(33, &["get", "node", "n1", "-o", "jsonpath={.spec.podCIDR}"])) == "10.42.0.0/24"
+    });
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "node",
+            "n1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status": {"addresses": [{"type": "InternalIP", "address": "192.168.205.1"}]}}"#,
+        ],
+    ));
+    let data = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig.display().to_string();
+    let args = [
+        "network",
+        "-d",
+        &data.path().display().to_string(),
+        "--node-ip",
+        "192.168.205.1",
+        "run",
+        "--kubeconfig",
+        &kubeconfig,
+        "--node-name",
+        "n1",
+        "--cleanup",
+    ];
+    let mut daemon = Running::start_with(node.net_command(bonsai_bin()), &args);
+    daemon.wait_for_log("node network ready", Duration::from_secs(30));
+    let flags = ["--pod-cidr", "10.42.0.0/24", "--node-ip", "192.168.205.1"];
+    let add = |id: &str, ns: &NetNs| {
+        pod_ip(&json(network(
+            node,
+            data.path(),
+            &[&flags[..], &["add", id, &netns_path(ns)]].concat(),
+        )))
+    };
+    let (ip1, ip2, _client_ip) = (add("b1", &b1), add("b2", &b2), add("client", &client));
+    let _backends = (Backend::start(&b1, 8080, "b1"), Backend::start(&b2, 8080, "b2"));
+
+    apply(
+        &server,
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]}}"#,
+    );
+    apply(&server, &endpoint_slice(&[ip1, ip2]));
+    let cluster_ip: Ipv4Addr =
+        ok(server.kubectl(33, &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]))
+            .parse()
+            .unwrap();
+    assert!(cluster_ip.octets()[..2] == [10, 43], "{cluster_ip}");
+
+    // A ClusterIP from a pod and a NodePort from outside both spread over the two backends.
+    let both: std::collections::BTreeSet<String> = ["b1", "b2"].map(String::from).into();
+    wait_until("the ClusterIP to answer", || ask(&client, cluster_ip, 80).is_ok());
+    assert_eq!(answering(&client, cluster_ip, 80, 40), Ok(both.clone()));
+    assert_eq!(
+        answering(&upstream, "192.168.205.1".parse().unwrap(), 30080, 40),
+        Ok(both)
+    );
+    let answer = ask(&upstream, "192.168.205.1".parse().unwrap(), 30080).unwrap();
+    assert!(
+        answer.ends_with(" 10.42.0.1"),
+        "outside traffic is masqueraded with externalTrafficPolicy Cluster: {answer}"
+    );
+
+    // A backend taken out of the EndpointSlice stops getting traffic.
+    apply(&server, &endpoint_slice(&[ip1]));
+    wait_until("b2 to stop getting traffic", || {
+        answering(&client, cluster_ip, 80, 20).is_ok_and(|b| b.len() == 1)
+    });
+    assert_eq!(
+        answering(&client, cluster_ip, 80, 30),
+        Ok(["b1".to_string()].into())
+    );
+
+    // With no endpoints, connections are refused at once rather than left to time out.
+    apply(&server, &endpoint_slice(&[]));
+    wait_until("the service to refuse connections", || {
+        ask(&client, cluster_ip, 80) == Err(std::io::ErrorKind::ConnectionRefused)
+    });
+
+    // ClientIP affinity: one client, one backend.
+    apply(&server, &endpoint_slice(&[ip1, ip2]));
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "-p",
+            r#"{"spec": {"sessionAffinity": "ClientIP"}}"#,
+        ],
+    ));
+    wait_until("affinity to hold", || {
+        answering(&client, cluster_ip, 80, 20).is_ok_and(|b| b.len() == 1)
+    });
+    assert_eq!(answering(&client, cluster_ip, 80, 30).map(|b| b.len()), Ok(1));
+
+    // externalTrafficPolicy Local keeps the client's address.
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "-p",
+            r#"{"spec": {"externalTrafficPolicy": "Local", "sessionAffinity": "None"}}"#,
+        ],
+    ));
+    wait_until("the node port to keep source addresses", || {
+        ask(&upstream, "192.168.205.1".parse().unwrap(), 30080).is_ok_and(|a| a.ends_with(" 192.168.205.2"))
+    });
+
+    // A LoadBalancer gets the node's address from ServiceLB, and its port answers there.
+    apply(
+        &server,
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 8081, "targetPort": 8080}]}}"#,
+    );
+    apply(
+        &server,
+        &endpoint_slice(&[ip1, ip2])
+            .replace("web-1", "lb-1")
+            .replace("service-name\": \"web", "service-name\": \"lb"),
+    );
+    wait_until("ServiceLB to give lb the node's address", || {
+        ok(server.kubectl(
+            33,
+            &[
+                "get",
+                "svc",
+                "lb",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ],
+        )) == "192.168.205.1"
+    });
+    wait_until("the load balancer's port to answer", || {
+        ask(&upstream, "192.168.205.1".parse().unwrap(), 8081).is_ok()
+    });
+
+    // Addresses and ports that are taken, or outside their range, are refused by the API with a 422.
+    let manifest = |ip: &str, node_port: u32| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "clash"}},
+                "spec": {{"type": "NodePort", "clusterIP": "{ip}", "ports": [{{"port": 1, "nodePort": {node_port}}}]}}}}"#
+        )
+    };
+    for (ip, port, message) in [
+        (cluster_ip.to_string(), 30081, "provided IP is already allocated"),
+        (
+            "10.99.0.1".to_string(),
+            30081,
+            "The range of valid IPs is 10.43.0.0/16",
+        ),
+        ("".to_string(), 30080, "provided port is already allocated"),
+        ("".to_string(), 40000, "The range of valid ports is 30000-32767"),
+    ] {
+        let mut child = server
+            .kubectl_command(27)
+            .args(["create", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest(&ip, port).as_bytes())
+            .unwrap();
+        let error = fails(child.wait_with_output().unwrap());
+        assert!(error.contains("is invalid") && error.contains(message), "{error}");
+    }
+
+    // Deleted, the service stops answering; stopped with --cleanup, the proxy's rules are gone.
+    ok(server.kubectl(33, &["delete", "svc", "web"]));
+    wait_until("the deleted service to stop answering", || {
+        ask(&client, cluster_ip, 80).is_err()
+    });
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success());
+    let tables = ok(node.net_command("nft").args(["list", "tables"]).output().unwrap());
+    assert!(!tables.contains("bonsai"), "{tables}");
+}

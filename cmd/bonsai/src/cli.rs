@@ -269,8 +269,9 @@ pub enum NetworkCommand {
     },
     /// Remove the node's pod network: every sandbox's interface and lease, cni0, flannel.1, bonsai's nft table.
     Cleanup,
-    /// Run the node's overlay against the cluster: publish this node's flannel annotations on its Node and
-    /// keep routes to every other node in step with theirs, until stopped (SIGTERM or Ctrl-C).
+    /// Run the node's network against the cluster: publish this node's flannel annotations on its Node, keep
+    /// routes to every other node in step with theirs, and proxy Services (ClusterIP, NodePort, LoadBalancer)
+    /// to their endpoints, until stopped (SIGTERM or Ctrl-C).
     Run {
         /// Kubeconfig to reach the API server with.
         #[arg(long, env = "BONSAI_KUBECONFIG", default_value = DEFAULT_KUBECONFIG)]
@@ -284,6 +285,9 @@ pub enum NetworkCommand {
         /// On stop, remove everything the node's network made (routes, devices, rules, leases).
         #[arg(long)]
         cleanup: bool,
+        /// Leave Services to another proxy (k3s's flag).
+        #[arg(long, env = "BONSAI_DISABLE_KUBE_PROXY")]
+        disable_kube_proxy: bool,
     },
 }
 
@@ -348,6 +352,32 @@ pub struct ServerArgs {
     /// Cluster domain.
     #[arg(long, env = "BONSAI_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+
+    /// Do not run these packaged components (k3s's names; bonsai has servicelb, the rest are accepted for k3s
+    /// configurations' sake).
+    #[arg(long, env = "BONSAI_DISABLE", value_delimiter = ',', value_parser = parse_component)]
+    pub disable: Vec<String>,
+}
+
+/// The components k3s lets `--disable` name.
+const COMPONENTS: [&str; 6] = [
+    "coredns",
+    "servicelb",
+    "traefik",
+    "local-storage",
+    "metrics-server",
+    "runtimes",
+];
+
+fn parse_component(s: &str) -> Result<String, String> {
+    if COMPONENTS.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a component: expected one of {}",
+            COMPONENTS.join(", ")
+        ))
+    }
 }
 
 pub const DEFAULT_KUBECONFIG: &str = "/etc/bonsai/bonsai.yaml";

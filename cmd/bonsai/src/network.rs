@@ -132,8 +132,13 @@ pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
             server,
             node_name,
             cleanup,
-        } => run_overlay(&node, kubeconfig, server.as_deref(), node_name, *cleanup).await?,
+            disable_kube_proxy,
+        } => {
+            let client = kube_client(kubeconfig, server.as_deref()).await?;
+            run_node(&node, client, node_name, *cleanup, !*disable_kube_proxy).await?
+        }
         NetworkCommand::Cleanup => {
+            network::proxy::remove_all()?;
             network::pod::remove_all(&node.lease_dir).await?;
             network::overlay::remove_all(&Netlink::current()?).await?;
             network::nft::delete_table()?;
@@ -142,7 +147,7 @@ pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn kube_client(kubeconfig: &std::path::Path, server: Option<&str>) -> anyhow::Result<kube::Client> {
+pub async fn kube_client(kubeconfig: &std::path::Path, server: Option<&str>) -> anyhow::Result<kube::Client> {
     let file = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("cannot read the kubeconfig {}", kubeconfig.display()))?;
     let mut config = kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
@@ -156,19 +161,18 @@ async fn kube_client(kubeconfig: &std::path::Path, server: Option<&str>) -> anyh
     Ok(kube::Client::try_from(config)?)
 }
 
-async fn run_overlay(
+async fn run_node(
     node: &Node,
-    kubeconfig: &std::path::Path,
-    server: Option<&str>,
+    client: kube::Client,
     name: &str,
     cleanup: bool,
+    proxy: bool,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let client = kube_client(kubeconfig, server).await?;
-    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
-    let work = async {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let overlay = async {
         let pod_cidr = network::flannel::wait_for_pod_cidr(&nodes, name).await?;
         if !node.networks.cluster_cidr.contains(&pod_cidr) {
             bail!(
@@ -183,12 +187,25 @@ async fn run_overlay(
         network::flannel::follow_nodes(nodes.clone(), &overlay).await?;
         anyhow::Ok(())
     };
+    let services = async {
+        if !proxy {
+            return std::future::pending().await;
+        }
+        let proxy = network::proxy::Proxy::new(network::proxy::ProxyConfig {
+            node_name: name.to_string(),
+            cluster_cidr: node.networks.cluster_cidr,
+            service_cidr: node.networks.service_cidr,
+        });
+        network::proxy::run(client.clone(), proxy).await?;
+        anyhow::Ok(())
+    };
     tokio::select! {
-        result = work => result?,
+        result = async { tokio::try_join!(overlay, services) } => { result?; }
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
     if cleanup {
+        network::proxy::remove_all()?;
         network::pod::remove_all(&node.lease_dir).await?;
         network::overlay::remove_all(&Netlink::current()?).await?;
         network::nft::delete_table()?;

@@ -42,6 +42,31 @@ fn import_airgap_images(data_dir: &std::path::Path) {
     });
 }
 
+/// The cluster's controllers, in process, as clients of the API (over loopback, as k3s runs its own).
+async fn start_controllers(
+    args: &ServerArgs,
+    networks: network::config::ClusterNetworks,
+) -> anyhow::Result<tokio::task::JoinSet<()>> {
+    let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let client = client.clone();
+        tasks.spawn(async move {
+            if let Err(e) = network::controllers::run_node_ipam(client, networks).await {
+                tracing::error!(error = %e, "node IPAM stopped");
+            }
+        });
+    }
+    if !args.disable.iter().any(|c| c == "servicelb") {
+        tasks.spawn(async move {
+            if let Err(e) = network::controllers::run_service_lb(client).await {
+                tracing::error!(error = %e, "servicelb stopped");
+            }
+        });
+    }
+    Ok(tasks)
+}
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Listen for stop signals before anything else, so that a stop that comes early is a clean one.
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -54,6 +79,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?,
     };
     let service_ip = service_ranges.cluster_ips.first();
+    let networks = network::config::ClusterNetworks::parse(&args.cluster_cidr, &args.service_cidr)?;
     let authenticator = match &args.token_auth_file {
         Some(path) => Authenticator::new().with_token_file(path)?,
         None => Authenticator::new(),
@@ -135,11 +161,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     apiserver::kubeconfig::write(&args.write_kubeconfig, args.write_kubeconfig_mode, &url, &pki)?;
     tracing::info!(url = %url, kubeconfig = %args.write_kubeconfig.display(), "bonsai server ready");
     import_airgap_images(&args.data_dir);
+    let mut controllers = start_controllers(&args, networks).await?;
 
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("interrupted, shutting down"),
         _ = terminate.recv() => tracing::info!("terminated, shutting down"),
     }
+    controllers.abort_all();
     api.shutdown(Duration::from_secs(5)).await;
     // Closing the store finishes queued writes and releases the data directory.
     let closing = tokio::task::spawn_blocking(move || drop(store));

@@ -3,12 +3,14 @@
 //! namespace, so a test (or a node) is a namespace of its own.
 
 pub mod config;
+pub mod controllers;
 pub mod flannel;
 pub mod ipam;
 pub mod netlink;
 pub mod nft;
 pub mod overlay;
 pub mod pod;
+pub mod proxy;
 pub mod sysctl;
 
 #[derive(Debug, thiserror::Error)]

@@ -301,13 +301,17 @@ pub fn apply_defaults(service: &mut Value, old: Option<&Value>) {
     if spec.get("sessionAffinity").is_none_or(|t| t.as_str() == Some("")) {
         spec["sessionAffinity"] = json!("None");
     }
-    if spec["sessionAffinity"] == "ClientIP" {
-        let timeout = spec
+    if spec["sessionAffinity"] == "None"
+        && let Some(map) = spec.as_object_mut()
+    {
+        map.remove("sessionAffinityConfig");
+    }
+    if spec["sessionAffinity"] == "ClientIP"
+        && spec
             .pointer("/sessionAffinityConfig/clientIP/timeoutSeconds")
-            .cloned();
-        if timeout.is_none() {
-            spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
-        }
+            .is_none()
+    {
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
     }
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for port in ports.iter_mut().filter(|p| p.is_object()) {
