@@ -595,13 +595,14 @@ fn endpoint_slice(ips: &[Ipv4Addr]) -> String {
 #[test]
 fn services_balance_over_their_endpoints_and_follow_endpoint_slices() {
     use bonsai_e2e::{Running, Server};
-    let server = Server::start(&[]);
+    // The node has its address and, like a real node, a default route (service addresses are routed nowhere
+    // else) before the server starts, so that the `kubernetes` service points at that address.
+    let (node, upstream) = (NetNs::new(), NetNs::new());
+    link(&node, "192.168.205.1", &upstream, "192.168.205.2");
+    ip(&node, &["route", "add", "default", "via", "192.168.205.2"]);
+    let server = Server::start_in(node, tempfile::tempdir().unwrap(), &[]);
     let node = &server.netns;
-    let upstream = NetNs::new();
     let (b1, b2, client) = (NetNs::new(), NetNs::new(), NetNs::new());
-    link(node, "192.168.205.1", &upstream, "192.168.205.2");
-    // Like a real node, it has a default route (service addresses are routed nowhere else).
-    ip(node, &["route", "add", "default", "via", "192.168.205.2"]);
 
     // The Node gets its pod subnet from the server's node IPAM, and its address is what ServiceLB hands out.
     apply(
@@ -677,6 +678,28 @@ fn services_balance_over_their_endpoints_and_follow_endpoint_slices() {
         "outside traffic is masqueraded with externalTrafficPolicy Cluster: {answer}"
     );
 
+    // The `kubernetes` service reaches the API server from a pod.
+    let version = ok(client
+        .command("curl")
+        .args(["-sk", "--max-time", "5", "https://10.43.0.1/version"])
+        .output()
+        .unwrap());
+    assert!(version.contains("gitVersion"), "{version}");
+
+    // A headless service has no virtual IP and nothing to program.
+    apply(
+        &server,
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "headless", "namespace": "default"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}"#,
+    );
+    assert_eq!(
+        ok(server.kubectl(
+            33,
+            &["get", "svc", "headless", "-o", "jsonpath={.spec.clusterIPs}"]
+        )),
+        r#"["None"]"#
+    );
+
     // A backend taken out of the EndpointSlice stops getting traffic.
     apply(&server, &endpoint_slice(&[ip1]));
     wait_until("b2 to stop getting traffic", || {
@@ -709,6 +732,39 @@ fn services_balance_over_their_endpoints_and_follow_endpoint_slices() {
         answering(&client, cluster_ip, 80, 20).is_ok_and(|b| b.len() == 1)
     });
     assert_eq!(answering(&client, cluster_ip, 80, 30).map(|b| b.len()), Ok(1));
+
+    // internalTrafficPolicy Local only uses endpoints on this node: none here is one, so traffic is dropped.
+    apply(
+        &server,
+        &endpoint_slice(&[ip1, ip2]).replace("\"nodeName\": \"n1\"", "\"nodeName\": \"n2\""),
+    );
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "-p",
+            r#"{"spec": {"internalTrafficPolicy": "Local", "sessionAffinity": "None"}}"#,
+        ],
+    ));
+    wait_until("traffic to other nodes' endpoints to be dropped", || {
+        ask(&client, cluster_ip, 80) == Err(std::io::ErrorKind::TimedOut)
+    });
+    apply(&server, &endpoint_slice(&[ip1, ip2]));
+    wait_until("local endpoints to get traffic again", || {
+        ask(&client, cluster_ip, 80).is_ok()
+    });
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "-p",
+            r#"{"spec": {"internalTrafficPolicy": "Cluster"}}"#,
+        ],
+    ));
 
     // externalTrafficPolicy Local keeps the client's address.
     ok(server.kubectl(

@@ -11,6 +11,12 @@ pub fn node_addresses() -> Vec<IpAddr> {
     };
     let mut out: Vec<IpAddr> = addrs
         .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        // The pod network's own devices (the cni0 bridge, flannel's VXLAN device, pods' veths) carry cluster
+        // addresses, not the node's.
+        .filter(|a| {
+            !matches!(a.interface_name.as_str(), "cni0" | "flannel.1")
+                && !a.interface_name.starts_with("veth")
+        })
         .filter_map(|a| {
             let addr = a.address?;
             if let Some(v4) = addr.as_sockaddr_in() {

@@ -128,7 +128,12 @@ pub async fn run(client: kube::Client, mut proxy: Proxy) -> Result<(), NetworkEr
                 match proxy.sync(&ports) {
                     Ok(report) => {
                         due = None;
-                        tracing::debug!(ports = report.service_ports, bytes = report.script_bytes, elapsed = ?report.elapsed, "service rules in step");
+                        tracing::debug!(
+                            ports = report.service_ports,
+                            bytes = report.script_bytes,
+                            elapsed_us = report.elapsed.as_micros() as u64,
+                            "service rules in step"
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot program the service rules; retrying in a second");
