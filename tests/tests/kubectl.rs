@@ -336,13 +336,15 @@ fn get_prints_kubernetes_columns_from_server_side_tables() {
             ok(server.kubectl(minor, &all))
         };
         k(&["create", "deployment", "web", "--image=nginx:1", "--replicas=2"]);
+        let node_port_flag = format!("--node-port={}", 30000 + minor);
         k(&[
             "create",
             "service",
             "nodeport",
             "web",
             "--tcp=80:8080",
-            "--node-port=30080",
+            // Node ports are cluster-wide: one per kubectl version's namespace.
+            &node_port_flag,
         ]);
         k(&["run", "p1", "--image=busybox:1", "--labels=app=p1,tier=x"]);
         k(&[
@@ -395,7 +397,7 @@ fn get_prints_kubernetes_columns_from_server_side_tables() {
             ]
         );
         assert_eq!(services[1][1], "NodePort");
-        assert_eq!(services[1][4], "80:30080/TCP");
+        assert_eq!(services[1][4], format!("80:{}/TCP", 30000 + minor));
         assert_eq!(services[1][6], "app=web");
         let cms = rows(&k(&["get", "configmaps"]));
         assert_eq!((cms[0][1].as_str(), cms[1][1].as_str()), ("DATA", "2"));

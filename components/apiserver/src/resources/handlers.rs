@@ -503,6 +503,13 @@ async fn create_service(
     mut object: Value,
     dry: bool,
 ) -> Result<Value, ApiError> {
+    // An existing Service is reported as such, not as holding the addresses asked for again.
+    if store.get(Bytes::from(key_of(t, &name)), 0).await?.kv.is_some() {
+        return Err(ApiError::AlreadyExists {
+            resource: t.resource,
+            name,
+        });
+    }
     services::apply_defaults(&mut object, None);
     service_invalid(t, &name, services::validate(&object, None))?;
     let requested = object;
