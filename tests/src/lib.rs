@@ -358,3 +358,15 @@ impl Server {
         ]
     }
 }
+
+/// Polls `check` every 50 ms until it holds; fails the test after 15 s, naming `what` it waited for.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

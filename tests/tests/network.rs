@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use bonsai_e2e::{NetNs, bonsai_bin, fails, ok};
+use bonsai_e2e::{NetNs, bonsai_bin, fails, ok, wait_until};
 
 fn ip(ns: &NetNs, args: &[&str]) -> String {
     let out = Command::new("ip")
@@ -375,17 +375,6 @@ fn two_nodes_carry_pod_traffic_over_vxlan_and_host_gw() {
             );
             assert!(!ip(node, &["route"]).contains("10.42."), "{backend}");
         }
-    }
-}
-
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -57,6 +57,7 @@ async fn start_controllers(
             }
         });
     }
+    controllers::spawn_all(client.clone(), &mut tasks);
     if !args.disable.iter().any(|c| c == "servicelb") {
         tasks.spawn(async move {
             if let Err(e) = network::controllers::run_service_lb(client).await {

@@ -171,6 +171,9 @@ async fn handle(
             return scale(store, &t, &q, &method, headers, body).await;
         }
         (&Method::POST, Some("binding")) => return bind(store, &t, headers, body).await,
+        (&Method::PUT, Some("finalize")) if t.resource.kind == "Namespace" => {
+            return finalize_namespace(store, &t, headers, body).await;
+        }
         (&Method::POST, Some("eviction")) => return evict(store, &t, &q, headers, body).await,
         _ => {}
     }
@@ -747,15 +750,55 @@ pub(super) async fn replace(
     }
 }
 
-/// True when an update leaves an object marked for deletion with no finalizers left: it is deleted then.
+/// True when an update leaves an object marked for deletion with no finalizers left: it is deleted then. A
+/// namespace also waits for its `spec.finalizers` (the namespace controller's, removed through `finalize`).
 fn being_finalized(t: &Target, object: &Value) -> bool {
-    let finalizers_left = object
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
+    let left = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+    };
     object.pointer("/metadata/deletionTimestamp").is_some()
-        && !finalizers_left
-        && t.resource.kind != "Namespace"
+        && !left("/metadata/finalizers")
+        && (t.resource.kind != "Namespace" || !left("/spec/finalizers"))
+}
+
+/// `PUT namespaces/{name}/finalize`: sets the namespace's `spec.finalizers` (only); a namespace being deleted
+/// that has no finalizers left is deleted.
+async fn finalize_namespace(
+    store: &dyn Store,
+    t: &Target,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body).await?;
+    let requested = decode_body(headers, &bytes)?;
+    let name = name_of(t).to_string();
+    let one = Target {
+        subresource: None,
+        ..t.clone()
+    };
+    let (current, rev) = get(store, &one).await?;
+    let mut new = current.clone();
+    if !new.get("spec").is_some_and(Value::is_object) {
+        new["spec"] = json!({});
+    }
+    new["spec"]["finalizers"] = requested
+        .pointer("/spec/finalizers")
+        .cloned()
+        .unwrap_or(json!([]));
+    let key = Bytes::from(key_of(&one, &name));
+    if being_finalized(&one, &new) {
+        return match store.delete(key, Some(rev)).await? {
+            DeleteOutcome::Deleted { .. } | DeleteOutcome::NotFound => Ok(ok(StatusCode::OK, &new)),
+            DeleteOutcome::Conflict { .. } => Err(conflict(t, &name)),
+        };
+    }
+    match store.update(key, Bytes::from(objects::encode(&new)), rev).await? {
+        WriteOutcome::Written { revision, .. } => Ok(ok(StatusCode::OK, &at_revision(new, revision))),
+        WriteOutcome::Conflict { .. } => Err(conflict(t, &name)),
+    }
 }
 
 /// `replace` for a Service: its cluster IP and node ports change (are taken or freed) in the same transaction.

@@ -1,0 +1,175 @@
+//! The machinery every controller shares: reflectors feeding caches and naming changed keys, and a queue that
+//! reconciles each key once per burst of changes, retrying failures with a growing delay.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// A change seen by a reflector: an object (as it is now, or as it was when deleted), or "the cache was
+/// (re)filled", after which everything should be reconciled.
+#[derive(Debug)]
+pub enum Change<K> {
+    Object(K),
+    Relisted,
+}
+
+/// Follows every object of `api`'s kind into a cache, and tells `changes` about each change, from a task of its
+/// own (so that reconciles never hold the cache back).
+pub fn reflect<K>(api: Api<K>, changes: mpsc::UnboundedSender<Change<K>>) -> Store<K>
+where
+    K: kube::Resource + Clone + Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let (store, writer) = reflector::store::<K>();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).default_backoff()
+        ));
+        while let Some(event) = events.next().await {
+            let change = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => Change::Object(o),
+                Ok(watcher::Event::InitDone) => Change::Relisted,
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(kind = %K::kind(&Default::default()), error = %e, "watching");
+                    continue;
+                }
+            };
+            if changes.send(change).is_err() {
+                return;
+            }
+        }
+    });
+    store
+}
+
+/// True once a reflector's cache holds the whole initial list.
+pub fn ready<K>(cache: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures_util::FutureExt;
+    cache.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+}
+
+/// How long the queue waits after a change for more (a burst of changes, one reconcile per key).
+const BATCH_DELAY: Duration = Duration::from_millis(50);
+/// Every key is reconciled again at least this often, whatever the watches say.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Runs `reconcile` for keys as `keys_of` names them, until `changes` ends. `all_keys` lists every key (after a
+/// relist and at each resync); `ready` says whether the caches are filled yet. A failed reconcile is retried
+/// after 1 s, doubling up to a minute.
+pub async fn run_queue<C, Key, Fut>(
+    name: &'static str,
+    mut changes: mpsc::UnboundedReceiver<C>,
+    keys_of: impl Fn(C) -> Vec<Key>,
+    all_keys: impl Fn() -> Vec<Key>,
+    ready: impl Fn() -> bool,
+    mut reconcile: impl FnMut(Key) -> Fut,
+) where
+    Key: Ord + Clone + Debug,
+    Fut: Future<Output = Result<(), crate::ControllerError>>,
+{
+    let mut pending: BTreeSet<Key> = BTreeSet::new();
+    let mut failures: BTreeMap<Key, (u32, tokio::time::Instant)> = BTreeMap::new();
+    let mut due: Option<tokio::time::Instant> = None;
+    let mut resync = tokio::time::Instant::now() + RESYNC;
+    loop {
+        let retry_at = failures.values().map(|(_, at)| *at).min();
+        let wake = [due, retry_at, Some(resync)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(resync);
+        tokio::select! {
+            change = changes.recv() => match change {
+                None => return,
+                Some(change) => {
+                    pending.extend(keys_of(change));
+                    due.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_DELAY);
+                }
+            },
+            () = tokio::time::sleep_until(wake) => {
+                let now = tokio::time::Instant::now();
+                if now >= resync {
+                    pending.extend(all_keys());
+                    resync = now + RESYNC;
+                }
+                if !ready() {
+                    due = Some(now + BATCH_DELAY);
+                    continue;
+                }
+                let retries: Vec<Key> = failures.iter().filter(|(_, (_, at))| *at <= now).map(|(k, _)| k.clone()).collect();
+                pending.extend(retries);
+                due = None;
+                for key in std::mem::take(&mut pending) {
+                    match reconcile(key.clone()).await {
+                        Ok(()) => {
+                            failures.remove(&key);
+                        }
+                        Err(e) => {
+                            let attempts = failures.get(&key).map_or(0, |(n, _)| *n) + 1;
+                            let delay = Duration::from_secs(1u64 << attempts.min(6)).min(Duration::from_secs(60));
+                            tracing::warn!(controller = name, ?key, error = %e, retry_in = ?delay, "reconcile failed");
+                            failures.insert(key, (attempts, tokio::time::Instant::now() + delay));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A label selector's `matchLabels` (a Service's `spec.selector`) against labels.
+pub fn selects(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+/// True when an object's JSON form equals `desired` in every member `desired` sets (server defaults and metadata
+/// the server owns are ignored).
+pub fn covers(current: &Value, desired: &Value) -> bool {
+    match (current, desired) {
+        (Value::Object(c), Value::Object(d)) => {
+            d.iter().all(|(k, v)| c.get(k).is_some_and(|cv| covers(cv, v)))
+        }
+        (Value::Array(c), Value::Array(d)) => {
+            c.len() == d.len() && c.iter().zip(d).all(|(c, d)| covers(c, d))
+        }
+        (c, d) => c == d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn selectors_and_coverage() {
+        let sel: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        let labels: BTreeMap<String, String> =
+            [("app".into(), "web".into()), ("x".into(), "y".into())].into();
+        assert!(selects(&sel, Some(&labels)));
+        assert!(!selects(&sel, None));
+        assert!(selects(&BTreeMap::new(), None));
+        assert!(covers(
+            &json!({"a": 1, "b": {"c": 2, "d": 3}}),
+            &json!({"b": {"c": 2}})
+        ));
+        assert!(!covers(&json!({"a": [1, 2]}), &json!({"a": [1]})));
+        assert!(!covers(&json!({"a": 1}), &json!({"b": null})));
+    }
+}

@@ -1,0 +1,189 @@
+//! The cluster controllers against the real binary, with the test playing the node (it sets pods' IPs and
+//! readiness through the status subresource, as a kubelet would) and the real kubectl as the client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+use bonsai_e2e::{Server, fails, ok, wait_until};
+use serde_json::Value;
+
+fn get(server: &Server, args: &[&str]) -> Value {
+    let mut all = vec!["get", "-o", "json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(server.kubectl(33, &all))).unwrap()
+}
+
+/// Plays the kubelet: the pod gets `ip` and the given readiness.
+fn set_pod(server: &Server, ns: &str, name: &str, ip: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let patch = format!(
+        r#"{{"status": {{"phase": "Running", "podIP": "{ip}", "podIPs": [{{"ip": "{ip}"}}],
+            "conditions": [{{"type": "Ready", "status": "{status}"}}]}}}}"#
+    );
+    ok(server.kubectl(
+        33,
+        &[
+            "-n",
+            ns,
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    ));
+}
+
+/// (address, ready) of every endpoint in the service's slices, sorted.
+fn slice_endpoints(server: &Server, ns: &str, service: &str) -> Vec<(String, bool)> {
+    let selector = format!("kubernetes.io/service-name={service}");
+    let slices = get(server, &["-n", ns, "endpointslices", "-l", &selector]);
+    let mut out: Vec<(String, bool)> = slices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| {
+            (
+                e["addresses"][0].as_str().unwrap().to_string(),
+                e["conditions"]["ready"] == true,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_services_endpoint_slices_follow_its_pods() {
+    let server = Server::start(&[]);
+    ok(server.kubectl(33, &["create", "namespace", "shop"]));
+    let manifest = r#"{"apiVersion": "v1", "kind": "List", "items": [
+      {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+       "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
+      {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "shop", "labels": {"app": "web"}},
+       "spec": {"containers": [{"name": "c", "image": "busybox:1", "ports": [{"name": "http", "containerPort": 8080}]}]}},
+      {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b", "namespace": "shop", "labels": {"app": "web"}},
+       "spec": {"containers": [{"name": "c", "image": "busybox:1", "ports": [{"name": "http", "containerPort": 8080}]}]}},
+      {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "other", "namespace": "shop", "labels": {"app": "db"}},
+       "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}]}"#;
+    let file = server.dir.path().join("shop.json");
+    std::fs::write(&file, manifest).unwrap();
+    ok(server.kubectl(27, &["apply", "-f", file.to_str().unwrap()]));
+
+    // No pod has an IP yet: one empty slice, as Kubernetes keeps.
+    wait_until("the service's slice", || {
+        get(&server, &["-n", "shop", "endpointslices"])["items"]
+            .as_array()
+            .is_some_and(|i| i.len() == 1)
+    });
+    assert!(slice_endpoints(&server, "shop", "web").is_empty());
+
+    set_pod(&server, "shop", "a", "10.42.0.5", true);
+    set_pod(&server, "shop", "b", "10.42.0.6", false);
+    set_pod(&server, "shop", "other", "10.42.0.7", true);
+    let want = vec![("10.42.0.5".to_string(), true), ("10.42.0.6".to_string(), false)];
+    wait_until("both selected pods in the slice", || {
+        slice_endpoints(&server, "shop", "web") == want
+    });
+    let slice = &get(&server, &["-n", "shop", "endpointslices"])["items"][0];
+    assert_eq!(
+        slice["ports"][0]["port"], 8080,
+        "the named target port resolved to the container's"
+    );
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+
+    // Readiness changes follow; so does the Endpoints object that `kubectl describe` shows.
+    set_pod(&server, "shop", "b", "10.42.0.6", true);
+    wait_until("b to turn ready", || {
+        slice_endpoints(&server, "shop", "web")
+            .iter()
+            .all(|(_, ready)| *ready)
+    });
+    let describe = ok(server.kubectl(33, &["-n", "shop", "describe", "service", "web"]));
+    assert!(
+        describe.contains("10.42.0.5:8080") && describe.contains("10.42.0.6:8080"),
+        "{describe}"
+    );
+
+    // A deleted pod leaves; a relabelled one leaves; the service's deletion takes its slices along.
+    ok(server.kubectl(33, &["-n", "shop", "delete", "pod", "a"]));
+    wait_until("a to leave", || {
+        slice_endpoints(&server, "shop", "web") == vec![("10.42.0.6".to_string(), true)]
+    });
+    ok(server.kubectl(
+        33,
+        &["-n", "shop", "label", "pod", "b", "app=other", "--overwrite"],
+    ));
+    wait_until("b to leave", || {
+        slice_endpoints(&server, "shop", "web").is_empty()
+    });
+    ok(server.kubectl(33, &["-n", "shop", "delete", "service", "web"]));
+    wait_until("the slices to go", || {
+        get(&server, &["-n", "shop", "endpointslices"])["items"]
+            .as_array()
+            .is_some_and(|i| i.is_empty())
+    });
+}
+
+#[test]
+fn namespaces_get_a_default_service_account_and_are_emptied_when_deleted() {
+    let server = Server::start(&[]);
+    ok(server.kubectl(33, &["create", "namespace", "tmp"]));
+    wait_until("the default service account", || {
+        server
+            .kubectl(33, &["-n", "tmp", "get", "sa", "default"])
+            .status
+            .success()
+    });
+    ok(server.kubectl(33, &["-n", "tmp", "delete", "sa", "default"]));
+    wait_until("the default service account again", || {
+        server
+            .kubectl(33, &["-n", "tmp", "get", "sa", "default"])
+            .status
+            .success()
+    });
+    ok(server.kubectl(
+        33,
+        &["-n", "tmp", "create", "configmap", "c", "--from-literal=a=b"],
+    ));
+    ok(server.kubectl(
+        33,
+        &[
+            "-n",
+            "tmp",
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=a=b",
+        ],
+    ));
+    ok(server.kubectl(
+        33,
+        &["-n", "tmp", "create", "deployment", "d", "--image=busybox:1"],
+    ));
+    ok(server.kubectl(33, &["-n", "tmp", "run", "p", "--image=busybox:1"]));
+
+    // kubectl waits for the namespace to be gone; the controller empties it first.
+    ok(server.kubectl(33, &["delete", "namespace", "tmp", "--timeout=30s"]));
+    let error = fails(server.kubectl(33, &["get", "namespace", "tmp"]));
+    assert!(
+        error.contains("NotFound") || error.contains("not found"),
+        "{error}"
+    );
+    // Nothing of it is left behind: a namespace made again with the name starts empty.
+    ok(server.kubectl(33, &["create", "namespace", "tmp"]));
+    for kind in ["configmaps", "secrets", "deployments", "pods"] {
+        let items = get(&server, &["-n", "tmp", kind]);
+        assert_eq!(
+            items["items"].as_array().map(Vec::len),
+            Some(0),
+            "{kind}: {items}"
+        );
+    }
+}
