@@ -187,3 +187,116 @@ fn namespaces_get_a_default_service_account_and_are_emptied_when_deleted() {
         );
     }
 }
+
+/// A ConfigMap in `default` owned by the object of `owner_uid` (a ConfigMap named `owner`).
+fn owned_configmap(server: &Server, name: &str, owner: &str, owner_uid: &str, extra_metadata: &str) {
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {{"name": "{name}", {extra_metadata}
+            "ownerReferences": [{{"apiVersion": "v1", "kind": "ConfigMap", "name": "{owner}", "uid": "{owner_uid}",
+                                 "blockOwnerDeletion": true}}]}}}}"#
+    );
+    let file = server.dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, manifest).unwrap();
+    ok(server.kubectl(33, &["create", "-f", file.to_str().unwrap()]));
+}
+
+fn exists(server: &Server, name: &str) -> bool {
+    server.kubectl(33, &["get", "configmap", name]).status.success()
+}
+
+fn uid(server: &Server, name: &str) -> String {
+    ok(server.kubectl(33, &["get", "configmap", name, "-o", "jsonpath={.metadata.uid}"]))
+}
+
+#[test]
+fn the_garbage_collector_follows_owner_references_and_propagation_policies() {
+    let server = Server::start(&[]);
+    // Background (kubectl's default): the owner goes at once, then its dependents.
+    ok(server.kubectl(33, &["create", "configmap", "owner1"]));
+    owned_configmap(&server, "dep1", "owner1", &uid(&server, "owner1"), "");
+    ok(server.kubectl(33, &["delete", "configmap", "owner1"]));
+    wait_until("dep1 to be collected", || !exists(&server, "dep1"));
+
+    // An owner that never existed (or was replaced under the same name) owns nothing.
+    ok(server.kubectl(33, &["create", "configmap", "owner0"]));
+    owned_configmap(
+        &server,
+        "dep0",
+        "owner0",
+        "00000000-0000-0000-0000-000000000000",
+        "",
+    );
+    wait_until(
+        "dep0 (owned by a uid that does not exist) to be collected",
+        || !exists(&server, "dep0"),
+    );
+    assert!(exists(&server, "owner0"));
+
+    // Foreground: the owner stays, marked, until its blocking dependent is gone.
+    ok(server.kubectl(33, &["create", "configmap", "owner2"]));
+    owned_configmap(
+        &server,
+        "dep2",
+        "owner2",
+        &uid(&server, "owner2"),
+        r#""finalizers": ["example.com/hold"],"#,
+    );
+    ok(server.kubectl(
+        33,
+        &[
+            "delete",
+            "configmap",
+            "owner2",
+            "--cascade=foreground",
+            "--wait=false",
+        ],
+    ));
+    wait_until("dep2 to be marked for deletion", || {
+        !ok(server.kubectl(
+            33,
+            &[
+                "get",
+                "configmap",
+                "dep2",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ],
+        ))
+        .is_empty()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(exists(&server, "owner2"), "the owner waits for its dependent");
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "configmap",
+            "dep2",
+            "--type=merge",
+            "-p",
+            r#"{"metadata": {"finalizers": null}}"#,
+        ],
+    ));
+    wait_until("owner2 to go after dep2", || {
+        !exists(&server, "owner2") && !exists(&server, "dep2")
+    });
+
+    // Orphan: the owner goes, the dependent stays and forgets it.
+    ok(server.kubectl(33, &["create", "configmap", "owner3"]));
+    owned_configmap(&server, "dep3", "owner3", &uid(&server, "owner3"), "");
+    ok(server.kubectl(33, &["delete", "configmap", "owner3", "--cascade=orphan"]));
+    wait_until("owner3 to go", || !exists(&server, "owner3"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(exists(&server, "dep3"), "an orphan is kept");
+    let owners = ok(server.kubectl(
+        33,
+        &[
+            "get",
+            "configmap",
+            "dep3",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ],
+    ));
+    assert!(owners.is_empty() || owners == "[]", "{owners}");
+}

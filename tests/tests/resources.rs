@@ -332,6 +332,10 @@ fn deletion_with_finalizers_and_terminating_namespaces() {
         &["create"],
         &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}}),
     ));
+    // An object with a finalizer keeps its namespace Terminating (the namespace controller waits for it).
+    let mut held = configmap("held", json!({}));
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    ok(with_stdin(&server, 33, &["create", "-n", "doomed"], &held));
     ok(server.kubectl(33, &["delete", "namespace", "doomed", "--wait=false"]));
     let ns: Value =
         serde_json::from_str(&ok(server.kubectl(33, &["get", "ns", "doomed", "-o", "json"]))).unwrap();
@@ -343,6 +347,23 @@ fn deletion_with_finalizers_and_terminating_namespaces() {
         &configmap("late", json!({})),
     ));
     assert!(refused.contains("being terminated"), "{refused}");
+    // Once the last object goes, so does the namespace.
+    ok(server.kubectl(
+        33,
+        &[
+            "-n",
+            "doomed",
+            "patch",
+            "cm",
+            "held",
+            "--type=merge",
+            "-p",
+            "{\"metadata\":{\"finalizers\":null}}",
+        ],
+    ));
+    bonsai_e2e::wait_until("the emptied namespace to go", || {
+        !server.kubectl(33, &["get", "ns", "doomed"]).status.success()
+    });
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! **Architecture Invariant:** controllers read and write cluster state only through the Kubernetes API.
 
 pub mod endpointslice;
+pub mod gc;
 pub mod namespace;
 pub mod serviceaccount;
 pub mod work;
@@ -22,6 +23,9 @@ pub enum ControllerError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// Not an error: the work is under way (objects being deleted) and the key should be looked at again soon.
+    #[error("waiting: {0}")]
+    Waiting(String),
 }
 
 pub(crate) fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
@@ -33,5 +37,6 @@ pub(crate) fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) ->
 pub fn spawn_all(client: kube::Client, tasks: &mut tokio::task::JoinSet<()>) {
     tasks.spawn(endpointslice::run(client.clone()));
     tasks.spawn(namespace::run(client.clone()));
-    tasks.spawn(serviceaccount::run(client));
+    tasks.spawn(serviceaccount::run(client.clone()));
+    tasks.spawn(gc::run(client));
 }

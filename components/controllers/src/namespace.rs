@@ -51,7 +51,7 @@ impl Context {
         }
         if remaining > 0 {
             // A timed retry covers objects that take a while to go (graceful pods, finalizers).
-            return Err(ControllerError::Invalid(format!(
+            return Err(ControllerError::Waiting(format!(
                 "namespace {name}: {remaining} objects still being deleted"
             )));
         }

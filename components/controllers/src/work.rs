@@ -118,6 +118,10 @@ pub async fn run_queue<C, Key, Fut>(
                         Ok(()) => {
                             failures.remove(&key);
                         }
+                        Err(crate::ControllerError::Waiting(why)) => {
+                            tracing::debug!(controller = name, ?key, %why, "waiting");
+                            failures.insert(key, (0, tokio::time::Instant::now() + Duration::from_millis(500)));
+                        }
                         Err(e) => {
                             let attempts = failures.get(&key).map_or(0, |(n, _)| *n) + 1;
                             let delay = Duration::from_secs(1u64 << attempts.min(6)).min(Duration::from_secs(60));
