@@ -8,8 +8,10 @@
 //! **Architecture Invariant:** controllers read and write cluster state only through the Kubernetes API.
 
 pub mod endpointslice;
+pub mod events;
 pub mod gc;
 pub mod namespace;
+pub mod replicaset;
 pub mod serviceaccount;
 pub mod work;
 
@@ -38,5 +40,6 @@ pub fn spawn_all(client: kube::Client, tasks: &mut tokio::task::JoinSet<()>) {
     tasks.spawn(endpointslice::run(client.clone()));
     tasks.spawn(namespace::run(client.clone()));
     tasks.spawn(serviceaccount::run(client.clone()));
-    tasks.spawn(gc::run(client));
+    tasks.spawn(gc::run(client.clone()));
+    tasks.spawn(replicaset::run(client));
 }

@@ -142,6 +142,40 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<Str
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
+/// A `LabelSelector` (matchLabels and matchExpressions: In, NotIn, Exists, DoesNotExist) against labels. An empty
+/// selector selects everything, as in Kubernetes.
+pub fn label_selector_matches(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let value = |k: &str| labels.and_then(|l| l.get(k));
+    if let Some(match_labels) = &selector.match_labels
+        && !selects(match_labels, labels)
+    {
+        return false;
+    }
+    selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => value(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => value(&e.key).is_some(),
+            "DoesNotExist" => value(&e.key).is_none(),
+            _ => false,
+        }
+    })
+}
+
+/// The owner reference that controls `meta`'s object, if any.
+pub fn controller_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+}
+
 /// True when an object's JSON form equals `desired` in every member `desired` sets (server defaults and metadata
 /// the server owns are ignored).
 pub fn covers(current: &Value, desired: &Value) -> bool {
