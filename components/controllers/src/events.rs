@@ -31,6 +31,9 @@ impl Involved {
     }
 }
 
+/// (involved object's uid, reason, message): what makes two events the same one.
+type EventKey = (String, String, String);
+
 /// Records events for one component (`deployment-controller`, ...). Failing to record one is logged, never an
 /// error of the controller's.
 #[allow(missing_debug_implementations)] // kube::Client is not Debug
@@ -38,7 +41,7 @@ pub struct Recorder {
     client: kube::Client,
     component: &'static str,
     /// (uid, reason, message) -> (event name, count) of events this recorder made.
-    seen: Mutex<BTreeMap<(String, String, String), (String, i32)>>,
+    seen: Mutex<BTreeMap<EventKey, (String, i32)>>,
 }
 
 impl Recorder {
