@@ -324,7 +324,7 @@ fn owner_reference(set: &ReplicaSet) -> k8s_openapi::apimachinery::pkg::apis::me
 }
 
 enum Seen {
-    Set(Change<ReplicaSet>),
+    Set(Box<Change<ReplicaSet>>),
     Pod(Box<Change<Pod>>),
 }
 
@@ -338,7 +338,7 @@ pub async fn run(client: kube::Client) {
     tokio::spawn(async move {
         loop {
             let seen = tokio::select! {
-                Some(c) = sets_rx.recv() => Seen::Set(c),
+                Some(c) = sets_rx.recv() => Seen::Set(Box::new(c)),
                 Some(c) = pods_rx.recv() => Seen::Pod(Box::new(c)),
                 else => return,
             };
@@ -368,13 +368,16 @@ pub async fn run(client: kube::Client) {
         let sets = sets.clone();
         move |seen: Seen| -> Vec<Key> {
             match seen {
-                Seen::Set(Change::Object(s)) => s
-                    .metadata
-                    .namespace
-                    .clone()
-                    .zip(s.metadata.name.clone())
-                    .into_iter()
-                    .collect(),
+                Seen::Set(change) => match *change {
+                    Change::Object(s) => s
+                        .metadata
+                        .namespace
+                        .clone()
+                        .zip(s.metadata.name.clone())
+                        .into_iter()
+                        .collect(),
+                    Change::Relisted => all(),
+                },
                 Seen::Pod(change) => match *change {
                     Change::Object(p) => match controller_of(&p.metadata) {
                         Some(owner) if owner.kind == "ReplicaSet" => p
@@ -395,7 +398,6 @@ pub async fn run(client: kube::Client) {
                     },
                     Change::Relisted => all(),
                 },
-                Seen::Set(Change::Relisted) => all(),
             }
         }
     };
