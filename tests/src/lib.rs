@@ -242,6 +242,15 @@ impl Server {
         }
     }
 
+    /// Runs `test` with a kube-rs client for this server (see `with_client_in`).
+    pub fn with_client<F, Fut>(&self, test: F)
+    where
+        F: FnOnce(kube::Client) -> Fut + Send,
+        Fut: std::future::Future<Output = ()>,
+    {
+        with_client_in(&self.netns, &self.kubeconfig, test)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -369,4 +378,35 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs `test` with a kube-rs client from `kubeconfig`, on a thread moved into `netns`, failing after 60 s.
+pub fn with_client_in<F, Fut>(netns: &NetNs, kubeconfig: &Path, test: F)
+where
+    F: FnOnce(kube::Client) -> Fut + Send,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                netns.enter_this_thread();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+                    let options = kube::config::KubeConfigOptions::default();
+                    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                        .await
+                        .unwrap();
+                    let client = kube::Client::try_from(config).unwrap();
+                    tokio::time::timeout(Duration::from_secs(60), test(client))
+                        .await
+                        .expect("test timed out");
+                });
+            })
+            .join()
+            .unwrap()
+    });
 }

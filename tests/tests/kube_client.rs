@@ -13,39 +13,15 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, VersionMatch, WatchEvent, WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 
-/// Runs `test` with a client for `server`, on a thread moved into the server's network namespace.
 fn with_client<F, Fut>(server: &Server, test: F)
 where
     F: FnOnce(Client) -> Fut + Send,
     Fut: Future<Output = ()>,
 {
-    let (netns, kubeconfig) = (&server.netns, &server.kubeconfig);
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                netns.enter_this_thread();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let kubeconfig = Kubeconfig::read_from(kubeconfig).unwrap();
-                    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                        .await
-                        .unwrap();
-                    let client = Client::try_from(config).unwrap();
-                    tokio::time::timeout(Duration::from_secs(60), test(client))
-                        .await
-                        .expect("test timed out");
-                });
-            })
-            .join()
-            .unwrap()
-    });
+    server.with_client(test)
 }
 
 fn configmap(name: &str, value: &str) -> ConfigMap {

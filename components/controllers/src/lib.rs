@@ -7,6 +7,7 @@
 //!
 //! **Architecture Invariant:** controllers read and write cluster state only through the Kubernetes API.
 
+pub mod deployment;
 pub mod endpointslice;
 pub mod events;
 pub mod gc;
@@ -41,5 +42,6 @@ pub fn spawn_all(client: kube::Client, tasks: &mut tokio::task::JoinSet<()>) {
     tasks.spawn(namespace::run(client.clone()));
     tasks.spawn(serviceaccount::run(client.clone()));
     tasks.spawn(gc::run(client.clone()));
-    tasks.spawn(replicaset::run(client));
+    tasks.spawn(replicaset::run(client.clone()));
+    tasks.spawn(deployment::run(client));
 }

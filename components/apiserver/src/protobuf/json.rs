@@ -121,7 +121,8 @@ fn text(msg: &DynamicMessage, name: &str) -> String {
 fn timestamp(msg: &DynamicMessage, micro: bool) -> Result<Value, ProtobufError> {
     let seconds = int(msg, "seconds");
     let nanos = int(msg, "nanos");
-    if seconds == GO_ZERO_TIME_SECONDS && nanos == 0 {
+    // An empty Timestamp message is what Go's `metav1.Time.Marshal` writes for a zero Time (it returns no bytes).
+    if (seconds == GO_ZERO_TIME_SECONDS || seconds == 0) && nanos == 0 {
         return Ok(Value::Null);
     }
     let bad = |what: String| ProtobufError::BadValue {

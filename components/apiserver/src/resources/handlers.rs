@@ -925,13 +925,22 @@ async fn patch(
         return server_side_apply(store, t, q, headers, &bytes).await;
     }
     let manager = manager_of(t, q, headers)?;
-    let (current, rev) = get(store, t).await?;
-    let mut patched = current.clone();
     let definition = definition_of(t);
-    apply_patch(t, headers, &bytes, &mut patched, &definition)?;
-    let warnings = validate_fields(t, q, &mut patched, &bytes)?;
-    let updated = replace(store, t, current, rev, patched, dry_run(q), Some(&manager)).await?;
-    Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings))
+    // As kube-apiserver does, a patch that does not pin a resourceVersion is applied again to the object as it
+    // is now when another write got in between the read and the write.
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        let (current, rev) = get(store, t).await?;
+        let mut patched = current.clone();
+        apply_patch(t, headers, &bytes, &mut patched, &definition)?;
+        let warnings = validate_fields(t, q, &mut patched, &bytes)?;
+        match replace(store, t, current, rev, patched, dry_run(q), Some(&manager)).await {
+            Err(ApiError::Conflict { .. }) if attempt < ATTEMPTS => continue,
+            Err(e) => return Err(e),
+            Ok(updated) => return Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings)),
+        }
+    }
+    Err(conflict(t, name_of(t)))
 }
 
 /// `PATCH` with `application/apply-patch+yaml`: server-side apply, creating the object when it does not exist.
