@@ -300,3 +300,117 @@ fn the_garbage_collector_follows_owner_references_and_propagation_policies() {
     ));
     assert!(owners.is_empty() || owners == "[]", "{owners}");
 }
+
+/// Plays the kubelet registering a node: the Node, then its allocatable resources and readiness in its status.
+fn add_node(server: &Server, name: &str, cpu: &str, extra_spec: &str) {
+    let object = format!(
+        r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{name}", "labels": {{"kubernetes.io/hostname": "{name}"}}}},
+            "spec": {{{extra_spec}}}}}"#
+    );
+    let file = server.dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, object).unwrap();
+    ok(server.kubectl(33, &["create", "-f", file.to_str().unwrap()]));
+    let status = format!(
+        r#"{{"status": {{"allocatable": {{"cpu": "{cpu}", "memory": "4Gi", "pods": "110"}},
+            "capacity": {{"cpu": "{cpu}", "memory": "4Gi", "pods": "110"}},
+            "conditions": [{{"type": "Ready", "status": "True"}}]}}}}"#
+    );
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "node",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ],
+    ));
+}
+
+fn pod_field(server: &Server, name: &str, path: &str) -> String {
+    ok(server.kubectl(33, &["get", "pod", name, "-o", &format!("jsonpath={path}")]))
+}
+
+#[test]
+fn the_scheduler_binds_what_fits_and_explains_what_does_not() {
+    let server = Server::start(&[]);
+    add_node(&server, "small", "1", "");
+    add_node(
+        &server,
+        "tainted",
+        "8",
+        r#""taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]"#,
+    );
+    add_node(&server, "cordoned", "8", r#""unschedulable": true"#);
+    let pod = |name: &str, cpu: &str, extra: &str| {
+        let manifest = format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+                "spec": {{{extra} "containers": [{{"name": "c", "image": "busybox:1", "resources": {{"requests": {{"cpu": "{cpu}"}}}}}}]}}}}"#
+        );
+        let file = server.dir.path().join(format!("pod-{name}.json"));
+        std::fs::write(&file, manifest).unwrap();
+        ok(server.kubectl(33, &["create", "-f", file.to_str().unwrap()]));
+    };
+
+    // Fits only on the small node.
+    pod("fits", "500m", "");
+    wait_until("fits to be bound", || {
+        pod_field(&server, "fits", "{.spec.nodeName}") == "small"
+    });
+    assert_eq!(
+        pod_field(
+            &server,
+            "fits",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].status}"
+        ),
+        "True"
+    );
+    let events = ok(server.kubectl(
+        33,
+        &["get", "events", "--field-selector", "involvedObject.name=fits"],
+    ));
+    assert!(
+        events.contains("Successfully assigned default/fits to small"),
+        "{events}"
+    );
+
+    // Too big for what is left: kube-scheduler's message, counted per reason.
+    pod("big", "2", "");
+    let expected = "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: db}, \
+                    1 node(s) were unschedulable. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+    wait_until("big to be reported unschedulable", || {
+        pod_field(
+            &server,
+            "big",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ) == expected
+    });
+    assert_eq!(
+        pod_field(
+            &server,
+            "big",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].reason}"
+        ),
+        "Unschedulable"
+    );
+    let describe = ok(server.kubectl(33, &["describe", "pod", "big"]));
+    assert!(describe.contains("FailedScheduling"), "{describe}");
+
+    // Uncordoning a node makes room: the waiting pod is scheduled as soon as it fits.
+    ok(server.kubectl(33, &["uncordon", "cordoned"]));
+    wait_until("big to go to the uncordoned node", || {
+        pod_field(&server, "big", "{.spec.nodeName}") == "cordoned"
+    });
+
+    // A toleration and a node selector choose the tainted node.
+    pod(
+        "db",
+        "1",
+        r#""tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}], "nodeSelector": {"kubernetes.io/hostname": "tainted"},"#,
+    );
+    wait_until("db on the tainted node", || {
+        pod_field(&server, "db", "{.spec.nodeName}") == "tainted"
+    });
+}

@@ -49,7 +49,8 @@ fn images(d: &Value) -> Vec<String> {
 
 #[test]
 fn apply_reapply_and_remove_fields() {
-    let server = Server::start(&[]);
+    // kubectl against the API alone: no controller or scheduler writes to the objects meanwhile.
+    let server = Server::start(&["--disable-controller-manager", "--disable-scheduler"]);
     for minor in VERSIONS {
         let name = format!("web{minor}");
         let dir = server.dir.path();
@@ -325,7 +326,8 @@ fn rows(out: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn get_prints_kubernetes_columns_from_server_side_tables() {
-    let server = Server::start(&[]);
+    // kubectl against the API alone: no controller or scheduler writes to the objects meanwhile.
+    let server = Server::start(&["--disable-controller-manager", "--disable-scheduler"]);
     for minor in VERSIONS {
         let ns = format!("t{minor}");
         ok(server.kubectl(minor, &["create", "namespace", &ns]));
@@ -502,7 +504,8 @@ fn server_side_apply_with_conflicts_force_and_field_removal() {
 
 #[test]
 fn whoami_wait_describe_events_and_cascading_deletes() {
-    let server = Server::start(&[]);
+    // kubectl against the API alone: no controller or scheduler writes to the objects meanwhile.
+    let server = Server::start(&["--disable-controller-manager", "--disable-scheduler"]);
     let dir = server.dir.path();
     for minor in VERSIONS {
         let whoami = ok(server.kubectl(minor, &["auth", "whoami"]));

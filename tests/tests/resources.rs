@@ -235,7 +235,8 @@ fn create_get_list_delete_with_selectors_and_errors() {
 
 #[test]
 fn optimistic_concurrency_generations_and_status() {
-    let server = Server::start(&[]);
+    // The API alone: no deployment controller writing to the Deployment meanwhile.
+    let server = Server::start(&["--disable-controller-manager"]);
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},

@@ -353,6 +353,15 @@ pub struct ServerArgs {
     #[arg(long, env = "BONSAI_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
 
+    /// Run no controllers (endpoints, namespaces, garbage collection, workloads, node IPAM, ServiceLB): the API
+    /// alone, as with k3s's flag.
+    #[arg(long, env = "BONSAI_DISABLE_CONTROLLER_MANAGER")]
+    pub disable_controller_manager: bool,
+
+    /// Run no scheduler (pods stay pending unless something else binds them).
+    #[arg(long, env = "BONSAI_DISABLE_SCHEDULER")]
+    pub disable_scheduler: bool,
+
     /// Do not run these packaged components (k3s's names; bonsai has servicelb, the rest are accepted for k3s
     /// configurations' sake).
     #[arg(long, env = "BONSAI_DISABLE", value_delimiter = ',', value_parser = parse_component)]

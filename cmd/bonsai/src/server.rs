@@ -42,13 +42,21 @@ fn import_airgap_images(data_dir: &std::path::Path) {
     });
 }
 
-/// The cluster's controllers, in process, as clients of the API (over loopback, as k3s runs its own).
+/// The cluster's controllers and scheduler, in process, as clients of the API (over loopback, as k3s runs its
+/// own).
 async fn start_controllers(
     args: &ServerArgs,
     networks: network::config::ClusterNetworks,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
     let mut tasks = tokio::task::JoinSet::new();
+    if !args.disable_scheduler {
+        tasks.spawn(scheduler::run(client.clone()));
+    }
+    if args.disable_controller_manager {
+        return Ok(tasks);
+    }
+    controllers::spawn_all(client.clone(), &mut tasks);
     {
         let client = client.clone();
         tasks.spawn(async move {
@@ -57,7 +65,6 @@ async fn start_controllers(
             }
         });
     }
-    controllers::spawn_all(client.clone(), &mut tasks);
     if !args.disable.iter().any(|c| c == "servicelb") {
         tasks.spawn(async move {
             if let Err(e) = network::controllers::run_service_lb(client).await {

@@ -1147,6 +1147,18 @@ async fn bind(store: &dyn Store, t: &Target, headers: &HeaderMap, body: Body) ->
             message: "pod is being deleted, cannot be assigned to a host".into(),
         });
     }
+    // Binding also marks the pod scheduled (kube-apiserver's `assignPod`). `replace` keeps the stored status on
+    // a spec write, so the condition goes into the status it keeps: one write, at one revision.
+    let mut current = current;
+    let conditions = current["status"]
+        .as_object_mut()
+        .map(|status| status.entry("conditions").or_insert_with(|| json!([])));
+    if let Some(Value::Array(conditions)) = conditions {
+        conditions.retain(|c| c["type"] != "PodScheduled");
+        conditions.push(
+            json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": objects::now_rfc3339()}),
+        );
+    }
     let mut new = current.clone();
     new["spec"]["nodeName"] = json!(node);
     replace(store, &pod, current, rev, new, false, None).await?;
