@@ -28,18 +28,18 @@ async fn fake_kubelet(
     let mut next_ip = 10;
     let mut settled = false;
     while !stop.load(Ordering::Relaxed) {
-        let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await else {
-            continue;
-        };
-        match event.unwrap() {
-            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                known.insert(p.metadata.name.clone().unwrap(), p);
+        // Every tick looks at the pods again, so that a status write that lost a race is made again.
+        if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+            match event.unwrap() {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    known.insert(p.metadata.name.clone().unwrap(), p);
+                }
+                watcher::Event::Delete(p) => {
+                    known.remove(p.metadata.name.as_deref().unwrap());
+                }
+                watcher::Event::InitDone => settled = true,
+                watcher::Event::Init => known.clear(),
             }
-            watcher::Event::Delete(p) => {
-                known.remove(p.metadata.name.as_deref().unwrap());
-            }
-            watcher::Event::InitDone => settled = true,
-            watcher::Event::Init => known.clear(),
         }
         if !settled {
             continue;
@@ -50,9 +50,12 @@ async fn fake_kubelet(
                 next_ip += 1;
                 let status = serde_json::json!({"status": {"phase": "Running", "podIP": format!("10.42.0.{next_ip}"),
                     "conditions": [{"type": "Ready", "status": "True"}]}});
-                let _ = pods
+                if let Err(e) = pods
                     .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-                    .await;
+                    .await
+                {
+                    eprintln!("fake kubelet: {name}: {e}");
+                }
             }
         }
         let active: Vec<&Pod> = known
@@ -83,7 +86,12 @@ async fn fake_kubelet(
 }
 
 fn rollout_status(server: &Server) -> String {
-    ok(server.kubectl(33, &["rollout", "status", "deployment/web", "--timeout=30s"]))
+    let out = server.kubectl(33, &["rollout", "status", "deployment/web", "--timeout=30s"]);
+    if !out.status.success() {
+        let state = ok(server.kubectl(33, &["get", "deploy,rs,pods", "-o", "yaml"]));
+        panic!("rollout status failed: {}\n{state}", bonsai_e2e::text(&out));
+    }
+    bonsai_e2e::text(&out)
 }
 
 #[test]

@@ -226,9 +226,7 @@ fn self_subject_review(version: &str, user: Option<&crate::authn::UserInfo>) -> 
     status::json(axum::http::StatusCode::CREATED, &review)
 }
 
-fn router(state: Arc<AppState>) -> Router {
-    // One watch cache per server: every HTTP watch of a resource type shares its store watch.
-    let watches = Arc::new(resources::WatchCaches::new(state.store.clone()));
+fn router(state: Arc<AppState>, watches: Arc<resources::WatchCaches>) -> Router {
     let api =
         move |State(state): State<Arc<AppState>>, request: Request| api(state, watches.clone(), request);
     let router =
@@ -269,7 +267,12 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         .map_err(|source| ApiServerError::Bind { addr, source })?;
     let tls = RustlsConfig::from_config(Arc::new(tls_config(&config.pki)?));
     let handle = axum_server::Handle::new();
-    let app = router(Arc::new(config.state));
+    // One watch cache per server: every HTTP watch of a resource type shares its store watch. Every cache starts
+    // before the first request, as kube-apiserver's do, so that any resourceVersion a client reads from this
+    // server can be watched from (until the window or compaction passes it).
+    let watches = Arc::new(resources::WatchCaches::new(config.state.store.clone()));
+    watches.start_all().await;
+    let app = router(Arc::new(config.state), watches);
     let server = axum_server::from_tcp_rustls(listener, tls)
         .map_err(|source| ApiServerError::Bind { addr, source })?
         .handle(handle.clone());

@@ -206,24 +206,13 @@ impl Scheduler {
                     if current.as_deref() == Some(message.as_str()) {
                         continue;
                     }
-                    let mut conditions: Vec<serde_json::Value> = pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .map(|c| {
-                            c.iter()
-                                .filter(|c| c.type_ != "PodScheduled")
-                                .filter_map(|c| serde_json::to_value(c).ok())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    conditions.push(
-                        json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                        "message": message, "lastTransitionTime": controllers::events::time_now()}),
-                    );
-                    let patch = json!({"status": {"conditions": conditions}});
+                    // A strategic merge patch keyed by condition type: only PodScheduled changes, whatever the
+                    // kubelet wrote meanwhile (a merge patch would replace the whole list).
+                    let condition = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": message, "lastTransitionTime": controllers::events::time_now()});
+                    let patch = json!({"status": {"conditions": [condition]}});
                     if let Err(e) = api
-                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
                         .await
                     {
                         tracing::debug!(pod = %name, error = %e, "marking unschedulable");

@@ -194,6 +194,19 @@ impl WatchCaches {
         })
     }
 
+    /// Starts the cache of every served resource at the store's current revision (a resource whose store watch
+    /// cannot start now is started by its first watcher instead).
+    pub async fn start_all(&self) {
+        let Ok(now) = self.store.current_revision().await else {
+            return;
+        };
+        for resource in super::registry::RESOURCES {
+            if let Err(e) = self.cache_for(resource, now).await {
+                tracing::warn!(resource = %resource.plural, error = %e, "watch cache not started");
+            }
+        }
+    }
+
     /// The resource's cache, started (for a watcher of events after `after`) if it is not running.
     async fn cache_for(
         &self,
