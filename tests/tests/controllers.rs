@@ -414,3 +414,166 @@ fn the_scheduler_binds_what_fits_and_explains_what_does_not() {
         pod_field(&server, "db", "{.spec.nodeName}") == "tainted"
     });
 }
+
+/// The names of the pods of job `job`, in creation order.
+fn job_pods(server: &Server, job: &str) -> Vec<String> {
+    let items = get(
+        server,
+        &[
+            "pods",
+            "-l",
+            &format!("batch.kubernetes.io/job-name={job}"),
+            "--sort-by=.metadata.creationTimestamp",
+        ],
+    );
+    items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Plays the kubelet: the pod ran and exited with `code`.
+fn finish_pod(server: &Server, name: &str, code: i32) {
+    let phase = if code == 0 { "Succeeded" } else { "Failed" };
+    let patch = format!(
+        r#"{{"status": {{"phase": "{phase}", "containerStatuses": [{{"name": "c", "image": "busybox:1", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {{"terminated": {{"exitCode": {code}, "finishedAt": "{}"}}}}}}]}}}}"#,
+        now_rfc3339()
+    );
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    ));
+}
+
+fn now_rfc3339() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn create_job(server: &Server, name: &str, spec: &str) {
+    let manifest = format!(
+        r#"{{"apiVersion": "batch/v1", "kind": "Job", "metadata": {{"name": "{name}"}},
+            "spec": {{{spec} "template": {{"spec": {{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "busybox:1"}}]}}}}}}}}"#
+    );
+    let file = server.dir.path().join(format!("job-{name}.json"));
+    std::fs::write(&file, manifest).unwrap();
+    ok(server.kubectl(27, &["create", "-f", file.to_str().unwrap()]));
+}
+
+#[test]
+fn jobs_complete_back_off_fail_at_the_limit_and_go_after_their_ttl() {
+    let server = Server::start(&["--disable-scheduler"]);
+    // Two completions, two at a time; kubectl wait sees the Complete condition.
+    create_job(&server, "ok", r#""completions": 2, "parallelism": 2,"#);
+    wait_until("two pods", || job_pods(&server, "ok").len() == 2);
+    for pod in job_pods(&server, "ok") {
+        finish_pod(&server, &pod, 0);
+    }
+    ok(server.kubectl(
+        33,
+        &["wait", "--for=condition=complete", "job/ok", "--timeout=15s"],
+    ));
+    assert_eq!(
+        ok(server.kubectl(33, &["get", "job", "ok", "-o", "jsonpath={.status.succeeded}"])),
+        "2"
+    );
+
+    // Indexed: one pod per index, and the completed indexes in Kubernetes' form.
+    create_job(
+        &server,
+        "idx",
+        r#""completions": 3, "parallelism": 3, "completionMode": "Indexed","#,
+    );
+    wait_until("three indexed pods", || job_pods(&server, "idx").len() == 3);
+    let indexes = ok(server.kubectl(
+        33,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "batch.kubernetes.io/job-name=idx",
+            "-o",
+            "jsonpath={.items[*].metadata.annotations.batch\\.kubernetes\\.io/job-completion-index}",
+        ],
+    ));
+    let mut indexes: Vec<&str> = indexes.split_whitespace().collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1", "2"]);
+    for pod in job_pods(&server, "idx") {
+        finish_pod(&server, &pod, 0);
+    }
+    ok(server.kubectl(
+        33,
+        &["wait", "--for=condition=complete", "job/idx", "--timeout=15s"],
+    ));
+    assert_eq!(
+        ok(server.kubectl(
+            33,
+            &["get", "job", "idx", "-o", "jsonpath={.status.completedIndexes}"]
+        )),
+        "0-2"
+    );
+
+    // Failing pods are replaced after a back-off (10 s after the first failure) until backoffLimit.
+    create_job(&server, "bad", r#""backoffLimit": 1,"#);
+    wait_until("the first pod", || job_pods(&server, "bad").len() == 1);
+    finish_pod(&server, &job_pods(&server, "bad")[0], 3);
+    let failed_at = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(
+        job_pods(&server, "bad").len(),
+        1,
+        "no replacement before the back-off"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while job_pods(&server, "bad").len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no replacement after the back-off"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        failed_at.elapsed() >= std::time::Duration::from_secs(8),
+        "replaced after {:?}",
+        failed_at.elapsed()
+    );
+    finish_pod(&server, &job_pods(&server, "bad")[1], 3);
+    ok(server.kubectl(
+        33,
+        &["wait", "--for=condition=failed", "job/bad", "--timeout=15s"],
+    ));
+    let reason = ok(server.kubectl(
+        33,
+        &[
+            "get",
+            "job",
+            "bad",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+        ],
+    ));
+    assert_eq!(reason, "BackoffLimitExceeded");
+
+    // ttlSecondsAfterFinished: 0 deletes the finished Job, and the garbage collector its pods.
+    create_job(&server, "once", r#""ttlSecondsAfterFinished": 0,"#);
+    wait_until("its pod", || job_pods(&server, "once").len() == 1);
+    finish_pod(&server, &job_pods(&server, "once")[0], 0);
+    wait_until("the finished job and its pod to go", || {
+        !server.kubectl(33, &["get", "job", "once"]).status.success() && job_pods(&server, "once").is_empty()
+    });
+}

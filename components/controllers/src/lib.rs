@@ -11,6 +11,7 @@ pub mod deployment;
 pub mod endpointslice;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -43,5 +44,6 @@ pub fn spawn_all(client: kube::Client, tasks: &mut tokio::task::JoinSet<()>) {
     tasks.spawn(serviceaccount::run(client.clone()));
     tasks.spawn(gc::run(client.clone()));
     tasks.spawn(replicaset::run(client.clone()));
-    tasks.spawn(deployment::run(client));
+    tasks.spawn(deployment::run(client.clone()));
+    tasks.spawn(job::run(client));
 }

@@ -397,7 +397,57 @@ fn apply_create_defaults(resource: &ResourceType, object: &mut Value) {
         }
         "Secret" if object.get("type").is_none() => object["type"] = json!("Opaque"),
         "Pod" if object.pointer("/status/phase").is_none() => object["status"] = json!({"phase": "Pending"}),
+        "Job" => default_job(object),
         _ => {}
+    }
+}
+
+/// kube-apiserver's Job defaults (`SetDefaults_Job`) and, unless `manualSelector`, its generated selector: the
+/// Job's uid and name as labels on the pod template, selected by the uid.
+fn default_job(object: &mut Value) {
+    let uid = meta_str(object, "uid").unwrap_or_default().to_string();
+    let name = meta_str(object, "name").unwrap_or_default().to_string();
+    if !object.get("spec").is_some_and(Value::is_object) {
+        return;
+    }
+    let spec = &mut object["spec"];
+    match (
+        spec.get("completions").is_some(),
+        spec.get("parallelism").is_some(),
+    ) {
+        (false, false) => {
+            spec["completions"] = json!(1);
+            spec["parallelism"] = json!(1);
+        }
+        (_, false) => spec["parallelism"] = json!(1),
+        _ => {}
+    }
+    if spec.get("backoffLimit").is_none() {
+        spec["backoffLimit"] = json!(6);
+    }
+    if spec.get("completionMode").is_none() {
+        spec["completionMode"] = json!("NonIndexed");
+    }
+    if spec.get("suspend").is_none() {
+        spec["suspend"] = json!(false);
+    }
+    if spec.get("manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let labels = json!({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid, "job-name": name});
+    spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    if !spec.pointer("/template/metadata").is_some_and(Value::is_object) {
+        spec["template"]["metadata"] = json!({});
+    }
+    let template_meta = &mut spec["template"]["metadata"];
+    if !template_meta.get("labels").is_some_and(Value::is_object) {
+        template_meta["labels"] = json!({});
+    }
+    if let (Some(into), Some(from)) = (template_meta["labels"].as_object_mut(), labels.as_object()) {
+        for (k, v) in from {
+            into.insert(k.clone(), v.clone());
+        }
     }
 }
 
