@@ -2,6 +2,7 @@
 //! every process it starts stopped and every directory it uses removed, even when a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod as_node;
 pub mod images;
 
 use std::io::{BufRead, BufReader};

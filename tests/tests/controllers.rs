@@ -2,37 +2,9 @@
 //! readiness through the status subresource, as a kubelet would) and the real kubectl as the client.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
+use bonsai_e2e::as_node::{add_node, finish_pod, get, set_pod};
 use bonsai_e2e::{Server, fails, ok, wait_until};
 use serde_json::Value;
-
-fn get(server: &Server, args: &[&str]) -> Value {
-    let mut all = vec!["get", "-o", "json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ok(server.kubectl(33, &all))).unwrap()
-}
-
-/// Plays the kubelet: the pod gets `ip` and the given readiness.
-fn set_pod(server: &Server, ns: &str, name: &str, ip: &str, ready: bool) {
-    let status = if ready { "True" } else { "False" };
-    let patch = format!(
-        r#"{{"status": {{"phase": "Running", "podIP": "{ip}", "podIPs": [{{"ip": "{ip}"}}],
-            "conditions": [{{"type": "Ready", "status": "{status}"}}]}}}}"#
-    );
-    ok(server.kubectl(
-        33,
-        &[
-            "-n",
-            ns,
-            "patch",
-            "pod",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ],
-    ));
-}
 
 /// (address, ready) of every endpoint in the service's slices, sorted.
 fn slice_endpoints(server: &Server, ns: &str, service: &str) -> Vec<(String, bool)> {
@@ -301,34 +273,6 @@ fn the_garbage_collector_follows_owner_references_and_propagation_policies() {
     assert!(owners.is_empty() || owners == "[]", "{owners}");
 }
 
-/// Plays the kubelet registering a node: the Node, then its allocatable resources and readiness in its status.
-fn add_node(server: &Server, name: &str, cpu: &str, extra_spec: &str) {
-    let object = format!(
-        r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{name}", "labels": {{"kubernetes.io/hostname": "{name}"}}}},
-            "spec": {{{extra_spec}}}}}"#
-    );
-    let file = server.dir.path().join(format!("{name}.json"));
-    std::fs::write(&file, object).unwrap();
-    ok(server.kubectl(33, &["create", "-f", file.to_str().unwrap()]));
-    let status = format!(
-        r#"{{"status": {{"allocatable": {{"cpu": "{cpu}", "memory": "4Gi", "pods": "110"}},
-            "capacity": {{"cpu": "{cpu}", "memory": "4Gi", "pods": "110"}},
-            "conditions": [{{"type": "Ready", "status": "True"}}]}}}}"#
-    );
-    ok(server.kubectl(
-        33,
-        &[
-            "patch",
-            "node",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ],
-    ));
-}
-
 fn pod_field(server: &Server, name: &str, path: &str) -> String {
     ok(server.kubectl(33, &["get", "pod", name, "-o", &format!("jsonpath={path}")]))
 }
@@ -432,36 +376,6 @@ fn job_pods(server: &Server, job: &str) -> Vec<String> {
         .iter()
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// Plays the kubelet: the pod ran and exited with `code`.
-fn finish_pod(server: &Server, name: &str, code: i32) {
-    let phase = if code == 0 { "Succeeded" } else { "Failed" };
-    let patch = format!(
-        r#"{{"status": {{"phase": "{phase}", "containerStatuses": [{{"name": "c", "image": "busybox:1", "imageID": "",
-            "ready": false, "restartCount": 0, "state": {{"terminated": {{"exitCode": {code}, "finishedAt": "{}"}}}}}}]}}}}"#,
-        now_rfc3339()
-    );
-    ok(server.kubectl(
-        33,
-        &[
-            "patch",
-            "pod",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ],
-    ));
-}
-
-fn now_rfc3339() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn create_job(server: &Server, name: &str, spec: &str) {
@@ -575,5 +489,204 @@ fn jobs_complete_back_off_fail_at_the_limit_and_go_after_their_ttl() {
     finish_pod(&server, &job_pods(&server, "once")[0], 0);
     wait_until("the finished job and its pod to go", || {
         !server.kubectl(33, &["get", "job", "once"]).status.success() && job_pods(&server, "once").is_empty()
+    });
+}
+
+#[test]
+fn a_daemon_set_follows_nodes_joining_and_leaving_and_rolls_out_node_by_node() {
+    let server = Server::start(&[]);
+    add_node(&server, "n1", "4", "");
+    add_node(&server, "n2", "4", "");
+    let manifest = r#"{"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+      "spec": {"selector": {"matchLabels": {"app": "agent"}},
+               "template": {"metadata": {"labels": {"app": "agent"}},
+                            "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}}}"#;
+    let file = server.dir.path().join("agent.json");
+    std::fs::write(&file, manifest).unwrap();
+    ok(server.kubectl(33, &["apply", "-f", file.to_str().unwrap()]));
+    let placement = |server: &Server| -> Vec<String> {
+        let mut nodes: Vec<String> = ok(server.kubectl(
+            33,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=agent",
+                "-o",
+                "jsonpath={.items[*].spec.nodeName}",
+            ],
+        ))
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+        nodes.sort();
+        nodes
+    };
+    // One pod per node, placed by the scheduler through its node affinity.
+    wait_until("a pod on each node", || placement(&server) == ["n1", "n2"]);
+
+    // A node joins: it gets one. A node leaves: its pod goes.
+    add_node(&server, "n3", "4", "");
+    wait_until("a pod on the new node", || {
+        placement(&server) == ["n1", "n2", "n3"]
+    });
+    ok(server.kubectl(33, &["delete", "node", "n1"]));
+    // Its pod is deleted (Terminating until the pod garbage collector sees its node gone for good).
+    let live = |server: &Server| -> Vec<Value> {
+        get(server, &["pods", "-l", "app=agent"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .cloned()
+            .collect()
+    };
+    wait_until("the departed node's pod to be deleted", || {
+        live(&server).len() == 2
+    });
+
+    // A new template replaces the pods; `rollout history` lists both revisions.
+    ok(server.kubectl(33, &["set", "image", "daemonset/agent", "c=busybox:2"]));
+    wait_until("every pod on the new template", || {
+        let pods = live(&server);
+        pods.len() == 2
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
+    });
+    // The test plays the kubelets: every pod runs and is ready, so `rollout status` sees the rollout through.
+    for (i, pod) in live(&server).iter().enumerate() {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        set_pod(&server, "default", name, &format!("10.42.{i}.9"), true);
+    }
+    let status = ok(server.kubectl(33, &["rollout", "status", "daemonset/agent", "--timeout=20s"]));
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let history = ok(server.kubectl(33, &["rollout", "history", "daemonset/agent"]));
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+
+    // `rollout undo` brings the first template back, as revision 3.
+    ok(server.kubectl(33, &["rollout", "undo", "daemonset/agent"]));
+    wait_until("every pod back on the first template", || {
+        // The kubelets start each new pod; the next node's pod is replaced only once this one is available.
+        for pod in live(&server).iter().filter(|p| p["status"]["podIP"].is_null()) {
+            let name = pod["metadata"]["name"].as_str().unwrap();
+            set_pod(&server, "default", name, "10.42.7.9", true);
+        }
+        let pods = live(&server);
+        pods.len() == 2
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "busybox:1")
+    });
+    wait_until("the first template renumbered as revision 3", || {
+        let history = ok(server.kubectl(33, &["rollout", "history", "daemonset/agent"]));
+        let revisions: Vec<String> = history
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.parse::<u32>().is_ok())
+            .map(String::from)
+            .collect();
+        revisions == ["2", "3"]
+    });
+    let described = ok(server.kubectl(33, &["describe", "daemonset", "agent"]));
+    assert!(described.contains("SuccessfulCreate"), "{described}");
+}
+
+#[test]
+fn controllers_run_only_while_this_server_holds_their_lease() {
+    let mut server = Server::start(&[]);
+    let lease = |server: &Server, name: &str| -> Value {
+        get(server, &["-n", "kube-system", "lease", name])["spec"].clone()
+    };
+    // Both leases are held under the server's identity, `<hostname>_<id>`, with client-go's 15 s duration.
+    wait_until("both leases held", || {
+        let (a, b) = (
+            lease(&server, "kube-controller-manager"),
+            lease(&server, "kube-scheduler"),
+        );
+        a["holderIdentity"].is_string() && a["holderIdentity"] == b["holderIdentity"]
+    });
+    let held = lease(&server, "kube-controller-manager");
+    let me = held["holderIdentity"].as_str().unwrap().to_string();
+    assert!(me.contains('_'), "{me}");
+    assert_eq!(held["leaseDurationSeconds"], 15);
+
+    // Another server takes the controller manager's lease and keeps renewing it: this one stops its controllers
+    // within the renew deadline, and a new namespace gets no default service account while the other leads.
+    let take = |server: &Server| {
+        let patch = format!(
+            r#"{{"spec": {{"holderIdentity": "other-server", "leaseDurationSeconds": 15, "renewTime": "{}.000000Z"}}}}"#,
+            bonsai_e2e::as_node::now_rfc3339().trim_end_matches('Z')
+        );
+        ok(server.kubectl(
+            33,
+            &[
+                "-n",
+                "kube-system",
+                "patch",
+                "lease",
+                "kube-controller-manager",
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
+        ));
+    };
+    take(&server);
+    let renewing = std::time::Instant::now();
+    server
+        .process
+        .wait_for_log("lost leadership", std::time::Duration::from_secs(20));
+    assert!(renewing.elapsed() < std::time::Duration::from_secs(15));
+    ok(server.kubectl(33, &["create", "namespace", "quiet"]));
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        take(&server);
+    }
+    assert!(
+        !server
+            .kubectl(33, &["-n", "quiet", "get", "serviceaccount", "default"])
+            .status
+            .success(),
+        "a controller ran while another server held the lease"
+    );
+    assert_eq!(
+        lease(&server, "kube-scheduler")["holderIdentity"],
+        me,
+        "the scheduler's lease is a separate election"
+    );
+
+    // The other server stops renewing: once its lease has expired by this server's clock, this one takes it back
+    // (a transition counted) and its controllers catch up.
+    let stopped = std::time::Instant::now();
+    server
+        .process
+        .wait_for_log("became leader", std::time::Duration::from_secs(30));
+    assert!(
+        stopped.elapsed() >= std::time::Duration::from_secs(13),
+        "taken over before the lease expired"
+    );
+    let retaken = lease(&server, "kube-controller-manager");
+    assert_eq!(retaken["holderIdentity"], me.as_str());
+    assert!(retaken["leaseTransitions"].as_i64().unwrap() >= 1, "{retaken}");
+    wait_until("the new namespace's service account", || {
+        server
+            .kubectl(33, &["-n", "quiet", "get", "serviceaccount", "default"])
+            .status
+            .success()
+    });
+
+    // A restart keeps the identity, so the server takes its own leases back at once.
+    let (netns, dir, status) = server.stop();
+    assert!(status.success());
+    let server = Server::start_in(netns, dir, &[]);
+    wait_until("the leases re-held by the same identity", || {
+        lease(&server, "kube-controller-manager")["holderIdentity"] == me.as_str()
+            && lease(&server, "kube-scheduler")["holderIdentity"] == me.as_str()
     });
 }

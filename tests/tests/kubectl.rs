@@ -785,3 +785,67 @@ fn a_rendered_chart_applies_from_standard_input() {
         );
     }
 }
+
+#[test]
+fn objects_get_kubernetes_defaults_and_reapplying_changes_nothing() {
+    let server = Server::start(&["--disable-controller-manager", "--disable-scheduler"]);
+    let dir = server.dir.path();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 8080}],
+            "resources": {"limits": {"memory": "64Mi"}},
+            "livenessProbe": {"httpGet": {"port": 8080}}}],
+            "volumes": [{"name": "scratch"}]}});
+    let deployment = deployment("web", "busybox:1.36", json!({"app": "web"}), false);
+    for minor in VERSIONS {
+        let pod_file = write(dir, "pod.json", &pod.to_string());
+        let deployment_file = write(dir, "deployment.json", &deployment);
+        ok(server.kubectl(minor, &["apply", "-f", &pod_file, "-f", &deployment_file]));
+        // What kube-apiserver fills in (SetDefaults_PodSpec, SetDefaults_Container, SetDefaults_Pod, probes,
+        // volumes, SetDefaults_Deployment), so `kubectl get -o yaml` and `describe` show what they show there.
+        let p = get(&server, minor, &["pod", "p"]);
+        let spec = &p["spec"];
+        assert_eq!(spec["restartPolicy"], "Always", "{p}");
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(spec["schedulerName"], "default-scheduler");
+        assert_eq!(spec["enableServiceLinks"], true);
+        let c = &spec["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "Always", "an untagged image is :latest");
+        assert_eq!(c["terminationMessagePolicy"], "File");
+        assert_eq!(c["ports"][0]["protocol"], "TCP");
+        assert_eq!(c["resources"]["requests"]["memory"], "64Mi", "requests default to limits");
+        assert_eq!(c["livenessProbe"]["periodSeconds"], 10);
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/");
+        assert_eq!(spec["volumes"][0]["emptyDir"], json!({}));
+        let d = get(&server, minor, &["deployment", "web"]);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%", "{d}");
+        assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert!(
+            d["spec"]["template"]["spec"].get("enableServiceLinks").is_none(),
+            "templates get only the pod spec's defaults"
+        );
+        // Defaults are stable: re-applying the same files changes nothing, and `kubectl diff` finds no change.
+        let rv = |server: &Server| {
+            get(server, minor, &["deployment", "web"])["metadata"]["resourceVersion"].clone()
+        };
+        let before = rv(&server);
+        let out = ok(server.kubectl(minor, &["apply", "-f", &pod_file, "-f", &deployment_file]));
+        assert!(out.contains("unchanged"), "{out}");
+        assert_eq!(rv(&server), before);
+        let diff = server.kubectl(minor, &["diff", "-f", &pod_file, "-f", &deployment_file]);
+        assert!(diff.status.success(), "{}", text(&diff));
+        ok(server.kubectl(minor, &["delete", "-f", &pod_file, "-f", &deployment_file, "--wait=false"]));
+        wait_gone(&server, minor);
+    }
+}
+
+fn wait_gone(server: &Server, minor: u32) {
+    bonsai_e2e::wait_until("the pod and deployment to go", || {
+        !server.kubectl(minor, &["get", "pod", "p"]).status.success()
+            && !server.kubectl(minor, &["get", "deployment", "web"]).status.success()
+    });
+}

@@ -366,6 +366,52 @@ pub struct ServerArgs {
     /// configurations' sake).
     #[arg(long, env = "BONSAI_DISABLE", value_delimiter = ',', value_parser = parse_component)]
     pub disable: Vec<String>,
+
+    /// A kube-controller-manager flag as k3s passes it, `NAME=VALUE` (repeatable): node-monitor-grace-period
+    /// (default 50s) and terminated-pod-gc-threshold (default 12500; 0 keeps every terminated pod).
+    #[arg(long = "kube-controller-manager-arg", value_parser = parse_controller_manager_arg)]
+    pub kube_controller_manager_args: Vec<ControllerManagerArg>,
+}
+
+/// A kube-controller-manager flag bonsai's controllers take.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ControllerManagerArg {
+    NodeMonitorGracePeriod(std::time::Duration),
+    TerminatedPodGcThreshold(i32),
+}
+
+fn parse_controller_manager_arg(s: &str) -> Result<ControllerManagerArg, String> {
+    let (name, value) = s
+        .trim_start_matches("--")
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE, such as node-monitor-grace-period=20s"))?;
+    match name {
+        "node-monitor-grace-period" => {
+            parse_duration(value).map(ControllerManagerArg::NodeMonitorGracePeriod)
+        }
+        "terminated-pod-gc-threshold" => value
+            .parse()
+            .map(ControllerManagerArg::TerminatedPodGcThreshold)
+            .map_err(|_| format!("{value:?} is not a number of pods")),
+        _ => Err(format!(
+            "{name:?} is not a kube-controller-manager flag bonsai takes: node-monitor-grace-period, \
+             terminated-pod-gc-threshold"
+        )),
+    }
+}
+
+impl ServerArgs {
+    /// The controllers' options: kube-controller-manager's defaults, then each `--kube-controller-manager-arg`.
+    pub fn controller_options(&self) -> controllers::ControllerOptions {
+        let mut options = controllers::ControllerOptions::default();
+        for arg in &self.kube_controller_manager_args {
+            match arg {
+                ControllerManagerArg::NodeMonitorGracePeriod(d) => options.node_monitor_grace_period = *d,
+                ControllerManagerArg::TerminatedPodGcThreshold(n) => options.terminated_pod_gc_threshold = *n,
+            }
+        }
+        options
+    }
 }
 
 /// The components k3s lets `--disable` name.
@@ -457,6 +503,37 @@ mod tests {
         assert_eq!(args.data_dir, PathBuf::from("/var/lib/bonsai"));
         assert_eq!(args.store_engine, None);
         assert_eq!(cli.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn kube_controller_manager_args_as_k3s_passes_them() {
+        let cli = Cli::try_parse_from([
+            "bonsai",
+            "server",
+            "--kube-controller-manager-arg",
+            "node-monitor-grace-period=20s",
+            "--kube-controller-manager-arg=--terminated-pod-gc-threshold=10",
+        ])
+        .unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!("not a server command")
+        };
+        let options = args.controller_options();
+        assert_eq!(
+            options.node_monitor_grace_period,
+            std::time::Duration::from_secs(20)
+        );
+        assert_eq!(options.terminated_pod_gc_threshold, 10);
+        let defaults = Cli::try_parse_from(["bonsai", "server"]).unwrap();
+        let Command::Server(args) = defaults.command else {
+            panic!("not a server command")
+        };
+        assert_eq!(
+            args.controller_options().node_monitor_grace_period,
+            std::time::Duration::from_secs(50)
+        );
+        assert!(parse_controller_manager_arg("node-cidr-mask-size=24").is_err());
+        assert!(parse_controller_manager_arg("node-monitor-grace-period").is_err());
     }
 
     #[test]

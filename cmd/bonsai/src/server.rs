@@ -42,21 +42,83 @@ fn import_airgap_images(data_dir: &std::path::Path) {
     });
 }
 
+/// This server's identity in leader elections: `<hostname>_<id>`, the id made once and kept in the data directory,
+/// so that a restarted server takes its own Leases back at once (the directory is open in one process only, so no
+/// two live servers share an identity).
+fn election_identity(server_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = server_dir.join("identity");
+    let id = match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+        _ => {
+            let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+                .context("cannot make a server identity from /proc/sys/kernel/random/uuid")?
+                .trim()
+                .to_string();
+            let temporary = server_dir.join("identity.tmp");
+            std::fs::write(&temporary, &id)
+                .and_then(|()| std::fs::rename(&temporary, &path))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            id
+        }
+    };
+    let host = apiserver::identity::hostname().unwrap_or_else(|| "bonsai".into());
+    Ok(format!("{host}_{id}"))
+}
+
 /// The cluster's controllers and scheduler, in process, as clients of the API (over loopback, as k3s runs its
-/// own).
+/// own). Each runs only while this server holds its Lease in `kube-system` (`kube-scheduler`,
+/// `kube-controller-manager`), so that servers sharing a datastore run them once.
 async fn start_controllers(
     args: &ServerArgs,
     networks: network::config::ClusterNetworks,
+    identity: &str,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
     let mut tasks = tokio::task::JoinSet::new();
     if !args.disable_scheduler {
-        tasks.spawn(scheduler::run(client.clone()));
+        let election = controllers::leader::Election::new("kube-system", "kube-scheduler", identity);
+        let client = client.clone();
+        tasks.spawn(controllers::leader::run_while_leader(
+            client.clone(),
+            election,
+            move || {
+                let client = client.clone();
+                async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    tasks.spawn(scheduler::run(client));
+                    tasks
+                }
+            },
+        ));
     }
     if args.disable_controller_manager {
         return Ok(tasks);
     }
-    controllers::spawn_all(client.clone(), &mut tasks);
+    let service_lb = !args.disable.iter().any(|c| c == "servicelb");
+    let options = args.controller_options();
+    let election = controllers::leader::Election::new("kube-system", "kube-controller-manager", identity);
+    tasks.spawn(controllers::leader::run_while_leader(
+        client.clone(),
+        election,
+        move || {
+            let client = client.clone();
+            let networks = networks.clone();
+            let options = options.clone();
+            async move { controller_manager(client, networks, service_lb, &options) }
+        },
+    ));
+    Ok(tasks)
+}
+
+/// kube-controller-manager's controllers, node IPAM and (unless disabled) ServiceLB.
+fn controller_manager(
+    client: kube::Client,
+    networks: network::config::ClusterNetworks,
+    service_lb: bool,
+    options: &controllers::ControllerOptions,
+) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    controllers::spawn_all(client.clone(), options, &mut tasks);
     {
         let client = client.clone();
         tasks.spawn(async move {
@@ -65,14 +127,14 @@ async fn start_controllers(
             }
         });
     }
-    if !args.disable.iter().any(|c| c == "servicelb") {
+    if service_lb {
         tasks.spawn(async move {
             if let Err(e) = network::controllers::run_service_lb(client).await {
                 tracing::error!(error = %e, "servicelb stopped");
             }
         });
     }
-    Ok(tasks)
+    tasks
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -169,7 +231,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     apiserver::kubeconfig::write(&args.write_kubeconfig, args.write_kubeconfig_mode, &url, &pki)?;
     tracing::info!(url = %url, kubeconfig = %args.write_kubeconfig.display(), "bonsai server ready");
     import_airgap_images(&args.data_dir);
-    let mut controllers = start_controllers(&args, networks).await?;
+    let identity = election_identity(&server_dir)?;
+    let mut controllers = start_controllers(&args, networks, &identity).await?;
 
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("interrupted, shutting down"),

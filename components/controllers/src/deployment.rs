@@ -49,7 +49,7 @@ pub fn template_hash(template: &Value, collision_count: i32) -> String {
 /// Drops what Go's JSON leaves out of a non-pointer field (false, 0, "", empty objects and lists, null): templates
 /// that went through protobuf carry such zero values, and Kubernetes compares templates as typed Go values
 /// (`Semantic.DeepEqual`), where they are the same as unset.
-fn without_zero_values(value: &mut Value) {
+pub(crate) fn without_zero_values(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for v in map.values_mut() {

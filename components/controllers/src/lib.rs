@@ -7,14 +7,21 @@
 //!
 //! **Architecture Invariant:** controllers read and write cluster state only through the Kubernetes API.
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod job;
+pub mod leader;
 pub mod namespace;
+pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
+pub mod volumebinding;
 pub mod work;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +44,40 @@ pub(crate) fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) ->
     move |source| ControllerError::Kube { what, source }
 }
 
+/// kube-controller-manager's flags that bonsai's controllers take (`--kube-controller-manager-arg`).
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// `--node-monitor-grace-period`: how long a node may stay silent before it is marked Unknown.
+    pub node_monitor_grace_period: std::time::Duration,
+    /// `--terminated-pod-gc-threshold`: terminated pods kept before the oldest are deleted (0: all kept).
+    pub terminated_pod_gc_threshold: i32,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            node_monitor_grace_period: nodelifecycle::NODE_MONITOR_GRACE_PERIOD,
+            terminated_pod_gc_threshold: podgc::TERMINATED_POD_GC_THRESHOLD,
+        }
+    }
+}
+
 /// Starts every controller of this crate on `tasks`.
-pub fn spawn_all(client: kube::Client, tasks: &mut tokio::task::JoinSet<()>) {
+pub fn spawn_all(client: kube::Client, options: &ControllerOptions, tasks: &mut tokio::task::JoinSet<()>) {
+    tasks.spawn(nodelifecycle::run(
+        client.clone(),
+        options.node_monitor_grace_period,
+    ));
+    tasks.spawn(podgc::run(client.clone(), options.terminated_pod_gc_threshold));
     tasks.spawn(endpointslice::run(client.clone()));
     tasks.spawn(namespace::run(client.clone()));
     tasks.spawn(serviceaccount::run(client.clone()));
     tasks.spawn(gc::run(client.clone()));
+    tasks.spawn(statefulset::run(client.clone()));
     tasks.spawn(replicaset::run(client.clone()));
     tasks.spawn(deployment::run(client.clone()));
-    tasks.spawn(job::run(client));
+    tasks.spawn(job::run(client.clone()));
+    tasks.spawn(cronjob::run(client.clone()));
+    tasks.spawn(volumebinding::run(client.clone()));
+    tasks.spawn(daemonset::run(client));
 }

@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use controllers::events::{Involved, Recorder};
+use controllers::volumebinding;
 use controllers::work::{self, Change};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use serde_json::json;
@@ -48,6 +50,16 @@ pub enum Decision {
 /// One scheduling pass over a snapshot: decisions for the pending pods, in queue order (priority, then age),
 /// each bound pod counted on its node before the next is placed.
 pub fn schedule(nodes: &[Node], pods: &[Pod]) -> Vec<(usize, Decision)> {
+    schedule_with(nodes, pods, &|_, _| Ok(()))
+}
+
+/// `schedule` with one more filter, `volumes` (the VolumeBinding plugin: a reason when the node cannot take the
+/// pod's claims).
+pub fn schedule_with(
+    nodes: &[Node],
+    pods: &[Pod],
+    volumes: &dyn Fn(&Pod, &Node) -> Result<(), String>,
+) -> Vec<(usize, Decision)> {
     let mut placed: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in pods.iter().filter(|p| !pending(p)) {
         let active = !matches!(
@@ -84,8 +96,11 @@ pub fn schedule(nodes: &[Node], pods: &[Pod]) -> Vec<(usize, Decision)> {
             .collect();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut best: Option<(i64, &str)> = None;
-        for info in &infos {
-            let why = filter(pod, info, &infos);
+        for (info, node) in infos.iter().zip(nodes) {
+            let mut why = filter(pod, info, &infos);
+            if let Err(reason) = volumes(pod, node) {
+                why.push(reason);
+            }
             if why.is_empty() {
                 let s = score(pod, info, &infos);
                 if best.is_none_or(|(b, _)| s > b) {
@@ -116,6 +131,9 @@ struct Scheduler {
     client: kube::Client,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
+    classes: Store<StorageClass>,
     events: Recorder,
     /// Pods bound but not yet seen bound in the cache (kube-scheduler's "assumed" pods): uid -> node, since.
     assumed: std::sync::Mutex<BTreeMap<String, (String, std::time::Instant)>>,
@@ -152,8 +170,12 @@ impl Scheduler {
                 }
             }
         }
+        let (claims, volumes, classes) = (self.claims.state(), self.volumes.state(), self.classes.state());
+        let volume_plans =
+            |pod: &Pod, node: &Node| volumebinding::schedule_volumes(pod, node, &claims, &volumes, &classes);
+        let volume_filter = |pod: &Pod, node: &Node| volume_plans(pod, node).map(|_| ());
         let mut waiting = false;
-        for (i, decision) in schedule(&nodes, &pods) {
+        for (i, decision) in schedule_with(&nodes, &pods, &volume_filter) {
             let pod = &pods[i];
             let (Some(namespace), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone())
             else {
@@ -163,6 +185,18 @@ impl Scheduler {
             let about = Involved::of(pod);
             match decision {
                 Decision::Bind(node) => {
+                    // PreBind: the pod's unbound WaitForFirstConsumer claims get their volumes (or the node to
+                    // provision on) before the pod is bound.
+                    let plans = nodes
+                        .iter()
+                        .find(|n| n.metadata.name.as_deref() == Some(node.as_str()))
+                        .and_then(|n| volume_plans(pod, n).ok())
+                        .unwrap_or_default();
+                    if let Err(e) = volumebinding::prebind(&self.client, &plans, &node).await {
+                        tracing::debug!(pod = %name, error = %e, "binding volumes");
+                        waiting = true;
+                        continue;
+                    }
                     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                         "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
                     match api
@@ -229,13 +263,22 @@ impl Scheduler {
 pub async fn run(client: kube::Client) {
     let (pods_tx, mut pods_rx) = mpsc::unbounded_channel::<Change<Pod>>();
     let (nodes_tx, mut nodes_rx) = mpsc::unbounded_channel::<Change<Node>>();
+    let (claims_tx, mut claims_rx) = mpsc::unbounded_channel::<Change<PersistentVolumeClaim>>();
+    let (volumes_tx, mut volumes_rx) = mpsc::unbounded_channel::<Change<PersistentVolume>>();
+    let (classes_tx, mut classes_rx) = mpsc::unbounded_channel::<Change<StorageClass>>();
     let pods = work::reflect(Api::<Pod>::all(client.clone()), pods_tx);
     let nodes = work::reflect(Api::<Node>::all(client.clone()), nodes_tx);
+    let claims = work::reflect(Api::<PersistentVolumeClaim>::all(client.clone()), claims_tx);
+    let volumes = work::reflect(Api::<PersistentVolume>::all(client.clone()), volumes_tx);
+    let classes = work::reflect(Api::<StorageClass>::all(client.clone()), classes_tx);
     let scheduler = Scheduler {
         events: Recorder::new(client.clone(), DEFAULT_SCHEDULER),
         client,
         pods,
         nodes,
+        claims,
+        volumes,
+        classes,
         assumed: std::sync::Mutex::new(BTreeMap::new()),
     };
     let mut waiting = false;
@@ -248,12 +291,25 @@ pub async fn run(client: kube::Client) {
         tokio::select! {
             change = pods_rx.recv() => if change.is_none() { return },
             change = nodes_rx.recv() => if change.is_none() { return },
+            change = claims_rx.recv() => if change.is_none() { return },
+            change = volumes_rx.recv() => if change.is_none() { return },
+            change = classes_rx.recv() => if change.is_none() { return },
             () = tokio::time::sleep(retry) => {}
         }
         // A burst of changes (a scale to 100) is one pass.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        while pods_rx.try_recv().is_ok() || nodes_rx.try_recv().is_ok() {}
-        if !work::ready(&scheduler.pods) || !work::ready(&scheduler.nodes) {
+        while pods_rx.try_recv().is_ok()
+            || nodes_rx.try_recv().is_ok()
+            || claims_rx.try_recv().is_ok()
+            || volumes_rx.try_recv().is_ok()
+            || classes_rx.try_recv().is_ok()
+        {}
+        if !work::ready(&scheduler.pods)
+            || !work::ready(&scheduler.nodes)
+            || !work::ready(&scheduler.claims)
+            || !work::ready(&scheduler.volumes)
+            || !work::ready(&scheduler.classes)
+        {
             waiting = true;
             continue;
         }

@@ -179,10 +179,18 @@ pub fn filter(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> Vec<String> {
             reasons.push("node(s) were unschedulable".to_string());
         }
     }
-    // TaintToleration: the first untolerated NoSchedule/NoExecute taint is named.
+    // TaintToleration: the first untolerated NoSchedule/NoExecute taint is named. The node lifecycle
+    // controller's taint for a cordon is NodeUnschedulable's to report (kube-scheduler stops at that filter).
+    let cordoned = node
+        .node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
     if let Some(taint) = taints(node.node)
         .into_iter()
         .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        .filter(|t| !(cordoned && t.key == "node.kubernetes.io/unschedulable"))
         .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
     {
         reasons.push(format!(

@@ -15,7 +15,7 @@ use super::objects::{self, meta_str, remove_meta, set_meta};
 use super::registry::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCaches;
-use super::{discovery, services, tables, validation, watch};
+use super::{defaults, discovery, services, tables, validation, watch};
 use crate::patch::managed::{self, Manager};
 
 /// The most a request body may hold, as kube-apiserver allows.
@@ -341,10 +341,13 @@ fn validate(t: &Target, name: &str, object: &Value) -> Result<(), ApiError> {
             t.resource.kind, t.resource.version, t.resource.kind
         ))
     })?;
-    let causes = object
+    let mut causes = object
         .get("metadata")
         .map(|m| validation::validate_metadata(t.resource.names, m))
         .unwrap_or_default();
+    if t.resource.kind == "CronJob" {
+        causes.extend(validation::validate_cronjob_spec(object));
+    }
     if causes.is_empty() {
         Ok(())
     } else {
@@ -381,6 +384,7 @@ async fn namespace_must_accept(store: &dyn Store, namespace: &str) -> Result<(),
 
 /// Defaults Kubernetes applies at creation that other parts of bonsai rely on.
 fn apply_create_defaults(resource: &ResourceType, object: &mut Value) {
+    defaults::apply(resource.group, resource.kind, object);
     match resource.kind {
         "Namespace" => {
             // Kubernetes labels every namespace with its own name, so selectors can pick namespaces by name.
@@ -396,10 +400,194 @@ fn apply_create_defaults(resource: &ResourceType, object: &mut Value) {
             object["status"] = json!({"phase": "Active"});
         }
         "Secret" if object.get("type").is_none() => object["type"] = json!("Opaque"),
-        "Pod" if object.pointer("/status/phase").is_none() => object["status"] = json!({"phase": "Pending"}),
+        "Pod" => {
+            default_toleration_seconds(object);
+            if object.pointer("/status/phase").is_none() {
+                object["status"] = json!({"phase": "Pending"});
+            }
+        }
         "Job" => default_job(object),
+        "CronJob" => validation::default_cronjob(object),
+        "StatefulSet" => default_statefulset(object),
+        "DaemonSet" => default_daemonset(object),
+        "PersistentVolume" | "PersistentVolumeClaim" => default_volume_or_claim(resource.kind, object),
+        "StorageClass" => {
+            // `SetDefaults_StorageClass`.
+            if object.get("reclaimPolicy").is_none() {
+                object["reclaimPolicy"] = json!("Delete");
+            }
+            if object.get("volumeBindingMode").is_none() {
+                object["volumeBindingMode"] = json!("Immediate");
+            }
+        }
         _ => {}
     }
+}
+
+/// kube-apiserver's PersistentVolume and PersistentVolumeClaim defaults (`volumeMode: Filesystem`, a PV's
+/// `persistentVolumeReclaimPolicy: Retain`), its create strategy (status reset to phase Pending), and the
+/// StorageObjectInUseProtection admission plugin's finalizer (`kubernetes.io/pv-protection` or
+/// `kubernetes.io/pvc-protection`), which the volume controllers remove once the object is no longer in use.
+fn default_volume_or_claim(kind: &str, object: &mut Value) {
+    if !object.get("spec").is_some_and(Value::is_object) {
+        object["spec"] = json!({});
+    }
+    let spec = &mut object["spec"];
+    if spec.get("volumeMode").is_none() {
+        spec["volumeMode"] = json!("Filesystem");
+    }
+    let finalizer = if kind == "PersistentVolume" {
+        if spec.get("persistentVolumeReclaimPolicy").is_none() {
+            spec["persistentVolumeReclaimPolicy"] = json!("Retain");
+        }
+        object["status"] = json!({"phase": "Pending", "lastPhaseTransitionTime": objects::now_rfc3339()});
+        "kubernetes.io/pv-protection"
+    } else {
+        object["status"] = json!({"phase": "Pending"});
+        "kubernetes.io/pvc-protection"
+    };
+    if !object
+        .pointer("/metadata/finalizers")
+        .is_some_and(Value::is_array)
+    {
+        object["metadata"]["finalizers"] = json!([]);
+    }
+    if let Some(finalizers) = object["metadata"]["finalizers"].as_array_mut()
+        && !finalizers.iter().any(|f| f == finalizer)
+    {
+        finalizers.push(json!(finalizer));
+    }
+}
+
+/// The DefaultStorageClass admission plugin: a claim created without `storageClassName` gets the default
+/// StorageClass (annotated `storageclass.kubernetes.io/is-default-class: "true"`, or the beta annotation), the
+/// newest one when several are, by name among equals, as `GetDefaultClass` picks.
+async fn default_storage_class(store: &dyn Store, object: &mut Value) -> Result<(), ApiError> {
+    if object
+        .pointer("/spec/storageClassName")
+        .is_some_and(|c| !c.is_null())
+    {
+        return Ok(());
+    }
+    let classes = store
+        .range(RangeRequest {
+            prefix: Bytes::from("/registry/storage.k8s.io/storageclasses/"),
+            ..RangeRequest::default()
+        })
+        .await?;
+    let is_default = |class: &Value| {
+        [
+            "storageclass.kubernetes.io/is-default-class",
+            "storageclass.beta.kubernetes.io/is-default-class",
+        ]
+        .iter()
+        .any(|a| class.pointer("/metadata/annotations").and_then(|m| m.get(*a)) == Some(&json!("true")))
+    };
+    let default = classes
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .filter(is_default)
+        .map(|class| {
+            let created = meta_str(&class, "creationTimestamp")
+                .unwrap_or_default()
+                .to_string();
+            (created, meta_str(&class, "name").unwrap_or_default().to_string())
+        })
+        // RFC 3339 times in UTC order as text: newest first, then names ascending.
+        .min_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    if let Some((_, name)) = default {
+        object["spec"]["storageClassName"] = json!(name);
+    }
+    Ok(())
+}
+
+/// kube-apiserver's DaemonSet defaults (`SetDefaults_DaemonSet`): RollingUpdate with maxUnavailable 1 and
+/// maxSurge 0, and 10 revisions kept. kubectl's `rollout status` refuses a daemon set without a strategy type.
+fn default_daemonset(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    if strategy.get("type").is_none_or(|t| t.as_str() == Some("")) {
+        strategy["type"] = json!("RollingUpdate");
+    }
+    if strategy["type"] == "RollingUpdate" {
+        if strategy.get("rollingUpdate").is_none_or(Value::is_null) {
+            strategy["rollingUpdate"] = json!({});
+        }
+        if let Some(rolling) = strategy.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+            rolling.entry("maxUnavailable").or_insert_with(|| json!(1));
+            rolling.entry("maxSurge").or_insert_with(|| json!(0));
+        }
+    }
+    spec.entry("revisionHistoryLimit").or_insert_with(|| json!(10));
+}
+
+/// kube-apiserver's StatefulSet defaults (`SetDefaults_StatefulSet`, with `StatefulSetAutoDeletePVC` on, as it is
+/// since 1.32); kube-apiserver applies them at every decode, so updates get them too.
+fn default_statefulset(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.entry("podManagementPolicy")
+        .or_insert_with(|| json!("OrderedReady"));
+    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    if strategy.get("type").is_none_or(|t| t.as_str() == Some("")) {
+        strategy["type"] = json!("RollingUpdate");
+        if strategy.get("rollingUpdate").is_none_or(Value::is_null) {
+            strategy["rollingUpdate"] = json!({});
+        }
+    }
+    if strategy["type"] == "RollingUpdate"
+        && let Some(rolling) = strategy.get_mut("rollingUpdate").and_then(Value::as_object_mut)
+    {
+        rolling.entry("partition").or_insert_with(|| json!(0));
+    }
+    let retention = spec
+        .entry("persistentVolumeClaimRetentionPolicy")
+        .or_insert_with(|| json!({}));
+    for when in ["whenDeleted", "whenScaled"] {
+        if retention
+            .get(when)
+            .is_none_or(|w| w.as_str().unwrap_or("").is_empty())
+        {
+            retention[when] = json!("Retain");
+        }
+    }
+    spec.entry("replicas").or_insert_with(|| json!(1));
+    spec.entry("revisionHistoryLimit").or_insert_with(|| json!(10));
+}
+
+/// kube-apiserver's DefaultTolerationSeconds admission plugin: a pod that does not tolerate
+/// `node.kubernetes.io/not-ready:NoExecute` or `node.kubernetes.io/unreachable:NoExecute` (a toleration with that
+/// key or none, and that effect or none) gets `Exists` for it with `tolerationSeconds: 300`, so that its node's
+/// failure evicts it after five minutes.
+fn default_toleration_seconds(pod: &mut Value) {
+    let tolerations: Vec<Value> = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let tolerates = |key: &str| {
+        tolerations.iter().any(|t| {
+            let field = |name: &str| t.get(name).and_then(Value::as_str).unwrap_or("");
+            (field("key") == key || field("key").is_empty())
+                && (field("effect") == "NoExecute" || field("effect").is_empty())
+        })
+    };
+    let missing: Vec<&str> = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+        .into_iter()
+        .filter(|key| !tolerates(key))
+        .collect();
+    if missing.is_empty() || !pod.get("spec").is_some_and(Value::is_object) {
+        return;
+    }
+    let mut all = tolerations;
+    for key in missing {
+        all.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+    }
+    pod["spec"]["tolerations"] = Value::Array(all);
 }
 
 /// kube-apiserver's Job defaults (`SetDefaults_Job`) and, unless `manualSelector`, its generated selector: the
@@ -511,6 +699,9 @@ pub async fn create_object(
         set_meta(&mut object, "generation", json!(1));
     }
     apply_create_defaults(t.resource, &mut object);
+    if t.resource.kind == "PersistentVolumeClaim" && t.resource.group.is_empty() {
+        default_storage_class(store, &mut object).await?;
+    }
     if let Some(manager) = manager {
         remove_meta(&mut object, "managedFields");
         managed::record_update(&definition_of(t), None, &mut object, manager);
@@ -758,6 +949,18 @@ pub(super) async fn replace(
         }
     }
     set_meta(&mut new, "name", Value::String(name.clone()));
+    if !status_only && t.resource.kind == "StatefulSet" {
+        default_statefulset(&mut new);
+    }
+    if !status_only && t.resource.kind == "DaemonSet" {
+        default_daemonset(&mut new);
+    }
+    if !status_only {
+        defaults::apply(t.resource.group, t.resource.kind, &mut new);
+    }
+    if !status_only && t.resource.kind == "CronJob" {
+        validation::default_cronjob(&mut new);
+    }
     if t.resource.has_status() && !status_only && objects::spec_of(&new) != objects::spec_of(&current) {
         let generation = current
             .pointer("/metadata/generation")
@@ -1261,13 +1464,21 @@ async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Res
             .get("dryRun")
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(|v| v == "All"));
-    if current.pointer("/metadata/deletionTimestamp").is_some() {
-        return Ok(ok(StatusCode::OK, &current)); // already being deleted
-    }
     let grace = q
         .get("gracePeriodSeconds")
         .and_then(|g| g.parse::<i64>().ok())
         .or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+    // A pod already terminating goes at once when deleted again with a grace period of 0 (a force delete, as
+    // `kubectl delete --force` and the pod garbage collector send) unless finalizers hold it.
+    let force_pod = t.resource.kind == "Pod"
+        && grace == Some(0)
+        && current
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty());
+    if current.pointer("/metadata/deletionTimestamp").is_some() && !force_pod {
+        return Ok(ok(StatusCode::OK, &current)); // already being deleted
+    }
     // Foreground and Orphan propagation are finalizers the garbage collector acts on (it removes them once the
     // dependents are gone or released); Background deletes now and leaves the dependents to it.
     let policy = options
@@ -1609,5 +1820,40 @@ mod tests {
             Some((42, "/registry/core/pods/a/b\u{0}".to_string()))
         );
         assert_eq!(decode_continue("garbage!"), None);
+    }
+
+    #[test]
+    fn pods_get_kubernetes_default_toleration_seconds() {
+        let defaulted = |spec: Value| -> Value {
+            let mut pod = json!({"metadata": {"name": "p"}, "spec": spec});
+            default_toleration_seconds(&mut pod);
+            pod["spec"]["tolerations"].clone()
+        };
+        let five_minutes = |key: &str| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300});
+        assert_eq!(
+            defaulted(json!({"containers": []})),
+            json!([
+                five_minutes("node.kubernetes.io/not-ready"),
+                five_minutes("node.kubernetes.io/unreachable")
+            ])
+        );
+        // One already tolerated (any effect counts when none is named) is left as it is.
+        let own =
+            json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "tolerationSeconds": 5});
+        assert_eq!(
+            defaulted(json!({"tolerations": [own.clone()]})),
+            json!([own, five_minutes("node.kubernetes.io/not-ready")])
+        );
+        // A toleration of every key with NoExecute covers both; a NoSchedule one covers neither.
+        let all = json!({"operator": "Exists", "effect": "NoExecute"});
+        assert_eq!(defaulted(json!({"tolerations": [all.clone()]})), json!([all]));
+        let no_schedule =
+            json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"});
+        assert_eq!(
+            defaulted(json!({"tolerations": [no_schedule]}))
+                .as_array()
+                .map(Vec::len),
+            Some(3)
+        );
     }
 }

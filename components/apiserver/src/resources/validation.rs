@@ -240,3 +240,110 @@ mod duplicate_tests {
         assert!(duplicate_fields(b"not json").is_empty());
     }
 }
+
+/// kube-apiserver's CronJob defaults (`SetDefaults_CronJob`), applied at every decode as there.
+pub fn default_cronjob(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (field, default) in [
+        ("concurrencyPolicy", serde_json::json!("Allow")),
+        ("suspend", serde_json::json!(false)),
+        ("successfulJobsHistoryLimit", serde_json::json!(3)),
+        ("failedJobsHistoryLimit", serde_json::json!(1)),
+    ] {
+        if spec.get(field).is_none_or(|v| v.is_null() || v == "") {
+            spec.insert(field.into(), default);
+        }
+    }
+}
+
+/// kube-apiserver's `validateCronJobSpec` for what bonsai checks: the schedule (robfig/cron's standard parser,
+/// through the same `cron-schedule` crate the controller schedules with), the time zone, the concurrency
+/// policy and the non-negative counts, in its order.
+pub fn validate_cronjob_spec(object: &Value) -> Vec<FieldError> {
+    let Some(spec) = object.get("spec") else {
+        return vec![];
+    };
+    let mut errors = vec![];
+    let time_zone = spec.get("timeZone").and_then(Value::as_str);
+    match spec.get("schedule").and_then(Value::as_str) {
+        None | Some("") => errors.push(FieldError {
+            field: "spec.schedule".into(),
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+        }),
+        Some(schedule) => {
+            for message in cron_schedule::schedule_errors(schedule, time_zone) {
+                errors.push(invalid("spec.schedule", schedule, message));
+            }
+        }
+    }
+    errors.extend(non_negative(spec, "startingDeadlineSeconds"));
+    if let Some(message) = time_zone.and_then(cron_schedule::time_zone_error) {
+        errors.push(invalid("spec.timeZone", time_zone.unwrap_or_default(), message));
+    }
+    if let Some(policy) = spec.get("concurrencyPolicy").and_then(Value::as_str)
+        && !matches!(policy, "Allow" | "Forbid" | "Replace")
+    {
+        errors.push(FieldError {
+            field: "spec.concurrencyPolicy".into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: \"{policy}\": supported values: \"Allow\", \"Forbid\", \"Replace\""
+            ),
+        });
+    }
+    errors.extend(non_negative(spec, "successfulJobsHistoryLimit"));
+    errors.extend(non_negative(spec, "failedJobsHistoryLimit"));
+    errors
+}
+
+/// `ValidateNonnegativeField` on `spec.<field>`.
+fn non_negative(spec: &Value, field: &str) -> Option<FieldError> {
+    let n = spec.get(field).and_then(Value::as_i64).filter(|n| *n < 0)?;
+    Some(FieldError {
+        field: format!("spec.{field}"),
+        reason: "FieldValueInvalid",
+        message: format!("Invalid value: {n}: must be greater than or equal to 0"),
+    })
+}
+
+#[cfg(test)]
+mod cronjob_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cronjobs_are_defaulted_and_their_schedule_and_zone_checked() {
+        let mut cronjob = json!({"spec": {"schedule": "*/5 * * * *", "jobTemplate": {}}});
+        default_cronjob(&mut cronjob);
+        assert_eq!(
+            cronjob["spec"],
+            json!({"schedule": "*/5 * * * *", "jobTemplate": {}, "concurrencyPolicy": "Allow",
+                "suspend": false, "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 1})
+        );
+        assert!(validate_cronjob_spec(&cronjob).is_empty());
+        let bad = json!({"spec": {"schedule": "every minute", "timeZone": "Mars/Olympus",
+            "concurrencyPolicy": "Sometimes", "failedJobsHistoryLimit": -1}});
+        let errors = validate_cronjob_spec(&bad);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.schedule",
+                "spec.timeZone",
+                "spec.concurrencyPolicy",
+                "spec.failedJobsHistoryLimit"
+            ]
+        );
+        assert_eq!(
+            errors[0].message,
+            "Invalid value: \"every minute\": expected exactly 5 fields, found 2: [every minute]"
+        );
+        assert_eq!(
+            errors[1].message,
+            "Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"
+        );
+    }
+}

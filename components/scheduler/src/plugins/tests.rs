@@ -66,6 +66,15 @@ fn filters_say_what_kube_scheduler_says() {
     assert_eq!(r[1], ["node(s) had untolerated taint {dedicated: db}"]);
     assert_eq!(r[2], ["node(s) were unschedulable"]);
     assert!(r[3].is_empty());
+    // The node lifecycle controller's taint for the cordon does not count twice.
+    let tainted_cordon = [node(
+        "cordoned",
+        json!({"spec": {"unschedulable": true, "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}}),
+    )];
+    assert_eq!(
+        reasons(&big, &tainted_cordon, &[])[0],
+        ["node(s) were unschedulable"]
+    );
     let tolerant = pod(
         "t",
         json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}], "nodeSelector": {"disk": "ssd"}}),
