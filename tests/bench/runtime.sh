@@ -6,12 +6,14 @@
 #    `umoci unpack`;
 #  - the shim's RSS while its container runs.
 #
-#   sudo tests/bench/runtime.sh [runs, default 20]
+#   sudo tests/bench/runtime.sh [runs, default 20]     (BONSAI_BIN=path: measure that binary instead of building)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-20}
-cargo build --release -q -p bonsai --bin bonsai
-bonsai=$PWD/target/release/bonsai
+if [ -z "${BONSAI_BIN:-}" ]; then
+  cargo build --release -q -p bonsai --bin bonsai
+fi
+bonsai=${BONSAI_BIN:-$PWD/target/release/bonsai}
 ns=bonsai-runtime-bench-$$
 dir=$(mktemp -d)
 cleanup() {

@@ -124,10 +124,11 @@ fn a_cronjob_starts_a_job_each_minute_and_records_its_success() {
     assert_eq!(owner["name"], "tick");
     assert_eq!(owner["uid"], uid.as_str());
     assert_eq!(owner["controller"], true);
-    // Woken at the scheduled time, not some polling interval later.
+    // Woken at the scheduled time (Kubernetes: 100 ms after it), not some polling interval later; the margin
+    // is for a loaded machine.
     let created_at = epoch_seconds(job["metadata"]["creationTimestamp"].as_str().unwrap());
     assert!(
-        (0..=3).contains(&(created_at - scheduled_at)),
+        (0..=5).contains(&(created_at - scheduled_at)),
         "created at {created_at}, scheduled for {scheduled_at}"
     );
     let status = wait_for("the job in status.active", Duration::from_secs(10), || {

@@ -813,7 +813,10 @@ fn objects_get_kubernetes_defaults_and_reapplying_changes_nothing() {
         assert_eq!(c["imagePullPolicy"], "Always", "an untagged image is :latest");
         assert_eq!(c["terminationMessagePolicy"], "File");
         assert_eq!(c["ports"][0]["protocol"], "TCP");
-        assert_eq!(c["resources"]["requests"]["memory"], "64Mi", "requests default to limits");
+        assert_eq!(
+            c["resources"]["requests"]["memory"], "64Mi",
+            "requests default to limits"
+        );
         assert_eq!(c["livenessProbe"]["periodSeconds"], 10);
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/");
         assert_eq!(spec["volumes"][0]["emptyDir"], json!({}));
@@ -838,7 +841,10 @@ fn objects_get_kubernetes_defaults_and_reapplying_changes_nothing() {
         assert_eq!(rv(&server), before);
         let diff = server.kubectl(minor, &["diff", "-f", &pod_file, "-f", &deployment_file]);
         assert!(diff.status.success(), "{}", text(&diff));
-        ok(server.kubectl(minor, &["delete", "-f", &pod_file, "-f", &deployment_file, "--wait=false"]));
+        ok(server.kubectl(
+            minor,
+            &["delete", "-f", &pod_file, "-f", &deployment_file, "--wait=false"],
+        ));
         wait_gone(&server, minor);
     }
 }
@@ -846,6 +852,9 @@ fn objects_get_kubernetes_defaults_and_reapplying_changes_nothing() {
 fn wait_gone(server: &Server, minor: u32) {
     bonsai_e2e::wait_until("the pod and deployment to go", || {
         !server.kubectl(minor, &["get", "pod", "p"]).status.success()
-            && !server.kubectl(minor, &["get", "deployment", "web"]).status.success()
+            && !server
+                .kubectl(minor, &["get", "deployment", "web"])
+                .status
+                .success()
     });
 }

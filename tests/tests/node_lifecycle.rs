@@ -323,5 +323,12 @@ fn a_silent_node_turns_unknown_its_pods_are_evicted_by_their_tolerations_and_col
             },
         );
         assert!(exists(&server, "tolerant"), "pods of other nodes stay");
+        // A force delete finishes a terminating pod too.
+        assert!(terminating(&server, "intolerant"));
+        ok(server.kubectl(
+            33,
+            &["delete", "pod", "intolerant", "--force", "--grace-period=0"],
+        ));
+        assert!(!exists(&server, "intolerant"));
     });
 }

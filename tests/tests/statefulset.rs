@@ -49,7 +49,7 @@ fn ready(server: &Server, name: &str, n: u8) {
     set_pod(server, "default", name, &format!("10.42.0.{n}"), true);
 }
 
-/// Waits for `name` to be (re)made, live, on `image`, then makes it ready; returns its uid.
+/// Waits for `name` to be (re)made, live, on `on_image`, then makes it ready; returns its uid.
 fn comes_up(server: &Server, name: &str, on_image: &str, n: u8) -> String {
     wait_until(&format!("{name} on {on_image}"), || {
         pods(server)
@@ -341,7 +341,9 @@ fn a_stateful_set_starts_in_order_keeps_identities_and_claims_and_rolls_out_abov
 
 /// The claim's owner references as (kind, name) pairs.
 fn claim_owners(server: &Server, name: &str) -> Vec<(String, String)> {
-    get(server, &["pvc", name])["metadata"]["ownerReferences"]
+    let out = ok(server.kubectl(33, &["get", "pvc", name, "--ignore-not-found", "-o", "json"]));
+    let claim: Value = serde_json::from_str(&out).unwrap_or_default();
+    claim["metadata"]["ownerReferences"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -399,6 +401,26 @@ fn parallel_pods_start_together_and_claims_follow_the_retention_policy() {
         deleted(&server, &["pvc", "data-web-1"])
     });
     assert_eq!(claim_owners(&server, "data-web-0"), [set()]);
+
+    // Orphaned, then adopted by a new set of the same name: the same pod, no new one.
+    let web0 = uid_of(&server, "web-0");
+    ok(server.kubectl(33, &["delete", "statefulset", "web", "--cascade=orphan"]));
+    wait_until("web-0 orphaned", || {
+        pods(&server)["web-0"]["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())
+    });
+    let one = manifest.replace(r#""replicas": 2"#, r#""replicas": 1"#);
+    kubectl_file(&server, "apply", "web.json", &one);
+    let new_set = get(&server, &["statefulset", "web"])["metadata"]["uid"].clone();
+    wait_until("web-0 adopted", || {
+        pods(&server)["web-0"]["metadata"]["ownerReferences"][0]["uid"] == new_set
+    });
+    assert_eq!(uid_of(&server, "web-0"), web0);
+    assert_eq!(live(&server), ["web-0"]);
+    wait_until("the claim adopted too", || {
+        claim_owners(&server, "data-web-0") == [set()]
+    });
 
     // Deleting the set takes its pods and, whenDeleted=Delete, the claims it owns.
     ok(server.kubectl(33, &["delete", "statefulset", "web", "--wait=false"]));

@@ -20,14 +20,23 @@ fn main() -> ExitCode {
     // The shim (one per container, long-lived) skips the CLI parser and the log subscriber: it should touch as
     // little of the binary as it can, to stay small.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.len() == 3 && argv[1] == "shim" {
-        return match runtime::container::shim::run(std::path::Path::new(&argv[2])) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("bonsai shim: {e}");
-                ExitCode::FAILURE
-            }
+    if argv.len() == 3 {
+        let dir = std::path::Path::new(&argv[2]);
+        let ran = if argv[1] == "shim" {
+            Some(runtime::container::shim::run(dir))
+        } else if argv[1] == runtime::container::shim::MONITOR_COMMAND {
+            Some(runtime::container::shim::run_monitor(dir))
+        } else {
+            None
         };
+        match ran {
+            Some(Ok(())) => return ExitCode::SUCCESS,
+            Some(Err(e)) => {
+                eprintln!("bonsai shim: {e}");
+                return ExitCode::FAILURE;
+            }
+            None => {}
+        }
     }
     let cli = Cli::parse();
     let format = cli.log_format;

@@ -62,7 +62,13 @@ impl Recorder {
     }
 
     async fn record(&self, about: &Involved, type_: &str, reason: &str, message: String) {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &about.namespace);
+        // Events about cluster-scoped objects (nodes) live in `default`, as client-go's recorder puts them.
+        let namespace = if about.namespace.is_empty() {
+            "default"
+        } else {
+            about.namespace.as_str()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
         let now = time_now();
         let key = (about.uid.clone(), reason.to_string(), message.clone());
         let again = self.seen.lock().ok().and_then(|seen| seen.get(&key).cloned());
@@ -80,7 +86,7 @@ impl Recorder {
             }
         }
         let event = json!({
-            "metadata": {"generateName": format!("{}.", about.name), "namespace": about.namespace},
+            "metadata": {"generateName": format!("{}.", about.name), "namespace": namespace},
             "involvedObject": {"apiVersion": about.api_version, "kind": about.kind, "namespace": about.namespace,
                 "name": about.name, "uid": about.uid},
             "reason": reason, "message": message, "type": type_, "count": 1,

@@ -329,6 +329,8 @@ impl Controller {
         // Observe heartbeats and mark nodes whose grace ran out as Unknown.
         // Each node's Ready status after this pass's writes (None: it never posted one).
         let mut current_ready: BTreeMap<String, Option<String>> = BTreeMap::new();
+        // Nodes written this pass: their cached resourceVersion is stale, so their taints wait for the next one.
+        let mut written: BTreeSet<String> = BTreeSet::new();
         for node in &nodes {
             let name = name_of(node);
             let ready = ready_condition(node);
@@ -354,6 +356,7 @@ impl Controller {
                                 h.heartbeat = new_ready.and_then(|r| r.last_heartbeat_time);
                             }
                             status = Some("Unknown".into());
+                            written.insert(name.clone());
                         }
                         Err(e) => tracing::debug!(node = %name, error = %e, "marking the node Unknown"),
                     }
@@ -383,7 +386,9 @@ impl Controller {
         let pods = self.pods.state();
         for node in &nodes {
             let name = name_of(node);
-            if let Err(e) = self.taint(node, disrupted).await {
+            if !written.contains(&name)
+                && let Err(e) = self.taint(node, disrupted).await
+            {
                 tracing::debug!(node = %name, error = %e, "updating the node's taints");
             }
             if current_ready

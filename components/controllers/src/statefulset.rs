@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
@@ -404,7 +404,7 @@ fn phase(pod: &Pod) -> &str {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
 }
 
-fn label<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> &'a str {
+fn label<'a>(meta: &'a ObjectMeta, key: &str) -> &'a str {
     meta.labels
         .as_ref()
         .and_then(|l| l.get(key))
@@ -523,8 +523,11 @@ fn new_pod(
         spec = json!({});
     }
     spec["hostname"] = json!(name);
-    if !settings.service_name.is_empty() {
-        spec["subdomain"] = json!(settings.service_name);
+    match spec.as_object_mut() {
+        Some(s) if settings.service_name.is_empty() => {
+            s.remove("subdomain");
+        }
+        _ => spec["subdomain"] = json!(settings.service_name),
     }
     let claims = settings.claim_names(ordinal);
     let mut volumes: Vec<Value> = claims
@@ -778,7 +781,7 @@ impl Context {
             let refs = pod.metadata.owner_references.clone().unwrap_or_default();
             match controller_of(&pod.metadata) {
                 Some(owner) if owner.uid == settings.uid => {
-                    if matches || pod.metadata.deletion_timestamp.is_some() {
+                    if matches {
                         out.push(pod);
                     } else {
                         let kept: Vec<OwnerReference> =
@@ -888,7 +891,7 @@ impl Context {
             let name = format!("{}-{hash}", settings.name);
             labels.insert(REVISION_HASH.into(), hash);
             let revision = ControllerRevision {
-                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                metadata: ObjectMeta {
                     name: Some(name.clone()),
                     namespace: Some(settings.namespace.clone()),
                     labels: Some(labels.clone()),
@@ -1306,7 +1309,7 @@ impl Context {
 async fn set_owner_references<K>(
     api: &Api<K>,
     name: &str,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    meta: &ObjectMeta,
     refs: Vec<OwnerReference>,
 ) -> Result<(), ControllerError>
 where
@@ -1334,8 +1337,12 @@ enum Seen {
     Revision(Box<Change<ControllerRevision>>),
 }
 
+fn key_of(meta: &ObjectMeta) -> Option<Key> {
+    Some((meta.namespace.clone()?, meta.name.clone()?))
+}
+
 /// The set a StatefulSet-controlled object belongs to.
-fn owning_set(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Key> {
+fn owning_set(meta: &ObjectMeta) -> Option<Key> {
     let owner = meta
         .owner_references
         .iter()
@@ -1380,12 +1387,7 @@ pub async fn run(client: kube::Client) {
     };
     let all = {
         let sets = sets.clone();
-        move || -> Vec<Key> {
-            sets.state()
-                .iter()
-                .filter_map(|s| Some((s.metadata.namespace.clone()?, s.metadata.name.clone()?)))
-                .collect()
-        }
+        move || -> Vec<Key> { sets.state().iter().filter_map(|s| key_of(&s.metadata)).collect() }
     };
     let keys_of = {
         let all = all.clone();
@@ -1393,13 +1395,7 @@ pub async fn run(client: kube::Client) {
         move |seen: Seen| -> Vec<Key> {
             match seen {
                 Seen::Set(c) => match *c {
-                    Change::Object(s) => s
-                        .metadata
-                        .namespace
-                        .clone()
-                        .zip(s.metadata.name.clone())
-                        .into_iter()
-                        .collect(),
+                    Change::Object(s) => key_of(&s.metadata).into_iter().collect(),
                     Change::Relisted => all(),
                 },
                 Seen::Pod(c) => match *c {

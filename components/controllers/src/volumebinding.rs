@@ -8,10 +8,13 @@
 //! it, in its order: the PV's `claimRef` (and `bound-by-controller`), the PV's phase Bound, the claim's
 //! `volumeName` with `bind-completed` (and `bound-by-controller`), the claim's phase Bound with the volume's
 //! capacity and access modes. A claim of a `WaitForFirstConsumer` class waits (event `WaitForFirstConsumer` or
-//! `WaitForPodScheduled`) until the scheduler names a node in `volume.kubernetes.io/selected-node`; it then binds
-//! to a volume whose node affinity allows that node. A volume whose claim is gone is Released, and deleted when
-//! its reclaim policy is Delete. Claims keep `kubernetes.io/pvc-protection` while a scheduled pod uses them, and
-//! volumes keep `kubernetes.io/pv-protection` while they are Bound.
+//! `WaitForPodScheduled`) for the scheduler: it places the claim's first pod where a volume fits and pre-binds that
+//! volume (kube-scheduler's VolumeBinding plugin, `schedule_volumes` and `prebind` here, called by bonsai's
+//! scheduler), or names the node in `volume.kubernetes.io/selected-node` for a provisioner; a claim with a selected
+//! node also binds to a volume whose node affinity allows that node. Claims no volume fits stay Pending with
+//! `FailedBinding`, `ProvisioningFailed` or (external provisioners) `ExternalProvisioning`. A volume whose claim is
+//! gone is Released, and deleted when its reclaim policy is Delete. Claims keep `kubernetes.io/pvc-protection`
+//! while a scheduled pod uses them, and volumes keep `kubernetes.io/pv-protection` while they are Bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -473,6 +476,10 @@ pub fn pod_uses_claim(pod: &Pod, claim: &PersistentVolumeClaim) -> bool {
 // ---------------------------------------------------------------------------------------------------------------
 // The scheduler's side (kube-scheduler's VolumeBinding plugin), used by bonsai's scheduler.
 
+/// Whether an unbound claim of an Immediate class keeps its pod from being scheduled, as in kube-scheduler. Off
+/// until bonsai has a provisioner (see `schedule_volumes`).
+pub const IMMEDIATE_CLAIMS_HOLD_PODS: bool = false;
+
 /// What binding a pod to a node needs first, for one of its unbound `WaitForFirstConsumer` claims.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClaimPlan {
@@ -486,9 +493,8 @@ pub enum ClaimPlan {
 }
 
 /// kube-scheduler's VolumeBinding Filter for `pod` on `node`, with the PreBind plan when the node fits: every
-/// claim exists and is not being deleted, bound claims' volumes allow the node, unbound claims are of a
-/// `WaitForFirstConsumer` class and have a volume the node can use (each its own) or a provisioner. The error is
-/// kube-scheduler's reason.
+/// claim exists and is not being deleted, bound claims' volumes allow the node, unbound `WaitForFirstConsumer`
+/// claims have a volume the node can use (each its own) or a provisioner. The error is kube-scheduler's reason.
 pub fn schedule_volumes(
     pod: &Pod,
     node: &Node,
@@ -531,7 +537,13 @@ pub fn schedule_volumes(
             .iter()
             .find(|c| c.metadata.name.as_deref() == Some(claim_class(claim).as_str()));
         if class.is_none_or(|c| c.volume_binding_mode.as_deref() != Some("WaitForFirstConsumer")) {
-            return Err("pod has unbound immediate PersistentVolumeClaims".into());
+            // kube-scheduler holds such a pod back ("pod has unbound immediate PersistentVolumeClaims") until the
+            // binder or a provisioner binds the claim. bonsai has no provisioner yet, so such claims (every
+            // StatefulSet's, with no default class) may never bind: the pod is placed as if they were bound.
+            if IMMEDIATE_CLAIMS_HOLD_PODS {
+                return Err("pod has unbound immediate PersistentVolumeClaims".into());
+            }
+            continue;
         }
         let elsewhere = annotation(&claim.metadata, ANN_SELECTED_NODE).is_some_and(|n| n != node_name);
         let pool: Vec<&PersistentVolume> = volumes
@@ -669,7 +681,11 @@ fn newest<K: kube::Resource + Clone>(cached: Option<Arc<K>>, written: Option<&K>
 impl Context {
     fn volume(&self, name: &str) -> Option<PersistentVolume> {
         let cached = self.volumes.get(&ObjectRef::new(name));
-        let written = self.written_volumes.lock().ok()?.get(name).cloned();
+        let written = self
+            .written_volumes
+            .lock()
+            .ok()
+            .and_then(|w| w.get(name).cloned());
         newest(cached, written.as_ref())
     }
 
@@ -689,12 +705,8 @@ impl Context {
 
     fn claim(&self, namespace: &str, name: &str) -> Option<PersistentVolumeClaim> {
         let cached = self.claims.get(&ObjectRef::new(name).within(namespace));
-        let written = self
-            .written_claims
-            .lock()
-            .ok()?
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned();
+        let key = (namespace.to_string(), name.to_string());
+        let written = self.written_claims.lock().ok().and_then(|w| w.get(&key).cloned());
         newest(cached, written.as_ref())
     }
 
@@ -2086,10 +2098,15 @@ mod tests {
             Err("node(s) had volume node affinity conflict".into())
         );
         assert_eq!(on(&["bound"], &b), Ok(vec![]));
-        assert_eq!(
-            on(&["immediate"], &a),
-            Err("pod has unbound immediate PersistentVolumeClaims".into())
-        );
+        let immediate = on(&["immediate"], &a);
+        if IMMEDIATE_CLAIMS_HOLD_PODS {
+            assert_eq!(
+                immediate,
+                Err("pod has unbound immediate PersistentVolumeClaims".into())
+            );
+        } else {
+            assert_eq!(immediate, Ok(vec![]));
+        }
         assert_eq!(
             on(&["missing"], &a),
             Err("persistentvolumeclaim \"missing\" not found".into())

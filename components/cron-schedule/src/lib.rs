@@ -12,8 +12,8 @@ use std::str::FromStr;
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use jiff::Timestamp;
 use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 
 /// A parsed schedule, in its time zone.
 #[derive(Debug, Clone)]
@@ -92,12 +92,7 @@ impl Schedule {
                 let whole = Timestamp::from_second(after.as_second()).ok()?;
                 whole.checked_add(jiff::SignedDuration::from_secs(*seconds)).ok()
             }
-            Kind::Fields(cron) => {
-                let zoned = after.to_zoned(self.zone.clone());
-                cron.find_next_occurrence(&zoned, false)
-                    .ok()
-                    .map(|z| z.timestamp())
-            }
+            Kind::Fields(cron) => next_wall_clock_match(cron, &self.zone, after),
         }
     }
 
@@ -105,6 +100,55 @@ impl Schedule {
     pub fn zone(&self) -> &TimeZone {
         &self.zone
     }
+}
+
+/// The first instant after `after` whose wall-clock time in `zone` the fields match, as robfig/cron finds it by
+/// walking absolute time: a wall time a spring-forward skips does not happen that day (croner would move it to
+/// the first time after the gap), and one a fall-back repeats happens twice (croner would keep the first).
+fn next_wall_clock_match(cron: &Cron, zone: &TimeZone, after: Timestamp) -> Option<Timestamp> {
+    let matches = |at: Timestamp| cron.is_time_matching(&at.to_zoned(zone.clone())).unwrap_or(false);
+    let mut from = after;
+    let mut found = None;
+    // A skipped wall time comes back moved past the gap, where the fields do not match it: look further.
+    for _ in 0..64 {
+        let next = cron
+            .find_next_occurrence(&from.to_zoned(zone.clone()), false)
+            .ok()?
+            .timestamp();
+        if matches(next) {
+            found = Some(next);
+            break;
+        }
+        from = next;
+    }
+    let found = found?;
+    // Before it, the only other candidates are wall times repeated by a fall-back: [transition, + the step).
+    let minute = SignedDuration::from_secs(60);
+    for transition in zone.following(after) {
+        let at = transition.timestamp();
+        if at >= found {
+            break;
+        }
+        let before = zone.to_offset(at.checked_sub(SignedDuration::from_secs(1)).ok()?);
+        let step = i64::from(before.seconds()) - i64::from(transition.offset().seconds());
+        if step <= 0 {
+            continue;
+        }
+        let end = at.checked_add(SignedDuration::from_secs(step)).ok()?.min(found);
+        // Whole minutes from the later of the transition and just after `after`.
+        let start = at.max(after.checked_add(SignedDuration::from_secs(1)).ok()?);
+        let mut candidate = Timestamp::from_second(start.as_second().div_euclid(60) * 60).ok()?;
+        if candidate < start {
+            candidate = candidate.checked_add(minute).ok()?;
+        }
+        while candidate < end {
+            if matches(candidate) {
+                return Some(candidate);
+            }
+            candidate = candidate.checked_add(minute).ok()?;
+        }
+    }
+    Some(found)
 }
 
 /// robfig's descriptors (case-sensitive, as there).
@@ -503,6 +547,44 @@ mod tests {
             "provided bad location Mars/Olympus: unknown time zone Mars/Olympus"
         );
         assert!(load_location("US/Eastern").is_ok(), "links are names too");
+        // Daylight saving time, as robfig/cron walks it: 02:30 does not exist on 2026-03-08 in New York, so
+        // that day has no run; 01:30 happens twice on 2026-11-01 (EDT, then EST), so that day has two.
+        let new_york = load_location("America/New_York").unwrap();
+        let runs = |spec: &str, from: &str| {
+            let schedule = Schedule::parse(spec, &new_york).unwrap();
+            let mut t = at(from);
+            (0..3)
+                .map(|_| {
+                    t = schedule.next(t).unwrap();
+                    t.to_string()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            runs("30 2 * * *", "2026-03-07T12:00:00Z"),
+            [
+                "2026-03-09T06:30:00Z",
+                "2026-03-10T06:30:00Z",
+                "2026-03-11T06:30:00Z"
+            ]
+        );
+        assert_eq!(
+            runs("30 1 * * *", "2026-10-31T12:00:00Z"),
+            [
+                "2026-11-01T05:30:00Z",
+                "2026-11-01T06:30:00Z",
+                "2026-11-02T06:30:00Z"
+            ]
+        );
+        assert_eq!(
+            runs("0 * * * *", "2026-03-08T06:30:00Z"),
+            [
+                "2026-03-08T07:00:00Z",
+                "2026-03-08T08:00:00Z",
+                "2026-03-08T09:00:00Z"
+            ],
+            "an hourly schedule goes on through the gap"
+        );
         assert!(
             load_location("asia/tokyo").is_err(),
             "Go's names are case-sensitive"

@@ -29,10 +29,20 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
             replicas(object);
             template(object.pointer_mut("/spec/template"));
         }
-        ("apps", "DaemonSet" | "StatefulSet") | ("batch", "Job") => {
+        ("apps", "StatefulSet") => {
+            replicas(object);
+            statefulset(object);
             template(object.pointer_mut("/spec/template"));
         }
-        ("batch", "CronJob") => template(object.pointer_mut("/spec/jobTemplate/spec/template")),
+        ("apps", "DaemonSet") => {
+            daemonset(object);
+            template(object.pointer_mut("/spec/template"));
+        }
+        ("batch", "Job") => template(object.pointer_mut("/spec/template")),
+        ("batch", "CronJob") => {
+            cronjob(object);
+            template(object.pointer_mut("/spec/jobTemplate/spec/template"));
+        }
         _ => {}
     }
 }
@@ -90,6 +100,71 @@ fn deployment(object: &mut Value) {
     default(spec, "progressDeadlineSeconds", json!(600));
 }
 
+/// `SetDefaults_StatefulSet` (with `StatefulSetAutoDeletePVC`, on by default since 1.32): OrderedReady, RollingUpdate
+/// from partition 0, claims retained when the set is deleted or scaled, 10 revisions.
+fn statefulset(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    default_string(spec, "podManagementPolicy", "OrderedReady");
+    default(spec, "updateStrategy", json!({}));
+    let strategy = &mut spec["updateStrategy"];
+    if strategy
+        .get("type")
+        .is_none_or(|t| t.is_null() || t.as_str() == Some(""))
+    {
+        default_unconditionally(strategy, "type", json!("RollingUpdate"));
+        default(strategy, "rollingUpdate", json!({}));
+    }
+    if strategy["type"] == "RollingUpdate" && strategy.get("rollingUpdate").is_some_and(Value::is_object) {
+        default(&mut strategy["rollingUpdate"], "partition", json!(0));
+    }
+    default(spec, "persistentVolumeClaimRetentionPolicy", json!({}));
+    let retention = &mut spec["persistentVolumeClaimRetentionPolicy"];
+    default_string(retention, "whenDeleted", "Retain");
+    default_string(retention, "whenScaled", "Retain");
+    default(spec, "revisionHistoryLimit", json!(10));
+}
+
+/// kube-apiserver's DaemonSet defaults (`SetDefaults_DaemonSet`): RollingUpdate with maxUnavailable 1 and
+/// maxSurge 0, and 10 revisions kept. kubectl's `rollout status` refuses a daemon set without a strategy type.
+fn daemonset(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    if strategy.get("type").is_none_or(|t| t.as_str() == Some("")) {
+        strategy["type"] = json!("RollingUpdate");
+    }
+    if strategy["type"] == "RollingUpdate" {
+        if strategy.get("rollingUpdate").is_none_or(Value::is_null) {
+            strategy["rollingUpdate"] = json!({});
+        }
+        if let Some(rolling) = strategy.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+            rolling.entry("maxUnavailable").or_insert_with(|| json!(1));
+            rolling.entry("maxSurge").or_insert_with(|| json!(0));
+        }
+    }
+    spec.entry("revisionHistoryLimit").or_insert_with(|| json!(10));
+}
+
+/// kube-apiserver's CronJob defaults (`SetDefaults_CronJob`).
+fn cronjob(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (field, default) in [
+        ("concurrencyPolicy", json!("Allow")),
+        ("suspend", json!(false)),
+        ("successfulJobsHistoryLimit", json!(3)),
+        ("failedJobsHistoryLimit", json!(1)),
+    ] {
+        if spec.get(field).is_none_or(|v| v.is_null() || v == "") {
+            spec.insert(field.into(), default);
+        }
+    }
+}
+
 /// `SetDefaults_ReplicationController`: the selector and the controller's labels come from the template's labels.
 fn replication_controller_selector(object: &mut Value) {
     let Some(labels) = object
@@ -125,11 +200,21 @@ fn pod_spec(spec: &mut Value) {
     default(spec, "terminationGracePeriodSeconds", json!(30));
     default_string(spec, "schedulerName", "default-scheduler");
     for list in ["initContainers", "containers", "ephemeralContainers"] {
-        for container in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+        for container in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             self::container(container);
         }
     }
-    for volume in spec.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
+    for volume in spec
+        .get_mut("volumes")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         self::volume(volume);
     }
 }
@@ -141,9 +226,18 @@ fn pod_only(spec: &mut Value) {
     }
     let host_network = spec.get("hostNetwork") == Some(&json!(true));
     for list in ["initContainers", "containers"] {
-        for container in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+        for container in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             // Requests default to limits, resource by resource.
-            if let Some(limits) = container.pointer("/resources/limits").and_then(Value::as_object).cloned() {
+            if let Some(limits) = container
+                .pointer("/resources/limits")
+                .and_then(Value::as_object)
+                .cloned()
+            {
                 default(&mut container["resources"], "requests", json!({}));
                 let requests = &mut container["resources"]["requests"];
                 for (resource, quantity) in limits {
@@ -152,7 +246,12 @@ fn pod_only(spec: &mut Value) {
             }
             // With the host's network, every container port is a host port.
             if host_network {
-                for port in container.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                for port in container
+                    .get_mut("ports")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
                     if port.get("hostPort").is_none_or(|p| p.is_null() || p == 0) {
                         let container_port = port.get("containerPort").cloned().unwrap_or(Value::Null);
                         default_unconditionally(port, "hostPort", container_port);
@@ -184,7 +283,10 @@ fn container(container: &mut Value) {
     if !container.is_object() {
         return;
     }
-    if container.get("imagePullPolicy").is_none_or(|p| p.is_null() || p == "") {
+    if container
+        .get("imagePullPolicy")
+        .is_none_or(|p| p.is_null() || p == "")
+    {
         let image = container.get("image").and_then(Value::as_str).unwrap_or("");
         let policy = if image_tag(image) == "latest" {
             "Always"
@@ -195,7 +297,12 @@ fn container(container: &mut Value) {
     }
     default_string(container, "terminationMessagePath", "/dev/termination-log");
     default_string(container, "terminationMessagePolicy", "File");
-    for port in container.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+    for port in container
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         default_string(port, "protocol", "TCP");
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
@@ -216,7 +323,12 @@ fn container(container: &mut Value) {
     for hook in ["postStart", "preStop"] {
         http_get(container.pointer_mut(&format!("/lifecycle/{hook}/httpGet")));
     }
-    for env in container.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
+    for env in container
+        .get_mut("env")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         if let Some(field_ref) = env.pointer_mut("/valueFrom/fieldRef") {
             default_string(field_ref, "apiVersion", "v1");
         }
@@ -253,7 +365,10 @@ fn volume(volume: &mut Value) {
         .into_iter()
         .flatten()
     {
-        if let Some(token) = projection.get_mut("serviceAccountToken").filter(|t| t.is_object()) {
+        if let Some(token) = projection
+            .get_mut("serviceAccountToken")
+            .filter(|t| t.is_object())
+        {
             default(token, "expirationSeconds", json!(3600));
         }
         for item in projection
@@ -365,5 +480,37 @@ mod tests {
         assert_eq!(rc["spec"]["selector"], json!({"app": "x"}));
         assert_eq!(rc["metadata"]["labels"], json!({"app": "x"}));
         assert_eq!(rc["spec"]["replicas"], 1);
+    }
+
+    #[test]
+    fn stateful_sets_get_kubernetes_defaults_and_keep_their_own() {
+        let mut set = json!({"spec": {"template": {"spec": {"containers": []}}}});
+        apply("apps", "StatefulSet", &mut set);
+        let spec = &set["spec"];
+        assert_eq!(spec["replicas"], 1);
+        assert_eq!(spec["podManagementPolicy"], "OrderedReady");
+        assert_eq!(
+            spec["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(
+            spec["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+        );
+        assert_eq!(spec["revisionHistoryLimit"], 10);
+        let mut on_delete = json!({"spec": {"updateStrategy": {"type": "OnDelete"}, "podManagementPolicy": "Parallel",
+            "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete"}}});
+        apply("apps", "StatefulSet", &mut on_delete);
+        let spec = &on_delete["spec"];
+        assert_eq!(
+            spec["updateStrategy"],
+            json!({"type": "OnDelete"}),
+            "no rollingUpdate for OnDelete"
+        );
+        assert_eq!(spec["podManagementPolicy"], "Parallel");
+        assert_eq!(
+            spec["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Delete"})
+        );
     }
 }

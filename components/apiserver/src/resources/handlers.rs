@@ -407,9 +407,6 @@ fn apply_create_defaults(resource: &ResourceType, object: &mut Value) {
             }
         }
         "Job" => default_job(object),
-        "CronJob" => validation::default_cronjob(object),
-        "StatefulSet" => default_statefulset(object),
-        "DaemonSet" => default_daemonset(object),
         "PersistentVolume" | "PersistentVolumeClaim" => default_volume_or_claim(resource.kind, object),
         "StorageClass" => {
             // `SetDefaults_StorageClass`.
@@ -500,63 +497,6 @@ async fn default_storage_class(store: &dyn Store, object: &mut Value) -> Result<
         object["spec"]["storageClassName"] = json!(name);
     }
     Ok(())
-}
-
-/// kube-apiserver's DaemonSet defaults (`SetDefaults_DaemonSet`): RollingUpdate with maxUnavailable 1 and
-/// maxSurge 0, and 10 revisions kept. kubectl's `rollout status` refuses a daemon set without a strategy type.
-fn default_daemonset(object: &mut Value) {
-    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
-    if strategy.get("type").is_none_or(|t| t.as_str() == Some("")) {
-        strategy["type"] = json!("RollingUpdate");
-    }
-    if strategy["type"] == "RollingUpdate" {
-        if strategy.get("rollingUpdate").is_none_or(Value::is_null) {
-            strategy["rollingUpdate"] = json!({});
-        }
-        if let Some(rolling) = strategy.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
-            rolling.entry("maxUnavailable").or_insert_with(|| json!(1));
-            rolling.entry("maxSurge").or_insert_with(|| json!(0));
-        }
-    }
-    spec.entry("revisionHistoryLimit").or_insert_with(|| json!(10));
-}
-
-/// kube-apiserver's StatefulSet defaults (`SetDefaults_StatefulSet`, with `StatefulSetAutoDeletePVC` on, as it is
-/// since 1.32); kube-apiserver applies them at every decode, so updates get them too.
-fn default_statefulset(object: &mut Value) {
-    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    spec.entry("podManagementPolicy")
-        .or_insert_with(|| json!("OrderedReady"));
-    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
-    if strategy.get("type").is_none_or(|t| t.as_str() == Some("")) {
-        strategy["type"] = json!("RollingUpdate");
-        if strategy.get("rollingUpdate").is_none_or(Value::is_null) {
-            strategy["rollingUpdate"] = json!({});
-        }
-    }
-    if strategy["type"] == "RollingUpdate"
-        && let Some(rolling) = strategy.get_mut("rollingUpdate").and_then(Value::as_object_mut)
-    {
-        rolling.entry("partition").or_insert_with(|| json!(0));
-    }
-    let retention = spec
-        .entry("persistentVolumeClaimRetentionPolicy")
-        .or_insert_with(|| json!({}));
-    for when in ["whenDeleted", "whenScaled"] {
-        if retention
-            .get(when)
-            .is_none_or(|w| w.as_str().unwrap_or("").is_empty())
-        {
-            retention[when] = json!("Retain");
-        }
-    }
-    spec.entry("replicas").or_insert_with(|| json!(1));
-    spec.entry("revisionHistoryLimit").or_insert_with(|| json!(10));
 }
 
 /// kube-apiserver's DefaultTolerationSeconds admission plugin: a pod that does not tolerate
@@ -949,17 +889,8 @@ pub(super) async fn replace(
         }
     }
     set_meta(&mut new, "name", Value::String(name.clone()));
-    if !status_only && t.resource.kind == "StatefulSet" {
-        default_statefulset(&mut new);
-    }
-    if !status_only && t.resource.kind == "DaemonSet" {
-        default_daemonset(&mut new);
-    }
     if !status_only {
         defaults::apply(t.resource.group, t.resource.kind, &mut new);
-    }
-    if !status_only && t.resource.kind == "CronJob" {
-        validation::default_cronjob(&mut new);
     }
     if t.resource.has_status() && !status_only && objects::spec_of(&new) != objects::spec_of(&current) {
         let generation = current

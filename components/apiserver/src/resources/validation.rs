@@ -241,23 +241,6 @@ mod duplicate_tests {
     }
 }
 
-/// kube-apiserver's CronJob defaults (`SetDefaults_CronJob`), applied at every decode as there.
-pub fn default_cronjob(object: &mut Value) {
-    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    for (field, default) in [
-        ("concurrencyPolicy", serde_json::json!("Allow")),
-        ("suspend", serde_json::json!(false)),
-        ("successfulJobsHistoryLimit", serde_json::json!(3)),
-        ("failedJobsHistoryLimit", serde_json::json!(1)),
-    ] {
-        if spec.get(field).is_none_or(|v| v.is_null() || v == "") {
-            spec.insert(field.into(), default);
-        }
-    }
-}
-
 /// kube-apiserver's `validateCronJobSpec` for what bonsai checks: the schedule (robfig/cron's standard parser,
 /// through the same `cron-schedule` crate the controller schedules with), the time zone, the concurrency
 /// policy and the non-negative counts, in its order.
@@ -317,7 +300,7 @@ mod cronjob_tests {
     #[test]
     fn cronjobs_are_defaulted_and_their_schedule_and_zone_checked() {
         let mut cronjob = json!({"spec": {"schedule": "*/5 * * * *", "jobTemplate": {}}});
-        default_cronjob(&mut cronjob);
+        crate::resources::defaults::apply("batch", "CronJob", &mut cronjob);
         assert_eq!(
             cronjob["spec"],
             json!({"schedule": "*/5 * * * *", "jobTemplate": {}, "concurrencyPolicy": "Allow",

@@ -137,34 +137,91 @@ fn supervise(dir: &Path) -> Result<(), ContainerError> {
         });
     }
     let streams = streams.ok_or_else(|| ContainerError::Runtime("no standard streams".into()))?;
-    // Threads only now: libcontainer has forked (a fork copies no other thread, and their locks stay held).
-    let (first_client, attached) = std::sync::mpsc::channel();
-    let first_client = config.attach_before_start.then_some(first_client);
-    let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, first_client).run());
     if config.attach_before_start {
+        // The first client must be attached before the process starts: the standard-stream loop runs here and
+        // now, so this shim stays the container's monitor.
+        let (first_client, attached) = std::sync::mpsc::channel();
+        // Threads only now: libcontainer has forked (a fork copies no other thread, and their locks stay held).
+        let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, Some(first_client)).run());
         let _ = attached.recv_timeout(std::time::Duration::from_secs(30));
+        container
+            .start()
+            .map_err(runtime_error("starting the container"))?;
+        let pid = started(dir, &container)?;
+        let ended = wait_for(pid, &cgroups_path)?;
+        let _ = io.join();
+        return record_exit(dir, ended, || {
+            container
+                .delete(true)
+                .map_err(runtime_error("removing the container's runtime state"))
+        });
     }
     container
         .start()
         .map_err(runtime_error("starting the container"))?;
-    // libcontainer has its own nix: carry the pid over as a number.
-    let pid = nix::unistd::Pid::from_raw(
+    let pid = started(dir, &container)?;
+    // The container runs; what is left is the monitor's small job. A fresh image of this binary does it, so the
+    // pages libcontainer and the set-up touched (code, heap) are not kept for the container's whole life.
+    let handoff = Handoff {
+        id: config.id.clone(),
+        pid,
+        cgroups_path: cgroups_path.clone(),
+        outputs: streams
+            .outputs
+            .iter()
+            .map(|(_, s)| *s == Stream::Stderr)
+            .collect(),
+        stdin: streams.stdin.is_some(),
+        terminal: streams.terminal.is_some(),
+        stdin_once: streams.stdin_once,
+    };
+    let error = exec_monitor(dir, &handoff, &log, &listener, &streams);
+    // The exec failed: monitor the container from this process instead.
+    tracing_free_warning(&error);
+    let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, None).run());
+    let ended = wait_for(pid, &cgroups_path)?;
+    let _ = io.join();
+    record_exit(dir, ended, || {
         container
-            .pid()
-            .ok_or_else(|| ContainerError::Runtime("the container has no process".into()))?
-            .as_raw(),
-    );
+            .delete(true)
+            .map_err(runtime_error("removing the container's runtime state"))
+    })
+}
+
+fn tracing_free_warning(error: &ContainerError) {
+    // The shim has no log subscriber; its standard error is `shim.log`.
+    eprintln!("bonsai shim: monitoring in the set-up process ({error})");
+}
+
+/// Records that the container runs (`state.json`) and returns its init's pid.
+fn started(dir: &Path, container: &libcontainer::container::Container) -> Result<i32, ContainerError> {
+    // libcontainer has its own nix: carry the pid over as a number.
+    let pid = container
+        .pid()
+        .ok_or_else(|| ContainerError::Runtime("the container has no process".into()))?
+        .as_raw();
     write_json(
         &dir.join("state.json"),
         &Started {
             shim_pid: std::process::id() as i32,
-            pid: pid.as_raw(),
+            pid,
             started_at: now_rfc3339(),
         },
     )?;
+    Ok(pid)
+}
 
-    // Reap everything reparented to us; the container's init decides the exit status.
-    let status = loop {
+/// How the container's init ended: its exit code (128 + signal when killed), and whether the OOM killer did it.
+#[derive(Debug)]
+struct Ended {
+    exit_code: i32,
+    oom_killed: bool,
+}
+
+/// Reaps everything reparented to this subreaper until the container's init ends.
+fn wait_for(pid: i32, cgroups_path: &str) -> Result<Ended, ContainerError> {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let (exit_code, signal) = loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(p, code)) if p == pid => break (code, None),
             Ok(WaitStatus::Signaled(p, signal, _)) if p == pid => break (128 + signal as i32, Some(signal)),
@@ -173,34 +230,203 @@ fn supervise(dir: &Path) -> Result<(), ContainerError> {
             Err(e) => return Err(ContainerError::Runtime(format!("waiting for the container: {e}"))),
         }
     };
-    let (exit_code, signal) = status;
-    let (reason, message) = if signal == Some(nix::sys::signal::Signal::SIGKILL)
-        && super::cgroups::Cgroups::host().oom_kills(&cgroups_path) > 0
-    {
+    // The OOM kill count is read before the cgroup goes.
+    let oom_killed = signal == Some(nix::sys::signal::Signal::SIGKILL)
+        && super::cgroups::Cgroups::host().oom_kills(cgroups_path) > 0;
+    Ok(Ended {
+        exit_code,
+        oom_killed,
+    })
+}
+
+/// Writes `exit.json` (Kubernetes' reasons) and removes libcontainer's state with `delete`.
+fn record_exit(
+    dir: &Path,
+    ended: Ended,
+    delete: impl FnOnce() -> Result<(), ContainerError>,
+) -> Result<(), ContainerError> {
+    let (reason, message) = if ended.oom_killed {
         (
             "OOMKilled",
             "the container went over its memory limit".to_string(),
         )
-    } else if exit_code == 0 {
+    } else if ended.exit_code == 0 {
         ("Completed", String::new())
     } else {
         ("Error", String::new())
     };
-    let _ = io.join();
     let _ = std::fs::remove_file(dir.join(super::attach::SOCKET));
     write_json(
         &dir.join("exit.json"),
         &Exited {
-            exit_code,
+            exit_code: ended.exit_code,
             reason: reason.into(),
             message,
             finished_at: now_rfc3339(),
         },
     )?;
-    container
-        .delete(true)
-        .map_err(runtime_error("removing the container's runtime state"))?;
-    Ok(())
+    delete()
+}
+
+/// What the set-up shim tells its monitor across `execve`; the descriptors travel beside it as `SCM_RIGHTS`, in
+/// this order: the log, the attach listener, each output, the stdin writer, the terminal master.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Handoff {
+    id: String,
+    pid: i32,
+    cgroups_path: String,
+    /// One per output descriptor: true for stderr.
+    outputs: Vec<bool>,
+    stdin: bool,
+    terminal: bool,
+    stdin_once: bool,
+}
+
+/// The most descriptors a hand-off carries (log, listener, two outputs, stdin, terminal).
+const MAX_HANDOFF_FDS: usize = 6;
+
+/// Sends the hand-off and its descriptors into a socket pair whose other end becomes standard input, then
+/// re-executes this binary as `bonsai shim-monitor DIR`. Returns only if that failed. The queued message (and the
+/// descriptors in flight with it) outlives the sending end, which `execve` closes.
+fn exec_monitor(
+    dir: &Path,
+    handoff: &Handoff,
+    log: &std::fs::File,
+    listener: &std::os::unix::net::UnixListener,
+    streams: &Streams,
+) -> ContainerError {
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::os::unix::process::CommandExt;
+
+    let fail = |what: &str, e: &dyn std::fmt::Display| ContainerError::Runtime(format!("{what}: {e}"));
+    let (ours, theirs) = match rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    ) {
+        Ok(pair) => pair,
+        Err(e) => return fail("the monitor's socket pair", &e),
+    };
+    let payload = match serde_json::to_vec(handoff) {
+        Ok(p) => p,
+        Err(e) => return fail("the monitor's hand-off", &e),
+    };
+    let mut fds: Vec<BorrowedFd> = vec![log.as_fd(), listener.as_fd()];
+    fds.extend(streams.outputs.iter().map(|(fd, _)| fd.as_fd()));
+    fds.extend(streams.stdin.iter().map(|fd| fd.as_fd()));
+    fds.extend(streams.terminal.iter().map(|fd| fd.as_fd()));
+    // The monitor gets its descriptors from the message only: a stray inherited copy of the stdin pipe's write
+    // end would keep the container from ever seeing the end of its input.
+    for fd in &fds {
+        if let Err(e) = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC) {
+            return fail("closing descriptors on exec", &e);
+        }
+    }
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDOFF_FDS))];
+    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+    if fds.len() > MAX_HANDOFF_FDS || !control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)) {
+        return ContainerError::Runtime("too many descriptors for the monitor".into());
+    }
+    if let Err(e) = rustix::net::sendmsg(
+        &ours,
+        &[std::io::IoSlice::new(&payload)],
+        &mut control,
+        rustix::net::SendFlags::empty(),
+    ) {
+        return fail("handing off to the monitor", &e);
+    }
+    drop(ours);
+    if let Err(e) = nix::unistd::dup2_stdin(&theirs) {
+        return fail("the monitor's standard input", &e);
+    }
+    drop(theirs);
+    let error = std::process::Command::new("/proc/self/exe")
+        .arg0("bonsai")
+        .arg(MONITOR_COMMAND)
+        .arg(dir)
+        .exec();
+    fail("re-executing as the monitor", &error)
+}
+
+/// The hidden command the shim re-executes itself as.
+pub const MONITOR_COMMAND: &str = "shim-monitor";
+
+/// The monitor's whole life; like `run`, an error is recorded as the container's end.
+pub fn run_monitor(dir: &Path) -> Result<(), ContainerError> {
+    let result = monitor(dir);
+    if let Err(e) = &result
+        && !dir.join("exit.json").exists()
+    {
+        write_json(
+            &dir.join("exit.json"),
+            &Exited {
+                exit_code: 128,
+                reason: "Error".into(),
+                message: format!("the container's monitor failed: {e}"),
+                finished_at: now_rfc3339(),
+            },
+        )?;
+    }
+    result
+}
+
+/// `bonsai shim-monitor DIR`: takes the hand-off from standard input, then copies the container's streams to its
+/// log and attached clients, waits for it, records how it ended, and removes libcontainer's state.
+fn monitor(dir: &Path) -> Result<(), ContainerError> {
+    use std::os::fd::AsFd;
+
+    let stdin = std::io::stdin();
+    let mut payload = vec![0u8; 64 * 1024];
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDOFF_FDS))];
+    let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let received = rustix::net::recvmsg(
+        stdin.as_fd(),
+        &mut [std::io::IoSliceMut::new(&mut payload)],
+        &mut control,
+        rustix::net::RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| ContainerError::Runtime(format!("receiving the hand-off: {e}")))?;
+    let handoff: Handoff = serde_json::from_slice(payload.get(..received.bytes).unwrap_or_default())
+        .map_err(|e| ContainerError::Runtime(format!("the hand-off: {e}")))?;
+    let mut fds: std::collections::VecDeque<OwnedFd> = control
+        .drain()
+        .flat_map(|message| match message {
+            rustix::net::RecvAncillaryMessage::ScmRights(fds) => fds.collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let mut next = |what: &str| {
+        fds.pop_front()
+            .ok_or_else(|| ContainerError::Runtime(format!("the hand-off carried no {what}")))
+    };
+    let log = std::fs::File::from(next("log")?);
+    let listener = std::os::unix::net::UnixListener::from(next("attach listener")?);
+    let mut outputs = Vec::new();
+    for stderr in &handoff.outputs {
+        let stream = if *stderr { Stream::Stderr } else { Stream::Stdout };
+        outputs.push((next("output")?, stream));
+    }
+    let streams = Streams {
+        outputs,
+        stdin: if handoff.stdin { Some(next("stdin")?) } else { None },
+        stdin_once: handoff.stdin_once,
+        terminal: if handoff.terminal {
+            Some(next("terminal")?)
+        } else {
+            None
+        },
+    };
+    drop(payload);
+    let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, None).run());
+    let ended = wait_for(handoff.pid, &handoff.cgroups_path);
+    let _ = io.join();
+    let ended = ended?;
+    record_exit(dir, ended, || {
+        libcontainer::container::Container::load(dir.join("libcontainer").join(&handoff.id))
+            .and_then(|mut container| container.delete(true))
+            .map_err(runtime_error("removing the container's runtime state"))
+    })
 }
 
 #[cfg(test)]
