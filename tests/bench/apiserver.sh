@@ -20,7 +20,7 @@ ip -n "$ns" link set lo up
 rss() { awk '/^VmRSS/{printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
 
 start=$(date +%s%N)
-ip netns exec "$ns" target/release/bonsai server -d "$dir/data" -o "$dir/kubeconfig" >"$dir/log" 2>&1 &
+ip netns exec "$ns" target/release/bonsai server --disable-agent -d "$dir/data" -o "$dir/kubeconfig" >"$dir/log" 2>&1 &
 pid=$!
 until [ -f "$dir/kubeconfig" ]; do
   kill -0 "$pid" 2>/dev/null || { cat "$dir/log"; exit 1; }

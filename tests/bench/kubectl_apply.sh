@@ -21,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 ip netns add "$ns"
 ip -n "$ns" link set lo up
-ip netns exec "$ns" target/release/bonsai server -d "$dir/data" -o "$dir/kubeconfig" >"$dir/log" 2>&1 &
+ip netns exec "$ns" target/release/bonsai server --disable-agent -d "$dir/data" -o "$dir/kubeconfig" >"$dir/log" 2>&1 &
 pid=$!
 until [ -f "$dir/kubeconfig" ]; do
   kill -0 "$pid" 2>/dev/null || { cat "$dir/log"; exit 1; }

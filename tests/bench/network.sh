@@ -71,7 +71,7 @@ echo "overlay: all removed in $(( (end - start) / 1000000 )) ms"
 #  - connection setup through a ClusterIP against the pod IP directly (python3 connect/receive/close loops);
 #  - a full sync of 1,000 services with 10 endpoints each (the proxy restarted over them), and one change after.
 kubectl_n1() { in_ns n1 kubectl --kubeconfig "$dir/kc.yaml" "$@"; }
-in_ns n1 "$bonsai" server -d "$dir/server" --write-kubeconfig "$dir/kc.yaml" >"$dir/server.log" 2>&1 &
+in_ns n1 "$bonsai" server --disable-agent -d "$dir/server" --write-kubeconfig "$dir/kc.yaml" >"$dir/server.log" 2>&1 &
 for _ in $(seq 100); do [ -s "$dir/kc.yaml" ] && break; sleep 0.1; done
 echo '{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}' | kubectl_n1 create -f - >/dev/null
 proxy() {

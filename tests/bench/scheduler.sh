@@ -26,7 +26,7 @@ k() { in_ns kubectl --kubeconfig "$dir/kc.yaml" "$@"; }
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 server() { # extra flags; waits until ready
   rm -f "$dir/kc.yaml"
-  nsenter --net="/var/run/netns/$ns" -- "$bonsai" server -d "$dir/data" --write-kubeconfig "$dir/kc.yaml" "$@" >>"$dir/server.log" 2>&1 &
+  nsenter --net="/var/run/netns/$ns" -- "$bonsai" server --disable-agent -d "$dir/data" --write-kubeconfig "$dir/kc.yaml" "$@" >>"$dir/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 300); do [ -s "$dir/kc.yaml" ] && return; sleep 0.05; done
   echo "the server did not start" >&2; exit 1

@@ -228,9 +228,27 @@ impl Server {
 
     /// Starts a server on an existing namespace and directory (for restarts).
     pub fn start_in(netns: NetNs, dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::launch(netns, dir, extra, false)
+    }
+
+    /// Starts a server that runs its node agent too (`start` runs the control plane alone, `--disable-agent`, so
+    /// that tests which play the nodes have only their own).
+    pub fn start_with_agent(extra: &[&str]) -> Server {
+        Self::launch(NetNs::new(), tempfile::tempdir().unwrap(), extra, true)
+    }
+
+    /// `start_with_agent` on an existing namespace and directory (for restarts).
+    pub fn start_in_with_agent(netns: NetNs, dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::launch(netns, dir, extra, true)
+    }
+
+    fn launch(netns: NetNs, dir: tempfile::TempDir, extra: &[&str], agent: bool) -> Server {
         let kubeconfig = dir.path().join("kubeconfig.yaml");
         let data = dir.path().join("data");
         let mut args: Vec<String> = vec!["server".into(), "--data-dir".into(), data.display().to_string()];
+        if !agent {
+            args.push("--disable-agent".into());
+        }
         args.extend(["--write-kubeconfig".into(), kubeconfig.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut process = Running::start_with(netns.command(bonsai_bin()), &args);

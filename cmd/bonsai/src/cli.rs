@@ -367,10 +367,36 @@ pub struct ServerArgs {
     #[arg(long, env = "BONSAI_DISABLE", value_delimiter = ',', value_parser = parse_component)]
     pub disable: Vec<String>,
 
+    /// Run no node agent in the server: the control plane alone (k3s's flag of the same name).
+    #[arg(long, env = "BONSAI_DISABLE_AGENT")]
+    pub disable_agent: bool,
+
+    /// The name this server's node registers under (default: the host name).
+    #[arg(long, env = "BONSAI_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// The address the node advertises (default: the host's first address).
+    #[arg(long, env = "BONSAI_NODE_IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+
+    /// A label for the node, `KEY=VALUE` (repeatable), applied at registration as k3s's --node-label.
+    #[arg(long = "node-label", env = "BONSAI_NODE_LABEL", value_delimiter = ',', value_parser = parse_label)]
+    pub node_labels: Vec<(String, String)>,
+
     /// A kube-controller-manager flag as k3s passes it, `NAME=VALUE` (repeatable): node-monitor-grace-period
     /// (default 50s) and terminated-pod-gc-threshold (default 12500; 0 keeps every terminated pod).
     #[arg(long = "kube-controller-manager-arg", value_parser = parse_controller_manager_arg)]
     pub kube_controller_manager_args: Vec<ControllerManagerArg>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE, such as tier=edge"))?;
+    if key.is_empty() {
+        return Err(format!("{s:?} has an empty label key"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// A kube-controller-manager flag bonsai's controllers take.

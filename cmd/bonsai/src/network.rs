@@ -1,21 +1,15 @@
 //! `bonsai network`: the node's pod network by hand, for people debugging a node and for the tests (the node
 //! agent calls the same library for its pods).
 
-use std::net::Ipv4Addr;
-
 use anyhow::{Context, bail};
 use network::config::{ClusterNetworks, parse_cidr};
-use network::netlink::Netlink;
-use network::overlay::{Backend, Overlay, Peer, parse_mac, uplink};
-use network::pod::{PodNetwork, PodNetworkConfig};
+use network::overlay::{Backend, Overlay, Peer, parse_mac};
+use network::pod::PodNetwork;
 
 use crate::cli::{NetworkArgs, NetworkCommand};
 
 struct Node {
-    networks: ClusterNetworks,
-    backend: Backend,
-    node_ip: Option<Ipv4Addr>,
-    lease_dir: std::path::PathBuf,
+    options: network::node::NodeNetworkOptions,
 }
 
 impl Node {
@@ -24,31 +18,21 @@ impl Node {
             bail!("--pod-cidr is required (this node's spec.podCIDR, e.g. 10.42.0.0/24)")
         };
         let pod_cidr = parse_cidr("--pod-cidr", text)?;
-        if !self.networks.cluster_cidr.contains(&pod_cidr) {
+        if !self.options.networks.cluster_cidr.contains(&pod_cidr) {
             bail!(
                 "--pod-cidr {pod_cidr} is not inside --cluster-cidr {}",
-                self.networks.cluster_cidr
+                self.options.networks.cluster_cidr
             );
         }
         Ok(pod_cidr)
     }
 
     async fn overlay(&self, pod_cidr: ipnet::Ipv4Net) -> anyhow::Result<Overlay> {
-        let host = Netlink::current()?;
-        let addresses = host.ipv4_addresses().await?;
-        self.networks.check_host(&addresses)?;
-        let uplink = uplink(&host, &addresses, self.node_ip).await?;
-        Ok(Overlay::start(host, self.backend, pod_cidr, uplink).await?)
+        Ok(self.options.overlay(pod_cidr).await?)
     }
 
     async fn pods(&self, pod_cidr: ipnet::Ipv4Net, mtu: u32) -> anyhow::Result<PodNetwork> {
-        Ok(PodNetwork::start(PodNetworkConfig {
-            cluster_cidr: self.networks.cluster_cidr,
-            pod_cidr,
-            mtu,
-            lease_dir: self.lease_dir.clone(),
-        })
-        .await?)
+        Ok(PodNetwork::start(self.options.pod_network(pod_cidr, mtu)).await?)
     }
 }
 
@@ -76,10 +60,17 @@ fn parse_peer(text: &str) -> anyhow::Result<Peer> {
 
 pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
     let node = Node {
-        networks: ClusterNetworks::parse(&args.cluster_cidr, &args.service_cidr)?,
-        backend: args.flannel_backend.parse()?,
-        node_ip: args.node_ip,
-        lease_dir: args.data_dir.join("agent/network/leases"),
+        options: network::node::NodeNetworkOptions {
+            node_name: match &args.command {
+                NetworkCommand::Run { node_name, .. } => node_name.clone(),
+                _ => String::new(),
+            },
+            networks: ClusterNetworks::parse(&args.cluster_cidr, &args.service_cidr)?,
+            backend: args.flannel_backend.parse()?,
+            node_ip: args.node_ip,
+            lease_dir: args.data_dir.join("agent/network/leases"),
+            proxy: !matches!(&args.command, NetworkCommand::Run { disable_kube_proxy: true, .. }),
+        },
     };
     match &args.command {
         NetworkCommand::Add { id, netns } => {
@@ -96,7 +87,7 @@ pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
         }
         NetworkCommand::Ls => {
             let pod_cidr = node.pod_cidr(&args)?;
-            let leases = network::ipam::Ipam::open(&node.lease_dir, pod_cidr)?.leases()?;
+            let leases = network::ipam::Ipam::open(&node.options.lease_dir, pod_cidr)?.leases()?;
             println!("{:<40} IP", "SANDBOX");
             for lease in leases {
                 println!("{:<40} {}", lease.id, lease.ip);
@@ -109,14 +100,14 @@ pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
                 .map(|p| parse_peer(p))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             for peer in &peers {
-                if !node.networks.cluster_cidr.contains(&peer.pod_cidr) {
+                if !node.options.networks.cluster_cidr.contains(&peer.pod_cidr) {
                     bail!(
                         "--peer {}: {} is not inside --cluster-cidr",
                         peer.name,
                         peer.pod_cidr
                     );
                 }
-                if node.backend == Backend::Vxlan && peer.vtep_mac.is_none() {
+                if node.options.backend == Backend::Vxlan && peer.vtep_mac.is_none() {
                     bail!(
                         "--peer {}: the vxlan backend needs the peer's VTEP MAC",
                         peer.name
@@ -130,19 +121,13 @@ pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
         NetworkCommand::Run {
             kubeconfig,
             server,
-            node_name,
             cleanup,
-            disable_kube_proxy,
+            ..
         } => {
             let client = kube_client(kubeconfig, server.as_deref()).await?;
-            run_node(&node, client, node_name, *cleanup, !*disable_kube_proxy).await?
+            run_node(&node, client, *cleanup).await?
         }
-        NetworkCommand::Cleanup => {
-            network::proxy::remove_all()?;
-            network::pod::remove_all(&node.lease_dir).await?;
-            network::overlay::remove_all(&Netlink::current()?).await?;
-            network::nft::delete_table()?;
-        }
+        NetworkCommand::Cleanup => network::node::remove_all(&node.options.lease_dir).await?,
     }
     Ok(())
 }
@@ -161,54 +146,18 @@ pub async fn kube_client(kubeconfig: &std::path::Path, server: Option<&str>) -> 
     Ok(kube::Client::try_from(config)?)
 }
 
-async fn run_node(
-    node: &Node,
-    client: kube::Client,
-    name: &str,
-    cleanup: bool,
-    proxy: bool,
-) -> anyhow::Result<()> {
+async fn run_node(node: &Node, client: kube::Client, cleanup: bool) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
-    let overlay = async {
-        let pod_cidr = network::flannel::wait_for_pod_cidr(&nodes, name).await?;
-        if !node.networks.cluster_cidr.contains(&pod_cidr) {
-            bail!(
-                "Node {name}'s spec.podCIDR {pod_cidr} is not inside --cluster-cidr {}",
-                node.networks.cluster_cidr
-            );
-        }
-        let overlay = node.overlay(pod_cidr).await?;
-        node.pods(pod_cidr, overlay.pod_mtu()).await?;
-        network::flannel::publish(&nodes, name, &overlay).await?;
-        tracing::info!(node = name, %pod_cidr, backend = overlay.backend().name(), "node network ready");
-        network::flannel::follow_nodes(nodes.clone(), &overlay).await?;
-        anyhow::Ok(())
-    };
-    let services = async {
-        if !proxy {
-            return std::future::pending().await;
-        }
-        let proxy = network::proxy::Proxy::new(network::proxy::ProxyConfig {
-            node_name: name.to_string(),
-            cluster_cidr: node.networks.cluster_cidr,
-            service_cidr: node.networks.service_cidr,
-        });
-        network::proxy::run(client.clone(), proxy).await?;
-        anyhow::Ok(())
-    };
+    let (ready, _) = tokio::sync::watch::channel(None);
     tokio::select! {
-        result = async { tokio::try_join!(overlay, services) } => { result?; }
+        result = network::node::run(client, &node.options, ready) => result?,
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
     if cleanup {
-        network::proxy::remove_all()?;
-        network::pod::remove_all(&node.lease_dir).await?;
-        network::overlay::remove_all(&Netlink::current()?).await?;
-        network::nft::delete_table()?;
+        network::node::remove_all(&node.options.lease_dir).await?;
         tracing::info!("node network removed");
     }
     Ok(())

@@ -42,6 +42,30 @@ fn import_airgap_images(data_dir: &std::path::Path) {
     });
 }
 
+/// The node agent of the server's own node, in process (k3s runs its agent in the server too).
+async fn start_agent(args: &ServerArgs, advertise: IpAddr) -> anyhow::Result<()> {
+    let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
+    let name = match &args.node_name {
+        Some(name) => name.clone(),
+        None => apiserver::identity::hostname()
+            .ok_or_else(|| anyhow::anyhow!("this host has no name: give the node one with --node-name"))?,
+    };
+    let config = kubelet::node::NodeConfig {
+        name: name.to_lowercase(),
+        address: args.node_ip.unwrap_or(advertise),
+        control_plane: true,
+        root_dir: args.data_dir.clone(),
+        runtime_version: format!("bonsai://{}", env!("CARGO_PKG_VERSION")),
+        kubelet_version: format!(
+            "v1.{KUBERNETES_MINOR}.{KUBERNETES_PATCH}+bonsai-{}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        labels: args.node_labels.iter().cloned().collect(),
+    };
+    tokio::spawn(kubelet::node::run(client, config));
+    Ok(())
+}
+
 /// This server's identity in leader elections: `<hostname>_<id>`, the id made once and kept in the data directory,
 /// so that a restarted server takes its own Leases back at once (the directory is open in one process only, so no
 /// two live servers share an identity).
@@ -231,6 +255,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     apiserver::kubeconfig::write(&args.write_kubeconfig, args.write_kubeconfig_mode, &url, &pki)?;
     tracing::info!(url = %url, kubeconfig = %args.write_kubeconfig.display(), "bonsai server ready");
     import_airgap_images(&args.data_dir);
+    if !args.disable_agent {
+        start_agent(&args, advertise).await?;
+    }
     let identity = election_identity(&server_dir)?;
     let mut controllers = start_controllers(&args, networks, &identity).await?;
 

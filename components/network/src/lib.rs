@@ -8,6 +8,7 @@ pub mod flannel;
 pub mod ipam;
 pub mod netlink;
 pub mod nft;
+pub mod node;
 pub mod overlay;
 pub mod pod;
 pub mod proxy;

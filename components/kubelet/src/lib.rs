@@ -1,0 +1,29 @@
+//! bonsai's node agent (the kubelet's job): it registers its Node, runs the containers of the pods bound to it
+//! with bonsai's runtime and pod network, and reports their status.
+//!
+//! **Architecture Invariant:** the kubelet reaches cluster state only through the Kubernetes API (kube-rs), so it
+//! works the same inside `bonsai server` and alone in `bonsai agent` on another machine.
+
+pub mod dns;
+pub mod env;
+pub mod node;
+pub mod probes;
+
+/// Why a node-agent operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
