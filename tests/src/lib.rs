@@ -166,6 +166,19 @@ impl NetNs {
         cmd
     }
 
+    /// Links this namespace to `other` with a veth pair named `uplink` on both sides, each end with an address
+    /// in a /24 (`ip` and `other_ip`).
+    pub fn link_to(&self, ip: &str, other: &NetNs, other_ip: &str) {
+        run_ok(Command::new("ip").args([
+            "link", "add", "uplink", "netns", &self.name, "type", "veth", "peer", "name", "uplink", "netns",
+            &other.name,
+        ]));
+        for (ns, addr) in [(self, ip), (other, other_ip)] {
+            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", "uplink"]));
+            run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "uplink", "up"]));
+        }
+    }
+
     /// `program` to be run inside the namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");
@@ -251,7 +264,13 @@ impl Server {
         }
         args.extend(["--write-kubeconfig".into(), kubeconfig.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut process = Running::start_with(netns.command(bonsai_bin()), &args);
+        // A node agent needs the host's cgroup mounts, which `ip netns exec` hides (it remounts /sys).
+        let command = if agent {
+            netns.net_command(bonsai_bin())
+        } else {
+            netns.command(bonsai_bin())
+        };
+        let mut process = Running::start_with(command, &args);
         process.wait_for_log("bonsai server ready", Duration::from_secs(30));
         Server {
             process,

@@ -5,6 +5,7 @@
 use bonsai_e2e::as_node::get;
 use bonsai_e2e::{Server, ok, wait_until};
 
+
 #[test]
 fn the_server_registers_its_node_and_keeps_its_lease_fresh() {
     let server = Server::start_with_agent(&["--node-name", "Edge-1", "--node-label", "tier=edge"]);
@@ -67,4 +68,140 @@ fn the_server_registers_its_node_and_keeps_its_lease_fresh() {
         }
         assert!(renewed.elapsed().as_secs() < 15, "the lease was not renewed");
     }
+}
+
+/// When dropped: force-removes every container of the node's data directory (their shims outlive the server)
+/// and unmounts what is still mounted under it (pods' pinned namespaces, root filesystems), so that a failing test
+/// leaves nothing behind.
+struct NodeCleanup(std::path::PathBuf);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let data = self.0.join("data");
+        if let Ok(entries) = std::fs::read_dir(data.join("agent/containers")) {
+            let ids: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new(bonsai_e2e::bonsai_bin())
+                    .args(["containers", "-d"])
+                    .arg(&data)
+                    .args(["rm", "--force"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        let prefix = self.0.to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in under {
+            let _ = std::process::Command::new("umount").args(["-l", mount]).status();
+        }
+    }
+}
+
+fn in_node(server: &Server, program: &str, args: &[&str]) -> std::process::Output {
+    server.netns.net_command(program).args(args).output().unwrap()
+}
+
+#[test]
+fn pods_run_serve_restart_and_stop_for_real() {
+    use bonsai_e2e::images::{Layout, Registry};
+    let (node, upstream) = (bonsai_e2e::NetNs::new(), bonsai_e2e::NetNs::new());
+    node.link_to("192.168.207.1", &upstream, "192.168.207.2");
+    assert!(std::process::Command::new("ip")
+        .args(["-n", &node.name, "route", "add", "default", "via", "192.168.207.2"])
+        .status()
+        .unwrap()
+        .success());
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = NodeCleanup(dir.path().to_path_buf());
+    let _registry = Registry::start(&node, &dir.path().join("registry"), None);
+    let layout = Layout::busybox(dir.path());
+    layout.copy(&node, "v1", &format!("docker://{}/test/busybox:v1", Registry::ADDR), None);
+    let logs = dir.path().join("pod-logs");
+    let server = Server::start_in_with_agent(
+        node,
+        dir,
+        &["--node-name", "n1", "--pod-logs-dir", logs.to_str().unwrap()],
+    );
+    let image = format!("{}/test/busybox:v1", Registry::ADDR);
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [
+      {{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "web"}},
+       "spec": {{"replicas": 2, "selector": {{"matchLabels": {{"app": "web"}}}},
+         "template": {{"metadata": {{"labels": {{"app": "web"}}}},
+           "spec": {{"terminationGracePeriodSeconds": 3, "containers": [{{"name": "httpd", "image": "{image}",
+             "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"],
+             "env": [{{"name": "POD_NAME", "valueFrom": {{"fieldRef": {{"fieldPath": "metadata.name"}}}}}}],
+             "ports": [{{"containerPort": 8080}}]}}]}}}}}}}},
+      {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "web"}},
+       "spec": {{"selector": {{"app": "web"}}, "ports": [{{"port": 80, "targetPort": 8080}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "crasher"}},
+       "spec": {{"containers": [{{"name": "c", "image": "{image}", "command": ["/bin/sh", "-c", "echo bye; exit 3"]}}]}}}}]}}"#
+    );
+    bonsai_e2e::as_node::kubectl_file(&server, "apply", "web.json", &manifest);
+
+    // Both replicas run and turn Ready.
+    wait_until("the deployment's pods", || {
+        get(&server, &["pods", "-l", "app=web"])["items"].as_array().is_some_and(|i| i.len() == 2)
+    });
+    let waited = server.kubectl(33, &["wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=90s"]);
+    assert!(waited.status.success(), "{}\n{}", bonsai_e2e::text(&waited), ok(server.kubectl(33, &["get", "pods", "-o", "yaml"])));
+    let pods = get(&server, &["pods", "-l", "app=web"]);
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 2);
+    for pod in pods {
+        let status = &pod["status"];
+        assert_eq!(status["phase"], "Running", "{status}");
+        assert!(status["podIP"].as_str().unwrap().starts_with("10.42."), "{status}");
+        assert_eq!(status["hostIP"], "192.168.207.1");
+        assert_eq!(status["qosClass"], "BestEffort");
+        let container = &status["containerStatuses"][0];
+        assert!(container["state"]["running"]["startedAt"].is_string(), "{container}");
+        assert_eq!(container["restartCount"], 0);
+        assert!(container["containerID"].as_str().unwrap().starts_with("bonsai://"));
+        // Each answers on its own address, with its own host name (the kubelet's /etc/hostname).
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let url = format!("http://{}:8080/hostname", status["podIP"].as_str().unwrap());
+        let answer = ok(in_node(&server, "curl", &["-s", "--max-time", "5", &url]));
+        assert_eq!(answer.trim(), name);
+    }
+    // The Service reaches them through its cluster IP, on the node's proxy.
+    let cluster_ip = ok(server.kubectl(33, &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]));
+    wait_until("the service to answer", || {
+        in_node(&server, "curl", &["-s", "--max-time", "2", &format!("http://{cluster_ip}/hostname")])
+            .status
+            .success()
+    });
+
+    // A crashing container is restarted, then backs off.
+    wait_until("the crasher to back off", || {
+        let pod = get(&server, &["pod", "crasher"]);
+        let c = &pod["status"]["containerStatuses"][0];
+        c["restartCount"].as_i64().unwrap_or(0) >= 1 && c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let crasher = get(&server, &["pod", "crasher"]);
+    assert_eq!(crasher["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 3);
+    let uid = crasher["metadata"]["uid"].as_str().unwrap();
+    let log = std::fs::read_to_string(logs.join(format!("default_crasher_{uid}/c/0.log"))).unwrap();
+    assert!(log.contains(" stdout F bye"), "{log}");
+
+    // Deleting stops everything: the pods go from the API, their containers and sandboxes from the node.
+    ok(server.kubectl(33, &["delete", "deployment", "web"]));
+    ok(server.kubectl(33, &["delete", "pod", "crasher"]));
+    let deleted = server.kubectl(33, &["wait", "--for=delete", "pod", "--all", "--timeout=60s"]);
+    assert!(deleted.status.success(), "{}", bonsai_e2e::text(&deleted));
+    wait_until("no container left on the node", || {
+        std::fs::read_dir(server.data_dir().join("agent/containers")).is_ok_and(|mut d| d.next().is_none())
+    });
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let pods_dir = server.data_dir().join("agent/pods");
+    assert!(!mounts.contains(pods_dir.to_str().unwrap()), "a pod's namespace is still pinned");
 }

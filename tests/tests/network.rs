@@ -27,18 +27,7 @@ fn ip(ns: &NetNs, args: &[&str]) -> String {
 
 /// Links two namespaces with a veth pair and gives each end an address in a /24.
 fn link(a: &NetNs, a_ip: &str, b: &NetNs, b_ip: &str) {
-    let status = Command::new("ip")
-        .args([
-            "link", "add", "uplink", "netns", &a.name, "type", "veth", "peer", "name", "uplink", "netns",
-            &b.name,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    for (ns, addr) in [(a, a_ip), (b, b_ip)] {
-        ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", "uplink"]);
-        ip(ns, &["link", "set", "uplink", "up"]);
-    }
+    a.link_to(a_ip, b, b_ip);
 }
 
 /// `bonsai network ARGS` run inside the node's namespace, with its own data directory.

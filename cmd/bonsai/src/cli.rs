@@ -379,6 +379,26 @@ pub struct ServerArgs {
     #[arg(long, env = "BONSAI_NODE_IP")]
     pub node_ip: Option<std::net::IpAddr>,
 
+    /// How pod traffic crosses between nodes: vxlan, host-gw, or none (k3s's --flannel-backend).
+    #[arg(long, env = "BONSAI_FLANNEL_BACKEND", default_value = "vxlan")]
+    pub flannel_backend: String,
+
+    /// Leave Services to another proxy (k3s's flag).
+    #[arg(long, env = "BONSAI_DISABLE_KUBE_PROXY")]
+    pub disable_kube_proxy: bool,
+
+    /// The cluster DNS address written into pods' resolv.conf (k3s's --cluster-dns).
+    #[arg(long, env = "BONSAI_CLUSTER_DNS", default_value = "10.43.0.10")]
+    pub cluster_dns: std::net::IpAddr,
+
+    /// Registry mirrors, auth and TLS for the node's image pulls, in k3s's registries.yaml format.
+    #[arg(long, env = "BONSAI_PRIVATE_REGISTRY", default_value = "/etc/bonsai/registries.yaml")]
+    pub private_registry: PathBuf,
+
+    /// Where containers' logs are written, in the kubelet's `<ns>_<pod>_<uid>/<container>/<n>.log` layout.
+    #[arg(long, env = "BONSAI_POD_LOGS_DIR", default_value = "/var/log/pods")]
+    pub pod_logs_dir: PathBuf,
+
     /// A label for the node, `KEY=VALUE` (repeatable), applied at registration as k3s's --node-label.
     #[arg(long = "node-label", env = "BONSAI_NODE_LABEL", value_delimiter = ',', value_parser = parse_label)]
     pub node_labels: Vec<(String, String)>,

@@ -62,7 +62,63 @@ async fn start_agent(args: &ServerArgs, advertise: IpAddr) -> anyhow::Result<()>
         ),
         labels: args.node_labels.iter().cloned().collect(),
     };
-    tokio::spawn(kubelet::node::run(client, config));
+    let name = config.name.clone();
+    tokio::spawn(kubelet::node::run(client.clone(), config));
+
+    // The node's network (overlay, pod bridge, service proxy), and its pods once that is ready.
+    let node_ip = match args.node_ip.unwrap_or(advertise) {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    };
+    let options = network::node::NodeNetworkOptions {
+        node_name: name.clone(),
+        networks: network::config::ClusterNetworks::parse(&args.cluster_cidr, &args.service_cidr)?,
+        backend: args.flannel_backend.parse()?,
+        node_ip,
+        lease_dir: args.data_dir.join("agent/network/leases"),
+        proxy: !args.disable_kube_proxy,
+    };
+    let (ready, network_config) = tokio::sync::watch::channel(None);
+    {
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = network::node::run(client, &options, ready).await {
+                tracing::error!(error = %e, "the node's network stopped");
+            }
+        });
+    }
+    let store = std::sync::Arc::new(
+        runtime::store::ContentStore::open(crate::images::store_dir(&args.data_dir))
+            .context("cannot open the image store")?,
+    );
+    let shim = std::env::current_exe().context("cannot find the bonsai binary to run shims")?;
+    let containers = std::sync::Arc::new(runtime::container::Runtime::new(
+        args.data_dir.join("agent/containers"),
+        store.clone(),
+        shim,
+    )?);
+    runtime::install_crypto_provider();
+    let registries = runtime::registries::RegistriesConfig::load(&args.private_registry)?;
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let pods = kubelet::pods::Pods::new(
+        client,
+        kubelet::pods::PodsConfig {
+            node_name: name,
+            data_dir: args.data_dir.clone(),
+            pod_logs_dir: args.pod_logs_dir.clone(),
+            dns: kubelet::dns::ClusterDns {
+                nameservers: vec![args.cluster_dns.to_string()],
+                domain: args.cluster_domain.clone(),
+                host: kubelet::dns::ResolvConf::parse(&host_resolv),
+            },
+            host_ips: vec![args.node_ip.unwrap_or(advertise).to_string()],
+        },
+        containers,
+        store.clone(),
+        runtime::pull::Puller::new(store, registries),
+        network_config,
+    );
+    tokio::spawn(std::sync::Arc::new(pods).run());
     Ok(())
 }
 

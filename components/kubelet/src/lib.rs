@@ -7,7 +7,10 @@
 pub mod dns;
 pub mod env;
 pub mod node;
+pub mod pods;
 pub mod probes;
+pub mod sandbox;
+pub mod volumes;
 
 /// Why a node-agent operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,4 +29,14 @@ pub enum KubeletError {
     },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// True once a reflector's cache holds the whole initial list.
+pub(crate) fn ready<K>(cache: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures_util::FutureExt;
+    cache.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
 }

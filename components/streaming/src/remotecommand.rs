@@ -466,12 +466,8 @@ async fn handle_client_message(pipes: &mut WebSocketPipes, data: &[u8]) {
                 let _ = resize.send(size).await;
             }
         }
-        CHANNEL_CLOSE if pipes.v5 => {
-            if payload.first() == Some(&CHANNEL_STDIN) {
-                // EOF for the reader: dropping our end of the pipe.
-                pipes.stdin = None;
-            }
-        }
+        // EOF for the reader: dropping our end of the pipe.
+        CHANNEL_CLOSE if pipes.v5 && payload.first() == Some(&CHANNEL_STDIN) => pipes.stdin = None,
         _ => {}
     }
 }

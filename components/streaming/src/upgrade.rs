@@ -215,7 +215,7 @@ mod tests {
         // RFC 6455's own example key.
         assert_eq!(
             response.headers()["sec-websocket-accept"],
-            "s3pPLMBiTxaQ9kYGzzhZRK+xOo4="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         assert_eq!(response.headers()["sec-websocket-protocol"], "v5.channel.k8s.io");
     }

@@ -48,9 +48,16 @@ pub(super) async fn probe(
     command: &[String],
     timeout: Duration,
 ) -> ProbeResult {
-    let command: Vec<String> = command.iter().map(|argument| expand(argument, &target.static_env)).collect();
+    let command: Vec<String> = command
+        .iter()
+        .map(|argument| expand(argument, &target.static_env))
+        .collect();
     // The runner is asked to stop at the timeout; the probe does not wait longer even if it does not.
-    let ran = tokio::time::timeout(timeout, runner.run_in_container(&target.container_id, &command, timeout)).await;
+    let ran = tokio::time::timeout(
+        timeout,
+        runner.run_in_container(&target.container_id, &command, timeout),
+    )
+    .await;
     match ran {
         // remote_runtime.go's ExecSync: `exec.NewTimeoutError(fmt.Errorf("command %q timed out", ...))`, which the
         // exec prober turns into a failure with that message (ExecProbeTimeout, GA).
@@ -135,7 +142,10 @@ mod tests {
 
     #[test]
     fn expansion_matches_kubernetes() {
-        assert_eq!(expand("curl localhost:$(PORT)/healthz", &env()), "curl localhost:8080/healthz");
+        assert_eq!(
+            expand("curl localhost:$(PORT)/healthz", &env()),
+            "curl localhost:8080/healthz"
+        );
         assert_eq!(expand("$(MISSING)", &env()), "$(MISSING)");
         assert_eq!(expand("a$(EMPTY)b", &env()), "ab");
         assert_eq!(expand("$$(PORT)", &env()), "$(PORT)");

@@ -53,7 +53,10 @@ pub(super) async fn probe(host: &str, port: i32, service: &str, timeout: Duratio
     {
         Ok(endpoint) => endpoint,
         Err(error) => {
-            return ProbeResult::Failure(format!("error: failed to connect service at {}: {error}", go_quote(&address)));
+            return ProbeResult::Failure(format!(
+                "error: failed to connect service at {}: {error}",
+                go_quote(&address)
+            ));
         }
     };
 
@@ -86,14 +89,26 @@ pub(super) async fn probe(host: &str, port: i32, service: &str, timeout: Duratio
 
     let mut client = tonic::client::Grpc::new(channel);
     let call = async {
-        client.ready().await.map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-        let mut request = tonic::Request::new(HealthCheckRequest { service: service.to_string() });
+        client
+            .ready()
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: service.to_string(),
+        });
         // grpc-timeout, as grpc-go sends the context's deadline.
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
-        client.unary(request, PathAndQuery::from_static(HEALTH_CHECK_PATH), codec).await
+        client
+            .unary(request, PathAndQuery::from_static(HEALTH_CHECK_PATH), codec)
+            .await
     };
-    let timed_out = || ProbeResult::Failure(format!("timeout: health rpc did not complete within {}", go_duration(timeout)));
+    let timed_out = || {
+        ProbeResult::Failure(format!(
+            "timeout: health rpc did not complete within {}",
+            go_duration(timeout)
+        ))
+    };
     match timeout_at(deadline, call).await {
         Err(_) => timed_out(),
         Ok(Err(status)) => match status.code() {

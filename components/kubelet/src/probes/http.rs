@@ -59,14 +59,30 @@ struct Hop {
 impl ProbeRequest {
     fn new(action: &HTTPGetAction, target: &ProbeTarget) -> Result<Self, String> {
         let scheme = action.scheme.as_deref().unwrap_or_default().to_ascii_lowercase();
-        let scheme = if scheme.is_empty() { "http".to_string() } else { scheme };
-        let host = action.host.as_deref().filter(|host| !host.is_empty()).unwrap_or(&target.pod_ip);
+        let scheme = if scheme.is_empty() {
+            "http".to_string()
+        } else {
+            scheme
+        };
+        let host = action
+            .host
+            .as_deref()
+            .filter(|host| !host.is_empty())
+            .unwrap_or(&target.pod_ip);
         let port = resolve_port(&action.port, &target.named_ports)?;
         let authority = join_host_port(host, port);
         let path = action.path.as_deref().unwrap_or_default();
-        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-        let url = Url::parse(&format!("{scheme}://{authority}{path}"))
-            .map_err(|error| format!("parse {}: {error}", go_quote(&format!("{scheme}://{authority}{path}"))))?;
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        let url = Url::parse(&format!("{scheme}://{authority}{path}")).map_err(|error| {
+            format!(
+                "parse {}: {error}",
+                go_quote(&format!("{scheme}://{authority}{path}"))
+            )
+        })?;
 
         let mut headers: Vec<(String, String)> = action
             .http_headers
@@ -74,19 +90,42 @@ impl ProbeRequest {
             .flatten()
             .map(|header| (canonical_header_name(&header.name), header.value.clone()))
             .collect();
-        if !headers.iter().any(|(name, _)| name == "User-Agent") {
-            headers.push(("User-Agent".into(), KUBE_PROBE_USER_AGENT.into()));
+        // Go writes one User-Agent line, the first value, and none at all for an empty one.
+        match headers.iter().position(|(name, _)| name == "User-Agent") {
+            None => headers.push(("User-Agent".into(), KUBE_PROBE_USER_AGENT.into())),
+            Some(first) => {
+                let agent = headers[first].1.clone();
+                headers.retain(|(name, _)| name != "User-Agent");
+                if !agent.is_empty() {
+                    headers.insert(first.min(headers.len()), ("User-Agent".into(), agent));
+                }
+            }
         }
-        match headers.iter().find(|(name, _)| name == "Accept").map(|(_, value)| value.is_empty()) {
+        match headers
+            .iter()
+            .find(|(name, _)| name == "Accept")
+            .map(|(_, value)| value.is_empty())
+        {
             None => headers.push(("Accept".into(), "*/*".into())),
             // "Accept header was overridden but is empty. removing"
             Some(true) => headers.retain(|(name, _)| name != "Accept"),
             Some(false) => {}
         }
-        let host_override =
-            headers.iter().find(|(name, _)| name == "Host").map(|(_, value)| value.clone()).filter(|v| !v.is_empty());
+        let host_override = headers
+            .iter()
+            .find(|(name, _)| name == "Host")
+            .map(|(_, value)| value.clone())
+            .filter(|v| !v.is_empty());
         headers.retain(|(name, _)| name != "Host");
-        Ok(ProbeRequest { first: Hop { url, authority, host_override, referer: None }, headers })
+        Ok(ProbeRequest {
+            first: Hop {
+                url,
+                authority,
+                host_override,
+                referer: None,
+            },
+            headers,
+        })
     }
 
     /// Go's `http.Client.Do` with the kubelet's `CheckRedirect`, then `DoHTTPProbe`'s verdict.
@@ -96,9 +135,11 @@ impl ProbeRequest {
         let mut requests = 0;
         loop {
             requests += 1;
-            let (response, connection) = match timeout_at(deadline, self.send(&hop)).await {
+            let (response, connection) = match timeout_at(deadline, self.send(&hop, deadline)).await {
                 Ok(Ok(sent)) => sent,
-                Ok(Err(message)) => return ProbeResult::Failure(format!("Get {}: {message}", go_quote(hop.url.as_str()))),
+                Ok(Err(message)) => {
+                    return ProbeResult::Failure(format!("Get {}: {message}", go_quote(hop.url.as_str())));
+                }
                 Err(_) => {
                     return ProbeResult::Failure(format!(
                         "Get {}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
@@ -134,11 +175,17 @@ impl ProbeRequest {
                 return verdict(response, connection, deadline).await;
             }
             if requests >= MAX_REDIRECTS {
-                return ProbeResult::Failure(format!("Get {}: stopped after 10 redirects", go_quote(&location)));
+                return ProbeResult::Failure(format!(
+                    "Get {}: stopped after 10 redirects",
+                    go_quote(&location)
+                ));
             }
             drop((response, connection));
             // Go keeps a custom Host through a redirect only when the Location is relative.
-            let relative = matches!(Url::parse(&location), Err(url::ParseError::RelativeUrlWithoutBase));
+            let relative = matches!(
+                Url::parse(&location),
+                Err(url::ParseError::RelativeUrlWithoutBase)
+            );
             let referer = (!(hop.url.scheme() == "https" && next.scheme() == "http")).then(|| {
                 let mut referer = hop.url.clone();
                 referer.set_fragment(None);
@@ -155,7 +202,11 @@ impl ProbeRequest {
 
     /// Sends one GET on a new connection and returns the response head; the connection lives as long as the
     /// returned task guard, so the body can still be read.
-    async fn send(&self, hop: &Hop) -> Result<(Response<Incoming>, ConnectionTask), String> {
+    async fn send(
+        &self,
+        hop: &Hop,
+        deadline: Instant,
+    ) -> Result<(Response<Incoming>, ConnectionTask), String> {
         let scheme = hop.url.scheme();
         if scheme != "http" && scheme != "https" {
             return Err(format!("unsupported protocol scheme {}", go_quote(scheme)));
@@ -166,9 +217,18 @@ impl ProbeRequest {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             None => return Err("http: no Host in request URL".into()),
         };
-        let port = hop.url.port_or_known_default().ok_or_else(|| "http: no port in request URL".to_string())?;
+        let port = hop
+            .url
+            .port_or_known_default()
+            .ok_or_else(|| "http: no port in request URL".to_string())?;
         let request = self.request(hop)?;
-        let stream = dial(&host, port).await?;
+        // A connection that does not open in time reads as Go's dial timeout under the client's deadline.
+        let stream = timeout_at(deadline, dial(&host, port)).await.map_err(|_| {
+            format!(
+                "dial tcp {}: i/o timeout (Client.Timeout exceeded while awaiting headers)",
+                join_host_port(&host, port)
+            )
+        })??;
         if scheme == "https" {
             let config = tls_config()?;
             let server_name = ServerName::try_from(host.clone()).map_err(|error| format!("tls: {error}"))?;
@@ -227,7 +287,8 @@ async fn verdict(response: Response<Incoming>, connection: ConnectionTask, deadl
             Ok(Some(Err(error))) => return ProbeResult::Unknown(hyper_message(&error)),
             Err(_) => {
                 return ProbeResult::Unknown(
-                    "context deadline exceeded (Client.Timeout or context cancellation while reading body)".into(),
+                    "context deadline exceeded (Client.Timeout or context cancellation while reading body)"
+                        .into(),
                 );
             }
         }
@@ -246,7 +307,10 @@ async fn verdict(response: Response<Incoming>, connection: ConnectionTask, deadl
     ProbeResult::Failure(format!("HTTP probe failed with statuscode: {status}"))
 }
 
-async fn send_on<S>(stream: S, request: Request<Empty<Bytes>>) -> Result<(Response<Incoming>, ConnectionTask), String>
+async fn send_on<S>(
+    stream: S,
+    request: Request<Empty<Bytes>>,
+) -> Result<(Response<Incoming>, ConnectionTask), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -259,7 +323,10 @@ where
     let connection = ConnectionTask(tokio::spawn(async move {
         let _ = connection.await;
     }));
-    let response = sender.send_request(request).await.map_err(|error| hyper_message(&error))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| hyper_message(&error))?;
     Ok((response, connection))
 }
 
@@ -305,7 +372,11 @@ fn canonical_header_name(name: &str) -> String {
     let mut upper = true;
     name.chars()
         .map(|character| {
-            let mapped = if upper { character.to_ascii_uppercase() } else { character.to_ascii_lowercase() };
+            let mapped = if upper {
+                character.to_ascii_uppercase()
+            } else {
+                character.to_ascii_lowercase()
+            };
             upper = character == '-';
             mapped
         })
@@ -389,14 +460,24 @@ mod tests {
 
     #[test]
     fn request_gets_kubelet_defaults_and_keeps_overrides() {
-        let target = ProbeTarget { pod_ip: "10.42.0.9".into(), named_ports: vec![("web".into(), 8080)], ..Default::default() };
-        let request = ProbeRequest::new(&action(serde_json::json!({"port": "web", "path": "healthz?full=1"})), &target)
-            .unwrap();
+        let target = ProbeTarget {
+            pod_ip: "10.42.0.9".into(),
+            named_ports: vec![("web".into(), 8080)],
+            ..Default::default()
+        };
+        let request = ProbeRequest::new(
+            &action(serde_json::json!({"port": "web", "path": "healthz?full=1"})),
+            &target,
+        )
+        .unwrap();
         assert_eq!(request.first.url.as_str(), "http://10.42.0.9:8080/healthz?full=1");
         assert_eq!(request.first.authority, "10.42.0.9:8080");
         assert_eq!(
             request.headers,
-            vec![("User-Agent".to_string(), "kube-probe/1.33".to_string()), ("Accept".to_string(), "*/*".to_string())]
+            vec![
+                ("User-Agent".to_string(), "kube-probe/1.33".to_string()),
+                ("Accept".to_string(), "*/*".to_string())
+            ]
         );
 
         let request = ProbeRequest::new(
@@ -415,13 +496,42 @@ mod tests {
         assert_eq!(request.first.host_override.as_deref(), Some("virtual.test"));
         assert_eq!(
             request.headers,
-            vec![("User-Agent".to_string(), "mine".to_string()), ("X-A".to_string(), "1".to_string())]
+            vec![
+                ("User-Agent".to_string(), "mine".to_string()),
+                ("X-A".to_string(), "1".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_user_agent_sends_none_and_only_the_first_is_kept() {
+        let target = ProbeTarget {
+            pod_ip: "10.42.0.9".into(),
+            ..Default::default()
+        };
+        let headers = |json| ProbeRequest::new(&action(json), &target).unwrap().headers;
+        assert_eq!(
+            headers(serde_json::json!({"port": 80, "httpHeaders": [{"name": "User-Agent", "value": ""}]})),
+            vec![("Accept".to_string(), "*/*".to_string())]
+        );
+        assert_eq!(
+            headers(serde_json::json!({"port": 80, "httpHeaders": [
+                {"name": "X-A", "value": "1"}, {"name": "User-Agent", "value": "one"}, {"name": "user-agent", "value": "two"}
+            ]})),
+            vec![
+                ("X-A".to_string(), "1".to_string()),
+                ("User-Agent".to_string(), "one".to_string()),
+                ("Accept".to_string(), "*/*".to_string())
+            ]
         );
     }
 
     #[test]
     fn unknown_named_port_is_an_unknown_result() {
-        let target = ProbeTarget { pod_ip: "10.42.0.9".into(), ..Default::default() };
+        let target = ProbeTarget {
+            pod_ip: "10.42.0.9".into(),
+            ..Default::default()
+        };
         let error = ProbeRequest::new(&action(serde_json::json!({"port": "web"})), &target).unwrap_err();
         assert_eq!(error, "strconv.Atoi: parsing \"web\": invalid syntax");
     }

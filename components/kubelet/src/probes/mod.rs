@@ -13,6 +13,9 @@ mod http;
 mod tcp;
 mod worker;
 
+#[cfg(test)]
+mod loopback_tests;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
@@ -20,8 +23,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 pub use exec::{ExecError, ExecOutput, ExecRunner};
 pub use worker::{
-    ContainerObservation, ContainerProbeConfig, ContainerProbeStatus, ContainerProber, ObservedState, ProbeEvent,
-    ProbeKind, ProbeOutcome, RestartVerdict, probe_kill_grace_period_seconds,
+    ContainerObservation, ContainerProbeConfig, ContainerProbeStatus, ContainerProber, ObservedState,
+    ProbeEvent, ProbeKind, ProbeOutcome, RestartVerdict, probe_kill_grace_period_seconds,
 };
 
 /// The User-Agent of HTTP and gRPC probes: `kube-probe/<major>.<minor>` of the Kubernetes version bonsai
@@ -56,13 +59,27 @@ pub struct ProbeTarget {
 
 impl ProbeTarget {
     /// The target for `container` of a pod at `pod_ip`.
-    pub fn for_container(pod_ip: impl Into<String>, container_id: impl Into<String>, container: &Container) -> Self {
+    pub fn for_container(
+        pod_ip: impl Into<String>,
+        container_id: impl Into<String>,
+        container: &Container,
+    ) -> Self {
         let (named_ports, static_env) = container_refs(container);
-        ProbeTarget { pod_ip: pod_ip.into(), container_id: container_id.into(), named_ports, static_env }
+        ProbeTarget {
+            pod_ip: pod_ip.into(),
+            container_id: container_id.into(),
+            named_ports,
+            static_env,
+        }
     }
 }
 
-fn container_refs(container: &Container) -> (Vec<(String, i32)>, Vec<(String, String)>) {
+/// A container's ports as (name, containerPort).
+pub(crate) type NamedPorts = Vec<(String, i32)>;
+/// A container's environment as (name, literal value).
+pub(crate) type StaticEnv = Vec<(String, String)>;
+
+fn container_refs(container: &Container) -> (NamedPorts, StaticEnv) {
     let named_ports = container
         .ports
         .iter()
@@ -70,8 +87,12 @@ fn container_refs(container: &Container) -> (Vec<(String, i32)>, Vec<(String, St
         .filter_map(|port| port.name.clone().map(|name| (name, port.container_port)))
         .collect();
     // EnvVarsToMap: every entry, a missing value being "" (a valueFrom variable expands to nothing).
-    let static_env =
-        container.env.iter().flatten().map(|env| (env.name.clone(), env.value.clone().unwrap_or_default())).collect();
+    let static_env = container
+        .env
+        .iter()
+        .flatten()
+        .map(|env| (env.name.clone(), env.value.clone().unwrap_or_default()))
+        .collect();
     (named_ports, static_env)
 }
 
@@ -88,19 +109,36 @@ pub async fn probe_once(probe: &Probe, target: &ProbeTarget, exec: &impl ExecRun
             Ok(port) => port,
             Err(message) => return ProbeResult::Unknown(message),
         };
-        let host = action.host.as_deref().filter(|host| !host.is_empty()).unwrap_or(&target.pod_ip);
+        let host = action
+            .host
+            .as_deref()
+            .filter(|host| !host.is_empty())
+            .unwrap_or(&target.pod_ip);
         tcp::probe(host, port, timeout).await
     } else if let Some(action) = &probe.grpc {
         // The gRPC probe always dials the pod IP: GRPCAction has no host.
-        grpc::probe(&target.pod_ip, action.port, action.service.as_deref().unwrap_or(""), timeout).await
+        grpc::probe(
+            &target.pod_ip,
+            action.port,
+            action.service.as_deref().unwrap_or(""),
+            timeout,
+        )
+        .await
     } else {
-        ProbeResult::Unknown(format!("missing probe handler for container {}", target.container_id))
+        ProbeResult::Unknown(format!(
+            "missing probe handler for container {}",
+            target.container_id
+        ))
     }
 }
 
 /// `timeoutSeconds`, 1 when unset (the API's default; validation keeps it at least 1).
 fn probe_timeout(probe: &Probe) -> Duration {
-    Duration::from_secs(u64::try_from(probe.timeout_seconds.unwrap_or(1)).unwrap_or(1).max(1))
+    Duration::from_secs(
+        u64::try_from(probe.timeout_seconds.unwrap_or(1))
+            .unwrap_or(1)
+            .max(1),
+    )
 }
 
 /// `probe.ResolveContainerPort`: a number, or a container port's name, or a number written as a string.
@@ -110,7 +148,9 @@ pub(crate) fn resolve_port(port: &IntOrString, named_ports: &[(String, i32)]) ->
         IntOrString::String(name) => match named_ports.iter().find(|(port_name, _)| port_name == name) {
             Some((_, number)) => i64::from(*number),
             // "Last ditch effort - maybe it was an int stored as string?"
-            None => name.parse::<i64>().map_err(|_| format!("strconv.Atoi: parsing {}: invalid syntax", go_quote(name)))?,
+            None => name
+                .parse::<i64>()
+                .map_err(|_| format!("strconv.Atoi: parsing {}: invalid syntax", go_quote(name)))?,
         },
     };
     match u16::try_from(number) {
@@ -121,7 +161,11 @@ pub(crate) fn resolve_port(port: &IntOrString, named_ports: &[(String, i32)]) ->
 
 /// Go's `net.JoinHostPort`: IPv6 literals in brackets.
 pub(crate) fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Go's `%q` of a string, for messages the kubelet formats that way.
@@ -164,16 +208,32 @@ mod tests {
 
     #[test]
     fn ports_resolve_by_number_name_or_numeric_string() {
-        let named = vec![("http".to_string(), 8080), ("http".to_string(), 9090), ("grpc".to_string(), 50051)];
+        let named = vec![
+            ("http".to_string(), 8080),
+            ("http".to_string(), 9090),
+            ("grpc".to_string(), 50051),
+        ];
         assert_eq!(resolve_port(&IntOrString::Int(80), &named), Ok(80));
-        assert_eq!(resolve_port(&IntOrString::String("http".into()), &named), Ok(8080));
-        assert_eq!(resolve_port(&IntOrString::String("8443".into()), &named), Ok(8443));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &named),
+            Ok(8080)
+        );
+        assert_eq!(
+            resolve_port(&IntOrString::String("8443".into()), &named),
+            Ok(8443)
+        );
         assert_eq!(
             resolve_port(&IntOrString::String("metrics".into()), &named),
             Err("strconv.Atoi: parsing \"metrics\": invalid syntax".to_string())
         );
-        assert_eq!(resolve_port(&IntOrString::Int(0), &named), Err("invalid port number: 0".to_string()));
-        assert_eq!(resolve_port(&IntOrString::Int(65536), &named), Err("invalid port number: 65536".to_string()));
+        assert_eq!(
+            resolve_port(&IntOrString::Int(0), &named),
+            Err("invalid port number: 0".to_string())
+        );
+        assert_eq!(
+            resolve_port(&IntOrString::Int(65536), &named),
+            Err("invalid port number: 65536".to_string())
+        );
     }
 
     #[test]
@@ -196,6 +256,12 @@ mod tests {
         .unwrap();
         let target = ProbeTarget::for_container("10.42.0.5", "bonsai://abc", &container);
         assert_eq!(target.named_ports, vec![("http".to_string(), 8080)]);
-        assert_eq!(target.static_env, vec![("A".to_string(), "1".to_string()), ("B".to_string(), String::new())]);
+        assert_eq!(
+            target.static_env,
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), String::new())
+            ]
+        );
     }
 }

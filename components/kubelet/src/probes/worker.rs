@@ -81,7 +81,10 @@ impl ContainerProbeConfig {
             liveness: container.liveness_probe.clone(),
             named_ports,
             static_env,
-            termination_grace_period_seconds: pod.spec.as_ref().and_then(|spec| spec.termination_grace_period_seconds),
+            termination_grace_period_seconds: pod
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.termination_grace_period_seconds),
         }
     }
 
@@ -173,12 +176,19 @@ pub fn probe_kill_grace_period_seconds(pod: &Pod, container: &Container, probe: 
         ProbeKind::Startup => container.startup_probe.as_ref(),
         ProbeKind::Readiness => None,
     };
-    grace_period(pod.spec.as_ref().and_then(|spec| spec.termination_grace_period_seconds), probe_spec)
+    grace_period(
+        pod.spec
+            .as_ref()
+            .and_then(|spec| spec.termination_grace_period_seconds),
+        probe_spec,
+    )
 }
 
 fn grace_period(pod_seconds: Option<i64>, probe: Option<&Probe>) -> i64 {
     match pod_seconds {
-        Some(pod_seconds) => probe.and_then(|probe| probe.termination_grace_period_seconds).unwrap_or(pod_seconds),
+        Some(pod_seconds) => probe
+            .and_then(|probe| probe.termination_grace_period_seconds)
+            .unwrap_or(pod_seconds),
         None => MINIMUM_GRACE_PERIOD_SECONDS,
     }
 }
@@ -195,9 +205,19 @@ pub(crate) struct ProbeTiming {
 impl ProbeTiming {
     pub(crate) fn of(probe: &Probe) -> Self {
         let seconds = |value: Option<i32>, default: u64, minimum: u64| {
-            Duration::from_secs(value.and_then(|v| u64::try_from(v).ok()).unwrap_or(default).max(minimum))
+            Duration::from_secs(
+                value
+                    .and_then(|v| u64::try_from(v).ok())
+                    .unwrap_or(default)
+                    .max(minimum),
+            )
         };
-        let count = |value: Option<i32>, default: u32| value.and_then(|v| u32::try_from(v).ok()).unwrap_or(default).max(1);
+        let count = |value: Option<i32>, default: u32| {
+            value
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(default)
+                .max(1)
+        };
         ProbeTiming {
             initial_delay: seconds(probe.initial_delay_seconds, 0, 0),
             period: seconds(probe.period_seconds, 10, 1),
@@ -233,7 +253,14 @@ pub(crate) struct WorkerLogic {
 
 impl WorkerLogic {
     pub(crate) fn new(kind: ProbeKind, timing: ProbeTiming) -> Self {
-        WorkerLogic { kind, timing, container_id: None, last_result: None, result_run: 0, on_hold: false }
+        WorkerLogic {
+            kind,
+            timing,
+            container_id: None,
+            last_result: None,
+            result_run: 0,
+            on_hold: false,
+        }
     }
 
     /// The result a new container starts with: not ready, alive, not yet started.
@@ -275,7 +302,10 @@ impl WorkerLogic {
             ObservedState::Waiting => return (Step::Wait, Some(ProbeOutcome::Failure)),
             // Abort if the container will not be restarted.
             ObservedState::Terminated { will_restart } => {
-                return (if will_restart { Step::Wait } else { Step::Exit }, Some(ProbeOutcome::Failure));
+                return (
+                    if will_restart { Step::Wait } else { Step::Exit },
+                    Some(ProbeOutcome::Failure),
+                );
             }
         };
         if observed.pod_deleting && matches!(self.kind, ProbeKind::Liveness | ProbeKind::Startup) {
@@ -311,7 +341,9 @@ impl WorkerLogic {
         if below_threshold {
             return None;
         }
-        if (self.kind == ProbeKind::Liveness && result == ProbeOutcome::Failure) || self.kind == ProbeKind::Startup {
+        if (self.kind == ProbeKind::Liveness && result == ProbeOutcome::Failure)
+            || self.kind == ProbeKind::Startup
+        {
             // The container will be restarted (or has started): no more probes until a new container.
             self.on_hold = true;
             self.result_run = 0;
@@ -346,7 +378,9 @@ impl Board {
             ProbeKind::Readiness => &self.readiness,
             ProbeKind::Liveness => &self.liveness,
         };
-        slot.as_ref().filter(|(id, _)| id == container_id).map(|(_, outcome)| *outcome)
+        slot.as_ref()
+            .filter(|(id, _)| id == container_id)
+            .map(|(_, outcome)| *outcome)
     }
 
     /// `isContainerStarted`.
@@ -389,10 +423,18 @@ impl Board {
                         .iter()
                         .find(|(failed, _)| *failed == kind)
                         .map(|(_, message)| message.clone()),
-                    grace_period_seconds: grace_period(config.termination_grace_period_seconds, config.probe(kind)),
+                    grace_period_seconds: grace_period(
+                        config.termination_grace_period_seconds,
+                        config.probe(kind),
+                    ),
                 })
         });
-        ContainerProbeStatus { container_id: observed.container_id.clone(), started, ready, restart }
+        ContainerProbeStatus {
+            container_id: observed.container_id.clone(),
+            started,
+            ready,
+            restart,
+        }
     }
 }
 
@@ -409,12 +451,18 @@ struct Shared {
 
 impl Shared {
     fn observed(&self) -> ContainerObservation {
-        self.observed.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn started(&self) -> bool {
         let observed = self.observed();
-        self.board.lock().unwrap_or_else(PoisonError::into_inner).started(&observed)
+        self.board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .started(&observed)
     }
 
     /// Applies `change` to the results and publishes the new status. `kubelet_sync` is a call from the kubelet's
@@ -443,7 +491,9 @@ impl Shared {
     }
 
     fn record(&self, kind: ProbeKind, container_id: &str, outcome: ProbeOutcome) {
-        self.update(false, |board| *board.slot(kind) = Some((container_id.to_string(), outcome)));
+        self.update(false, |board| {
+            *board.slot(kind) = Some((container_id.to_string(), outcome))
+        });
     }
 
     fn event(&self, container_id: &str, kind: ProbeKind, reason: &'static str, message: String) {
@@ -453,7 +503,12 @@ impl Shared {
             board.last_failure.retain(|(failed, _)| *failed != kind);
             board.last_failure.push((kind, message.clone()));
         }
-        let event = ProbeEvent { container_id: container_id.to_string(), probe: kind, reason, message };
+        let event = ProbeEvent {
+            container_id: container_id.to_string(),
+            probe: kind,
+            reason,
+            message,
+        };
         if self.events.try_send(event).is_err() {
             tracing::debug!(container = %self.config.container_name, "probe event dropped: the kubelet is not reading them");
         }
@@ -489,7 +544,10 @@ impl ContainerProber {
             .into_iter()
             .filter(|kind| config.probe(*kind).is_some())
             .collect();
-        let board = Board { active: kinds.clone(), ..Board::default() };
+        let board = Board {
+            active: kinds.clone(),
+            ..Board::default()
+        };
         let status = board.status(&config, &observed);
         let (status, _) = watch::channel(status);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -506,16 +564,31 @@ impl ContainerProber {
             .into_iter()
             .filter_map(|kind| {
                 let probe = shared.config.probe(kind)?.clone();
-                let worker = Worker { kind, probe, shared: shared.clone(), exec: exec.clone(), stop: stop.subscribe() };
+                let worker = Worker {
+                    kind,
+                    probe,
+                    shared: shared.clone(),
+                    exec: exec.clone(),
+                    stop: stop.subscribe(),
+                };
                 Some(tokio::spawn(worker.run()))
             })
             .collect();
-        ContainerProber { shared, stop, events, tasks }
+        ContainerProber {
+            shared,
+            stop,
+            events,
+            tasks,
+        }
     }
 
     /// Tells the workers what the container is doing now (its ID, state, the pod's IP and phase).
     pub fn observe(&self, observed: ContainerObservation) {
-        *self.shared.observed.lock().unwrap_or_else(PoisonError::into_inner) = observed;
+        *self
+            .shared
+            .observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = observed;
         self.shared.update(true, |_| {});
     }
 
@@ -591,7 +664,9 @@ impl<E: ExecRunner + 'static> Worker<E> {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut stop = self.stop.clone();
         loop {
-            if self.stops_at(*stop.borrow()) || !self.do_probe(&mut logic).await {
+            // Read the level into a value: a watch borrow must not be held across the probe.
+            let level = *stop.borrow();
+            if self.stops_at(level) || !self.do_probe(&mut logic).await {
                 break;
             }
             tokio::select! {
@@ -655,11 +730,21 @@ impl<E: ExecRunner + 'static> Worker<E> {
         match result {
             ProbeResult::Success => Some(ProbeOutcome::Success),
             ProbeResult::Warning(output) => {
-                self.shared.event(id, self.kind, "ProbeWarning", format!("{kind} probe warning: {output}"));
+                self.shared.event(
+                    id,
+                    self.kind,
+                    "ProbeWarning",
+                    format!("{kind} probe warning: {output}"),
+                );
                 Some(ProbeOutcome::Success)
             }
             ProbeResult::Failure(output) => {
-                self.shared.event(id, self.kind, "Unhealthy", format!("{kind} probe failed: {output}"));
+                self.shared.event(
+                    id,
+                    self.kind,
+                    "Unhealthy",
+                    format!("{kind} probe failed: {output}"),
+                );
                 Some(ProbeOutcome::Failure)
             }
             ProbeResult::Unknown(error) => {
@@ -672,5 +757,577 @@ impl<E: ExecRunner + 'static> Worker<E> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::collections::HashMap;
+
+    use tokio::time::sleep;
+
+    use super::super::{ExecError, ExecOutput};
+    use super::*;
+
+    fn timing(success_threshold: u32, failure_threshold: u32, initial_delay: u64) -> ProbeTiming {
+        ProbeTiming {
+            initial_delay: Duration::from_secs(initial_delay),
+            period: Duration::from_secs(10),
+            success_threshold,
+            failure_threshold,
+        }
+    }
+
+    fn running(container_id: &str, started_at: Instant) -> ContainerObservation {
+        ContainerObservation {
+            pod_ip: "10.42.0.9".into(),
+            container_id: Some(container_id.into()),
+            state: ObservedState::Running { started_at },
+            pod_finished: false,
+            pod_deleting: false,
+        }
+    }
+
+    #[test]
+    fn liveness_failures_count_to_the_threshold_then_hold() {
+        let now = Instant::now();
+        let mut logic = WorkerLogic::new(ProbeKind::Liveness, timing(1, 3, 0));
+        let observed = running("c1", now);
+        assert_eq!(
+            logic.before_probe(&observed, true, now),
+            (Step::Probe("c1".into()), Some(ProbeOutcome::Success))
+        );
+        assert_eq!(logic.after_probe(ProbeOutcome::Failure), None);
+        assert_eq!(logic.after_probe(ProbeOutcome::Failure), None);
+        // A success in between starts the count again.
+        assert_eq!(
+            logic.after_probe(ProbeOutcome::Success),
+            Some(ProbeOutcome::Success)
+        );
+        assert_eq!(logic.after_probe(ProbeOutcome::Failure), None);
+        assert_eq!(logic.after_probe(ProbeOutcome::Failure), None);
+        assert_eq!(
+            logic.after_probe(ProbeOutcome::Failure),
+            Some(ProbeOutcome::Failure)
+        );
+        // On hold until a new container: no more probes of this one.
+        assert_eq!(logic.before_probe(&observed, true, now), (Step::Wait, None));
+        let restarted = running("c2", now);
+        assert_eq!(
+            logic.before_probe(&restarted, true, now),
+            (Step::Probe("c2".into()), Some(ProbeOutcome::Success))
+        );
+        // The hold reset the run: one failure does not restart the new container.
+        assert_eq!(logic.after_probe(ProbeOutcome::Failure), None);
+    }
+
+    #[test]
+    fn readiness_needs_consecutive_successes_and_never_holds() {
+        let now = Instant::now();
+        let mut logic = WorkerLogic::new(ProbeKind::Readiness, timing(2, 1, 0));
+        let observed = running("c1", now);
+        assert_eq!(
+            logic.before_probe(&observed, true, now),
+            (Step::Probe("c1".into()), Some(ProbeOutcome::Failure))
+        );
+        assert_eq!(logic.after_probe(ProbeOutcome::Success), None);
+        assert_eq!(
+            logic.after_probe(ProbeOutcome::Success),
+            Some(ProbeOutcome::Success)
+        );
+        assert_eq!(
+            logic.after_probe(ProbeOutcome::Success),
+            Some(ProbeOutcome::Success)
+        );
+        assert_eq!(
+            logic.after_probe(ProbeOutcome::Failure),
+            Some(ProbeOutcome::Failure)
+        );
+        assert_eq!(logic.after_probe(ProbeOutcome::Success), None);
+        assert_eq!(
+            logic.before_probe(&observed, true, now),
+            (Step::Probe("c1".into()), None)
+        );
+    }
+
+    #[test]
+    fn startup_holds_after_its_verdict_and_gates_the_others() {
+        let now = Instant::now();
+        let observed = running("c1", now);
+        let mut startup = WorkerLogic::new(ProbeKind::Startup, timing(1, 2, 0));
+        assert_eq!(
+            startup.before_probe(&observed, false, now),
+            (Step::Probe("c1".into()), Some(ProbeOutcome::Unknown))
+        );
+        assert_eq!(
+            startup.after_probe(ProbeOutcome::Success),
+            Some(ProbeOutcome::Success)
+        );
+        assert_eq!(startup.before_probe(&observed, true, now), (Step::Wait, None));
+
+        let mut readiness = WorkerLogic::new(ProbeKind::Readiness, timing(1, 3, 0));
+        assert_eq!(
+            readiness.before_probe(&observed, false, now),
+            (Step::Wait, Some(ProbeOutcome::Failure))
+        );
+        assert_eq!(
+            readiness.before_probe(&observed, true, now),
+            (Step::Probe("c1".into()), None)
+        );
+        let mut startup = WorkerLogic::new(ProbeKind::Startup, timing(1, 3, 0));
+        // A container that already counts as started is not startup-probed.
+        assert_eq!(
+            startup.before_probe(&observed, true, now),
+            (Step::Wait, Some(ProbeOutcome::Unknown))
+        );
+    }
+
+    #[test]
+    fn container_states_and_pod_lifecycle_decide_whether_to_go_on() {
+        let now = Instant::now();
+        let mut logic = WorkerLogic::new(ProbeKind::Liveness, timing(1, 3, 0));
+        let mut observed = running("c1", now);
+        observed.container_id = None;
+        assert_eq!(logic.before_probe(&observed, true, now), (Step::Wait, None));
+        observed.container_id = Some("c1".into());
+        observed.state = ObservedState::Waiting;
+        assert_eq!(
+            logic.before_probe(&observed, true, now),
+            (Step::Wait, Some(ProbeOutcome::Failure))
+        );
+        observed.state = ObservedState::Terminated { will_restart: true };
+        assert_eq!(
+            logic.before_probe(&observed, true, now),
+            (Step::Wait, Some(ProbeOutcome::Failure))
+        );
+        observed.state = ObservedState::Terminated { will_restart: false };
+        assert_eq!(
+            logic.before_probe(&observed, true, now),
+            (Step::Exit, Some(ProbeOutcome::Failure))
+        );
+
+        let deleting = ContainerObservation {
+            pod_deleting: true,
+            ..running("c1", now)
+        };
+        let mut liveness = WorkerLogic::new(ProbeKind::Liveness, timing(1, 3, 0));
+        assert_eq!(
+            liveness.before_probe(&deleting, true, now),
+            (Step::Exit, Some(ProbeOutcome::Success))
+        );
+        let mut readiness = WorkerLogic::new(ProbeKind::Readiness, timing(1, 3, 0));
+        assert!(matches!(
+            readiness.before_probe(&deleting, true, now),
+            (Step::Probe(_), _)
+        ));
+
+        let finished = ContainerObservation {
+            pod_finished: true,
+            ..running("c1", now)
+        };
+        assert_eq!(readiness.before_probe(&finished, true, now), (Step::Exit, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn initial_delay_counts_whole_seconds_of_running() {
+        let started_at = Instant::now();
+        let mut logic = WorkerLogic::new(ProbeKind::Readiness, timing(1, 3, 5));
+        let observed = running("c1", started_at);
+        tokio::time::advance(Duration::from_millis(4_999)).await;
+        assert_eq!(logic.before_probe(&observed, true, Instant::now()).0, Step::Wait);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            logic.before_probe(&observed, true, Instant::now()).0,
+            Step::Probe("c1".into())
+        );
+    }
+
+    #[test]
+    fn timing_takes_the_api_defaults() {
+        let timing = ProbeTiming::of(&Probe::default());
+        assert_eq!(
+            timing,
+            ProbeTiming {
+                initial_delay: Duration::ZERO,
+                period: Duration::from_secs(10),
+                success_threshold: 1,
+                failure_threshold: 3
+            }
+        );
+    }
+
+    fn pod_and_container(json: serde_json::Value) -> (Pod, Container) {
+        let pod: Pod = serde_json::from_value(json).unwrap();
+        let container = pod.spec.as_ref().unwrap().containers[0].clone();
+        (pod, container)
+    }
+
+    #[test]
+    fn kill_grace_period_prefers_deletion_then_probe_then_pod() {
+        let (pod, container) = pod_and_container(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"terminationGracePeriodSeconds": 30, "containers": [{
+                "name": "app",
+                "livenessProbe": {"exec": {"command": ["true"]}, "terminationGracePeriodSeconds": 5},
+                "startupProbe": {"exec": {"command": ["true"]}}
+            }]}
+        }));
+        assert_eq!(
+            probe_kill_grace_period_seconds(&pod, &container, ProbeKind::Liveness),
+            5
+        );
+        assert_eq!(
+            probe_kill_grace_period_seconds(&pod, &container, ProbeKind::Startup),
+            30
+        );
+        let mut deleting = pod.clone();
+        deleting.metadata.deletion_grace_period_seconds = Some(1);
+        assert_eq!(
+            probe_kill_grace_period_seconds(&deleting, &container, ProbeKind::Liveness),
+            1
+        );
+        let mut no_pod_grace = pod.clone();
+        if let Some(spec) = no_pod_grace.spec.as_mut() {
+            spec.termination_grace_period_seconds = None;
+        }
+        assert_eq!(
+            probe_kill_grace_period_seconds(&no_pod_grace, &container, ProbeKind::Liveness),
+            2
+        );
+    }
+
+    /// An exec runner answering per command (its first word), recording when each ran.
+    #[derive(Debug, Default)]
+    struct Programmable {
+        replies: Mutex<HashMap<String, Result<ExecOutput, ExecError>>>,
+        calls: Mutex<Vec<(String, Instant)>>,
+    }
+
+    impl Programmable {
+        fn exit(&self, command: &str, exit_code: i32, output: &str) {
+            let reply = Ok(ExecOutput {
+                exit_code,
+                output: output.as_bytes().to_vec(),
+            });
+            self.replies.lock().unwrap().insert(command.into(), reply);
+        }
+
+        fn cannot_run(&self, command: &str, message: &str) {
+            self.replies
+                .lock()
+                .unwrap()
+                .insert(command.into(), Err(ExecError::Failed(message.into())));
+        }
+
+        fn calls(&self, command: &str) -> usize {
+            self.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(name, _)| name == command)
+                .count()
+        }
+    }
+
+    impl ExecRunner for Programmable {
+        async fn run_in_container(
+            &self,
+            _container_id: &str,
+            command: &[String],
+            _timeout: Duration,
+        ) -> Result<ExecOutput, ExecError> {
+            let name = command.first().cloned().unwrap_or_default();
+            self.calls.lock().unwrap().push((name.clone(), Instant::now()));
+            let reply = self.replies.lock().unwrap().get(&name).cloned();
+            reply.unwrap_or(Ok(ExecOutput {
+                exit_code: 0,
+                output: Vec::new(),
+            }))
+        }
+    }
+
+    fn exec_probe(command: &str, extra: serde_json::Value) -> Probe {
+        let mut json = serde_json::json!({"exec": {"command": [command]}});
+        if let (Some(json), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra) {
+            json.extend(extra);
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn config(
+        startup: Option<Probe>,
+        readiness: Option<Probe>,
+        liveness: Option<Probe>,
+    ) -> ContainerProbeConfig {
+        ContainerProbeConfig {
+            container_name: "app".into(),
+            startup,
+            readiness,
+            liveness,
+            termination_grace_period_seconds: Some(30),
+            ..ContainerProbeConfig::default()
+        }
+    }
+
+    fn drain(prober: &mut ContainerProber) -> Vec<ProbeEvent> {
+        let mut events = Vec::new();
+        while let Ok(event) = prober.events().try_recv() {
+            events.push(event);
+        }
+        events
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn liveness_failure_past_threshold_asks_for_a_restart_once() {
+        let exec = Arc::new(Programmable::default());
+        exec.exit("live", 1, "boom");
+        let liveness = exec_probe(
+            "live",
+            serde_json::json!({"periodSeconds": 10, "failureThreshold": 3, "initialDelaySeconds": 5,
+                "terminationGracePeriodSeconds": 7}),
+        );
+        let started_at = Instant::now();
+        let mut prober = ContainerProber::spawn(
+            config(None, None, Some(liveness)),
+            running("c1", started_at),
+            exec.clone(),
+        );
+        let status = prober.status();
+
+        // Nothing during the initial delay; failures at 10 s and 20 s stay below the threshold.
+        sleep(Duration::from_secs(29)).await;
+        assert_eq!(exec.calls("live"), 2);
+        assert_eq!(status.borrow().restart, None);
+        assert!(status.borrow().started && status.borrow().ready);
+
+        sleep(Duration::from_secs(2)).await;
+        let verdict = status
+            .borrow()
+            .restart
+            .clone()
+            .expect("the third failure asks for a restart");
+        assert_eq!(
+            verdict,
+            RestartVerdict {
+                container_id: "c1".into(),
+                probe: ProbeKind::Liveness,
+                message: "Container app failed liveness probe".into(),
+                event_message: Some("Liveness probe failed: boom".into()),
+                grace_period_seconds: 7,
+            }
+        );
+        let events = drain(&mut prober);
+        assert_eq!(events.len(), 3);
+        assert!(
+            events
+                .iter()
+                .all(|event| event.reason == "Unhealthy" && event.message == "Liveness probe failed: boom")
+        );
+
+        // On hold: the condemned container is not probed again.
+        sleep(Duration::from_secs(60)).await;
+        assert_eq!(exec.calls("live"), 3);
+
+        // The restarted container starts alive and is probed again after its initial delay.
+        exec.exit("live", 0, "");
+        prober.observe(running("c2", Instant::now()));
+        assert_eq!(prober.current().restart, None);
+        sleep(Duration::from_secs(11)).await;
+        assert_eq!(exec.calls("live"), 4);
+        assert_eq!(prober.current().restart, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn startup_probe_gates_readiness_and_liveness() {
+        let exec = Arc::new(Programmable::default());
+        exec.exit("startup", 1, "starting");
+        let startup = exec_probe(
+            "startup",
+            serde_json::json!({"periodSeconds": 1, "failureThreshold": 30}),
+        );
+        let readiness = exec_probe("ready", serde_json::json!({"periodSeconds": 10}));
+        let liveness = exec_probe("live", serde_json::json!({"periodSeconds": 10}));
+        let prober = ContainerProber::spawn(
+            config(Some(startup), Some(readiness), Some(liveness)),
+            running("c1", Instant::now()),
+            exec.clone(),
+        );
+
+        sleep(Duration::from_millis(5_500)).await;
+        assert!(exec.calls("startup") >= 5);
+        assert_eq!(
+            (exec.calls("ready"), exec.calls("live")),
+            (0, 0),
+            "nothing but the startup probe before start"
+        );
+        let status = prober.current();
+        assert!(!status.started && !status.ready && status.restart.is_none());
+
+        // The startup probe passes at 6 s: the container has started, and readiness is probed at once rather
+        // than at its next period.
+        exec.exit("startup", 0, "");
+        sleep(Duration::from_secs(1)).await;
+        let status = prober.current();
+        assert!(status.started && status.ready, "{status:?}");
+        assert_eq!(exec.calls("ready"), 1);
+        assert_eq!(exec.calls("live"), 0);
+        let startup_calls = exec.calls("startup");
+
+        sleep(Duration::from_secs(4)).await;
+        assert_eq!(
+            exec.calls("live"),
+            1,
+            "liveness runs on its own period once started"
+        );
+        assert_eq!(
+            exec.calls("startup"),
+            startup_calls,
+            "a started container is not startup-probed again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn startup_failure_past_threshold_asks_for_a_restart() {
+        let exec = Arc::new(Programmable::default());
+        exec.exit("startup", 1, "");
+        let startup = exec_probe(
+            "startup",
+            serde_json::json!({"periodSeconds": 1, "failureThreshold": 3}),
+        );
+        let liveness = exec_probe("live", serde_json::json!({"periodSeconds": 1}));
+        let prober = ContainerProber::spawn(
+            config(Some(startup), None, Some(liveness)),
+            running("c1", Instant::now()),
+            exec.clone(),
+        );
+        sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(prober.current().restart, None);
+        sleep(Duration::from_secs(1)).await;
+        let verdict = prober.current().restart.expect("three startup failures");
+        assert_eq!(verdict.probe, ProbeKind::Startup);
+        assert_eq!(verdict.message, "Container app failed startup probe");
+        assert_eq!(verdict.event_message.as_deref(), Some("Startup probe failed: "));
+        assert_eq!(
+            verdict.grace_period_seconds, 30,
+            "no probe-level grace period: the pod's"
+        );
+        assert!(!prober.current().started);
+        assert_eq!(exec.calls("live"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_errors_are_retried_then_thrown_away() {
+        let exec = Arc::new(Programmable::default());
+        exec.cannot_run("live", "no such container");
+        let liveness = exec_probe(
+            "live",
+            serde_json::json!({"periodSeconds": 10, "failureThreshold": 1}),
+        );
+        let mut prober = ContainerProber::spawn(
+            config(None, None, Some(liveness)),
+            running("c1", Instant::now()),
+            exec.clone(),
+        );
+        sleep(Duration::from_secs(25)).await;
+        assert_eq!(exec.calls("live"), 9, "three runs at 0 s, 10 s and 20 s");
+        assert_eq!(prober.current().restart, None, "an error is not a failure");
+        let events = drain(&mut prober);
+        assert_eq!(events.len(), 3);
+        assert_eq!(
+            events[0].message,
+            "Liveness probe errored and resulted in unknown state: no such container"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deletion_and_stops_end_the_right_workers() {
+        let exec = Arc::new(Programmable::default());
+        let readiness = exec_probe("ready", serde_json::json!({"periodSeconds": 1}));
+        let liveness = exec_probe("live", serde_json::json!({"periodSeconds": 1}));
+        let prober = ContainerProber::spawn(
+            config(None, Some(readiness), Some(liveness)),
+            running("c1", Instant::now()),
+            exec.clone(),
+        );
+        sleep(Duration::from_millis(2_500)).await;
+        assert!(prober.current().ready);
+        let live_calls = exec.calls("live");
+
+        // The pod is being deleted: liveness answers success and stops; readiness goes on.
+        prober.observe(ContainerObservation {
+            pod_deleting: true,
+            ..running("c1", Instant::now())
+        });
+        let ready_calls = exec.calls("ready");
+        sleep(Duration::from_secs(3)).await;
+        assert_eq!(exec.calls("live"), live_calls);
+        assert!(exec.calls("ready") >= ready_calls + 3);
+        assert_eq!(prober.current().restart, None);
+
+        prober.stop().await;
+        let ready_calls = exec.calls("ready");
+        sleep(Duration::from_secs(3)).await;
+        assert_eq!(exec.calls("ready"), ready_calls, "stopped workers do not probe");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_liveness_and_startup_keeps_readiness_and_drop_stops_all() {
+        let exec = Arc::new(Programmable::default());
+        let readiness = exec_probe("ready", serde_json::json!({"periodSeconds": 1}));
+        let liveness = exec_probe("live", serde_json::json!({"periodSeconds": 1}));
+        let prober = ContainerProber::spawn(
+            config(None, Some(readiness), Some(liveness)),
+            running("c1", Instant::now()),
+            exec.clone(),
+        );
+        sleep(Duration::from_millis(1_500)).await;
+        prober.stop_liveness_and_startup();
+        sleep(Duration::from_millis(100)).await;
+        let (live_calls, ready_calls) = (exec.calls("live"), exec.calls("ready"));
+        sleep(Duration::from_secs(3)).await;
+        assert_eq!(exec.calls("live"), live_calls);
+        assert_eq!(exec.calls("ready"), ready_calls + 3);
+
+        drop(prober);
+        sleep(Duration::from_millis(100)).await;
+        let ready_calls = exec.calls("ready");
+        sleep(Duration::from_secs(3)).await;
+        assert_eq!(exec.calls("ready"), ready_calls);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_follows_thresholds_through_the_worker() {
+        let exec = Arc::new(Programmable::default());
+        let readiness = exec_probe(
+            "ready",
+            serde_json::json!({"periodSeconds": 1, "successThreshold": 2, "failureThreshold": 2}),
+        );
+        let mut prober = ContainerProber::spawn(
+            config(None, Some(readiness), None),
+            running("c1", Instant::now()),
+            exec.clone(),
+        );
+        let mut status = prober.status();
+        // Successes at 0 s and 1 s: ready after the second.
+        sleep(Duration::from_millis(500)).await;
+        assert!(!prober.current().ready);
+        sleep(Duration::from_secs(1)).await;
+        assert!(prober.current().ready);
+        status.mark_unchanged();
+
+        exec.exit("ready", 1, "not now");
+        sleep(Duration::from_secs(1)).await;
+        assert!(prober.current().ready, "one failure is below the threshold");
+        sleep(Duration::from_secs(1)).await;
+        assert!(!prober.current().ready);
+        assert!(status.has_changed().unwrap());
+        // Two failures made it unready; becoming unready makes the kubelet sync the pod, whose UpdatePodStatus
+        // runs the readiness probe again at once: a third failure.
+        let events = drain(&mut prober);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].message, "Readiness probe failed: not now");
+        assert_eq!(events[0].probe, ProbeKind::Readiness);
     }
 }

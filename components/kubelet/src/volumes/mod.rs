@@ -85,7 +85,10 @@ impl VolumeKind {
     /// Whether the volume is written by the atomic writer from API objects (and so is refreshed, is mounted
     /// read-only into containers, and gets fsGroup's read-only mask): Kubernetes' `Attributes.ReadOnly`.
     pub fn is_projection(self) -> bool {
-        matches!(self, Self::ConfigMap | Self::Secret | Self::DownwardApi | Self::Projected)
+        matches!(
+            self,
+            Self::ConfigMap | Self::Secret | Self::DownwardApi | Self::Projected
+        )
     }
 }
 
@@ -119,7 +122,9 @@ impl VolumeHost {
 
     /// `<root>/pods/<pod-uid>/volumes/kubernetes.io~<plugin>/<volume-name>`.
     pub fn volume_dir(&self, pod_uid: &str, kind: VolumeKind, volume_name: &str) -> PathBuf {
-        self.pod_volumes_dir(pod_uid).join(kind.plugin_dir()).join(volume_name)
+        self.pod_volumes_dir(pod_uid)
+            .join(kind.plugin_dir())
+            .join(volume_name)
     }
 }
 
@@ -148,7 +153,11 @@ pub trait VolumeSources: Sync {
     ) -> impl Future<Output = Result<Option<ConfigMap>, SourceError>> + Send;
 
     /// The Secret, `None` when it does not exist.
-    fn secret(&self, namespace: &str, name: &str) -> impl Future<Output = Result<Option<Secret>, SourceError>> + Send;
+    fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Secret>, SourceError>> + Send;
 
     /// A token for the service account, from the `serviceaccounts/<name>/token` subresource (the kubelet's token
     /// manager caches them and asks again before they expire).
@@ -187,8 +196,10 @@ pub enum VolumeError {
     /// A hostPath whose `type` check failed, or which is not a valid path.
     #[error("{0}")]
     HostPath(String),
-    #[error("mounting a tmpfs at {path} failed: {source} (secret, downwardAPI, projected and medium: Memory \
-             emptyDir volumes are tmpfs mounts: the node agent needs to run as root)")]
+    #[error(
+        "mounting a tmpfs at {path} failed: {source} (secret, downwardAPI, projected and medium: Memory \
+             emptyDir volumes are tmpfs mounts: the node agent needs to run as root)"
+    )]
     Tmpfs {
         path: PathBuf,
         #[source]
@@ -380,7 +391,12 @@ fn check_path_component(what: &str, value: &str) -> Result<(), VolumeError> {
     Ok(())
 }
 
-fn pod_volume_dir(host: &VolumeHost, pod: &Pod, kind: VolumeKind, volume_name: &str) -> Result<PathBuf, VolumeError> {
+fn pod_volume_dir(
+    host: &VolumeHost,
+    pod: &Pod,
+    kind: VolumeKind,
+    volume_name: &str,
+) -> Result<PathBuf, VolumeError> {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     check_path_component("pod uid", uid)?;
     check_path_component("volume name", volume_name)?;
@@ -502,7 +518,11 @@ async fn plan_set_up(
                         "emptyDir medium {medium:?} is not supported by this node"
                     )));
                 }
-                medium => return Err(VolumeError::Unsupported(format!("unknown storage medium {medium:?}"))),
+                medium => {
+                    return Err(VolumeError::Unsupported(format!(
+                        "unknown storage medium {medium:?}"
+                    )));
+                }
             };
             (medium, None)
         }
@@ -524,7 +544,8 @@ async fn plan_set_up(
 }
 
 fn mode_or_default(mode: Option<i32>) -> u32 {
-    mode.and_then(|mode| u32::try_from(mode).ok()).map_or(DEFAULT_MODE, |mode| mode & 0o7777)
+    mode.and_then(|mode| u32::try_from(mode).ok())
+        .map_or(DEFAULT_MODE, |mode| mode & 0o7777)
 }
 
 fn pod_fs_group(pod: &Pod) -> Option<u32> {
@@ -593,7 +614,9 @@ async fn collect_projected(
         let part = if let Some(secret) = &source.secret {
             let optional = secret.optional.unwrap_or(false);
             match fetch_secret(sources, namespace, &secret.name, optional).await {
-                Ok(object) => payload::secret_payload(secret.items.as_deref(), &object, default_mode, optional),
+                Ok(object) => {
+                    payload::secret_payload(secret.items.as_deref(), &object, default_mode, optional)
+                }
                 Err(error) => Err(error),
             }
         } else if let Some(config_map) = &source.config_map {
@@ -647,7 +670,12 @@ async fn service_account_token(
         .unwrap_or("default");
     let request = TokenRequest {
         spec: TokenRequestSpec {
-            audiences: projection.audience.iter().filter(|a| !a.is_empty()).cloned().collect(),
+            audiences: projection
+                .audience
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect(),
             expiration_seconds: projection.expiration_seconds,
             bound_object_ref: Some(BoundObjectReference {
                 api_version: Some("v1".to_string()),
@@ -688,10 +716,21 @@ async fn service_account_token(
 /// `runAsUser` over the pod's); the token file is then owned by it.
 fn fs_user_from(pod: &Pod) -> Option<u32> {
     let spec = pod.spec.as_ref()?;
-    let pod_user = spec.security_context.as_ref().and_then(|context| context.run_as_user);
-    let init = spec.init_containers.iter().flatten().map(|c| c.security_context.as_ref());
+    let pod_user = spec
+        .security_context
+        .as_ref()
+        .and_then(|context| context.run_as_user);
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.security_context.as_ref());
     let main = spec.containers.iter().map(|c| c.security_context.as_ref());
-    let ephemeral = spec.ephemeral_containers.iter().flatten().map(|c| c.security_context.as_ref());
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| c.security_context.as_ref());
     let mut user = None;
     for context in init.chain(main).chain(ephemeral) {
         let effective = context.and_then(|context| context.run_as_user).or(pod_user)?;
@@ -710,14 +749,21 @@ fn nested_mount_points(volume_name: &str, pod: &Pod) -> Result<Vec<String>, Volu
         return Ok(Vec::new());
     };
     let mut nested = Vec::new();
-    for container in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+    for container in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+    {
         let mounts = container.volume_mounts.as_deref().unwrap_or_default();
         let mut all: Vec<String> = mounts.iter().map(|m| clean_path(&m.mount_path)).collect();
         all.sort();
         for mine in mounts.iter().filter(|m| m.name == volume_name) {
             let mine = clean_path(&mine.mount_path);
             if mine.starts_with("../") {
-                return Err(VolumeError::Unsupported(format!("invalid container mount point {mine}")));
+                return Err(VolumeError::Unsupported(format!(
+                    "invalid container mount point {mine}"
+                )));
             }
             let prefix = format!("{mine}/");
             let mut previous: Option<String> = None;
@@ -725,7 +771,10 @@ fn nested_mount_points(volume_name: &str, pod: &Pod) -> Result<Vec<String>, Volu
                 let Some(relative) = mount_point.strip_prefix(&prefix) else {
                     continue;
                 };
-                if previous.as_ref().is_some_and(|p| mount_point.starts_with(p.as_str())) {
+                if previous
+                    .as_ref()
+                    .is_some_and(|p| mount_point.starts_with(p.as_str()))
+                {
                     continue;
                 }
                 previous = Some(format!("{mount_point}/"));

@@ -267,6 +267,14 @@ struct Inbound {
     unacknowledged: i64,
 }
 
+/// Ends the stream's data for its reader. The pipe's other half (the outbound pump) lives on, so dropping this
+/// half alone would not be an EOF: shut it down.
+async fn close_pipe(pipe: &mut Option<WriteHalf<DuplexStream>>) {
+    if let Some(mut pipe) = pipe.take() {
+        let _ = pipe.shutdown().await;
+    }
+}
+
 async fn read_frames<R: AsyncRead>(
     read: R,
     session: SessionHandle,
@@ -356,6 +364,9 @@ async fn read_frames<R: AsyncRead>(
                         // The user stopped reading: drop what comes, keep the session.
                         stream.pipe = None;
                     }
+                    if flags & FLAG_FIN != 0 {
+                        close_pipe(&mut stream.pipe).await;
+                    }
                     stream.unacknowledged += len;
                     if stream.unacknowledged >= DEFAULT_WINDOW / 2 && flags & FLAG_FIN == 0 {
                         let _ = session.out.send(Frame::WindowUpdate {
@@ -363,9 +374,6 @@ async fn read_frames<R: AsyncRead>(
                             delta: stream.unacknowledged as u32,
                         });
                         stream.unacknowledged = 0;
-                    }
-                    if flags & FLAG_FIN != 0 {
-                        stream.pipe = None;
                     }
                 }
                 session_unacknowledged += len;
@@ -378,7 +386,9 @@ async fn read_frames<R: AsyncRead>(
                 }
             }
             Frame::RstStream { stream_id, .. } => {
-                streams.remove(&stream_id);
+                if let Some(mut stream) = streams.remove(&stream_id) {
+                    close_pipe(&mut stream.pipe).await;
+                }
                 session.flow().reset.insert(stream_id);
                 session.window_changed.notify_waiters();
             }
@@ -423,14 +433,16 @@ async fn read_frames<R: AsyncRead>(
                 if flags & FLAG_FIN != 0
                     && let Some(stream) = streams.get_mut(&stream_id)
                 {
-                    stream.pipe = None;
+                    close_pipe(&mut stream.pipe).await;
                 }
             }
             Frame::SynReply { .. } | Frame::Unknown { .. } => {}
         }
     }
     // Connection gone: every reader sees EOF, every pump stops.
-    drop(streams);
+    for stream in streams.values_mut() {
+        close_pipe(&mut stream.pipe).await;
+    }
     session.flow().closed = true;
     session.window_changed.notify_waiters();
 }

@@ -1,0 +1,972 @@
+//! The pods bound to this node, run for real: each pass over a pod (`sync`) looks at what the runtime has and
+//! makes it match the pod (sandbox, images, init containers in order, app containers with their restart policy
+//! and back-off, graceful termination), then writes the pod's status as the kubelet reports it. Passes are
+//! idempotent: whatever happened before (an agent restart included), the next pass continues from what exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use network::pod::{PodAddresses, PodNetwork, PodNetworkConfig};
+use runtime::container::{BindMount, ContainerConfig, ContainerInfo, Resources, Runtime, State};
+use runtime::pull::Puller;
+use runtime::store::ContentStore;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, OnceCell, watch};
+
+use crate::dns::ClusterDns;
+use crate::{KubeletError, sandbox};
+
+/// The first restart back-off; it doubles up to `MAX_BACKOFF` (kubelet's 10 s and 5 min).
+const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often every pod is looked at even when nothing in the API changed (containers exit on their own).
+const RESYNC: Duration = Duration::from_secs(1);
+
+/// What the node agent needs to run pods.
+#[derive(Clone, Debug)]
+pub struct PodsConfig {
+    pub node_name: String,
+    /// `<data-dir>`: pods' state goes to `<data-dir>/agent/pods`.
+    pub data_dir: PathBuf,
+    /// Where containers' logs go (`/var/log/pods`).
+    pub pod_logs_dir: PathBuf,
+    pub dns: ClusterDns,
+    pub host_ips: Vec<String>,
+}
+
+/// The node agent's pod side.
+#[allow(missing_debug_implementations)] // kube::Client is not Debug
+pub struct Pods {
+    client: kube::Client,
+    config: PodsConfig,
+    runtime: Arc<Runtime>,
+    store: Arc<ContentStore>,
+    puller: Puller,
+    network_config: watch::Receiver<Option<PodNetworkConfig>>,
+    network: OnceCell<Arc<PodNetwork>>,
+    /// When each pod was first seen, for `status.startTime`.
+    started: Mutex<BTreeMap<String, String>>,
+}
+
+fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeletError {
+    let what = what.into();
+    move |source| KubeletError::Kube { what, source }
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn seconds_since(rfc3339: &str) -> Option<f64> {
+    let then: k8s_openapi::jiff::Timestamp = rfc3339.parse().ok()?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Some((now.as_millisecond() - then.as_millisecond()) as f64 / 1000.0)
+}
+
+/// A runtime container's id: `<pod uid>_<container name>_<attempt>` (names are DNS labels: no `_`).
+fn container_id(uid: &str, name: &str, attempt: u32) -> String {
+    format!("{uid}_{name}_{attempt}")
+}
+
+/// The attempts of each container of a pod, oldest first.
+fn attempts_by_name(uid: &str, all: &[ContainerInfo]) -> BTreeMap<String, Vec<(u32, ContainerInfo)>> {
+    let mut out: BTreeMap<String, Vec<(u32, ContainerInfo)>> = BTreeMap::new();
+    let prefix = format!("{uid}_");
+    for info in all {
+        let Some(rest) = info.config.id.strip_prefix(&prefix) else { continue };
+        let Some((name, attempt)) = rest.rsplit_once('_') else { continue };
+        let Ok(attempt) = attempt.parse::<u32>() else { continue };
+        out.entry(name.to_string()).or_default().push((attempt, info.clone()));
+    }
+    for attempts in out.values_mut() {
+        attempts.sort_by_key(|(n, _)| *n);
+    }
+    out
+}
+
+/// A container's CPU and memory as the runtime takes them (kubelet's `ResourceConfigForPod` for one container):
+/// shares from the cpu request (2 at least), a CFS quota from the cpu limit over a 100 ms period, the memory limit.
+pub fn container_resources(container: &Container) -> Resources {
+    let resources = container.resources.clone().unwrap_or_default();
+    let get = |list: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, name: &str| {
+        list.as_ref().and_then(|l| l.get(name)).and_then(|q| quantity::milli(&q.0))
+    };
+    let cpu_request = get(&resources.requests, "cpu").or(get(&resources.limits, "cpu"));
+    let cpu_limit = get(&resources.limits, "cpu");
+    let memory_limit = get(&resources.limits, "memory").map(|m| (m + 999) / 1000);
+    Resources {
+        memory_limit: memory_limit.and_then(|m| i64::try_from(m).ok()),
+        cpu_shares: Some(cpu_request.map_or(2, |m| ((m * 1024) / 1000).max(2) as u64)),
+        cpu_quota: cpu_limit.map(|m| ((m * 100_000) / 1000).max(1000) as i64),
+        cpu_period: cpu_limit.map(|_| 100_000),
+        pids_limit: None,
+    }
+}
+
+/// Kubernetes' QoS class: Guaranteed (every container's cpu and memory limits equal their requests),
+/// BestEffort (no requests or limits anywhere), else Burstable.
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let containers: Vec<Container> = spec
+        .init_containers
+        .unwrap_or_default()
+        .into_iter()
+        .chain(spec.containers)
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for container in &containers {
+        let resources = container.resources.clone().unwrap_or_default();
+        let requests = resources.requests.unwrap_or_default();
+        let limits = resources.limits.unwrap_or_default();
+        for name in ["cpu", "memory"] {
+            let request = requests.get(name).and_then(|q| quantity::milli(&q.0)).filter(|v| *v > 0);
+            let limit = limits.get(name).and_then(|q| quantity::milli(&q.0)).filter(|v| *v > 0);
+            any |= request.is_some() || limit.is_some();
+            // A limit alone counts as the request (the API server defaults requests to limits).
+            if limit.is_none() || request.is_some_and(|r| Some(r) != limit) {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+/// How long to wait before starting again a container that has been restarted `restarts` times already: the
+/// first restart at once, then 10 s doubling, at most 5 minutes (the kubelet's CrashLoopBackOff).
+pub fn backoff(restarts: u32) -> Duration {
+    if restarts == 0 {
+        return Duration::ZERO;
+    }
+    let shift = (restarts - 1).min(10);
+    (INITIAL_BACKOFF * (1u32 << shift)).min(MAX_BACKOFF)
+}
+
+/// Whether a container that ended with `exit_code` starts again under `restart_policy`.
+pub fn restarts_after(restart_policy: &str, exit_code: i32) -> bool {
+    match restart_policy {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => true,
+    }
+}
+
+/// The Kubernetes state of one attempt.
+fn state_of(info: &ContainerInfo, id: &str) -> Value {
+    match &info.state {
+        State::Created => json!({"waiting": {"reason": "ContainerCreating"}}),
+        State::Running(started) => json!({"running": {"startedAt": started.started_at}}),
+        State::Exited(started, exited) => {
+            let mut terminated = json!({"exitCode": exited.exit_code, "reason": exited.reason,
+                "finishedAt": exited.finished_at, "containerID": format!("bonsai://{id}")});
+            if let Some(started) = started {
+                terminated["startedAt"] = json!(started.started_at);
+            }
+            if !exited.message.is_empty() {
+                terminated["message"] = json!(exited.message);
+            }
+            json!({"terminated": terminated})
+        }
+    }
+}
+
+/// What one pass decided for one container.
+#[derive(Debug, Default)]
+struct ContainerView {
+    status: Value,
+    running: bool,
+    /// Ended and will not start again.
+    done: Option<i32>,
+}
+
+impl Pods {
+    pub fn new(
+        client: kube::Client,
+        config: PodsConfig,
+        runtime: Arc<Runtime>,
+        store: Arc<ContentStore>,
+        puller: Puller,
+        network_config: watch::Receiver<Option<PodNetworkConfig>>,
+    ) -> Pods {
+        Pods {
+            client,
+            config,
+            runtime,
+            store,
+            puller,
+            network_config,
+            network: OnceCell::new(),
+            started: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Runtime) -> Result<T, runtime::container::ContainerError> + Send + 'static,
+    ) -> Result<T, KubeletError> {
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || f(&runtime))
+            .await
+            .map_err(|e| KubeletError::Invalid(format!("runtime task: {e}")))?
+            .map_err(|e| KubeletError::Invalid(e.to_string()))
+    }
+
+    /// The pod network, once the node's network is ready.
+    async fn network(&self) -> Result<Option<Arc<PodNetwork>>, KubeletError> {
+        if let Some(network) = self.network.get() {
+            return Ok(Some(network.clone()));
+        }
+        let Some(config) = self.network_config.borrow().clone() else {
+            return Ok(None);
+        };
+        let network = PodNetwork::start(config)
+            .await
+            .map_err(|e| KubeletError::Invalid(format!("the pod network: {e}")))?;
+        Ok(Some(self.network.get_or_init(|| async { Arc::new(network) }).await.clone()))
+    }
+
+    /// Watches the pods bound to this node and keeps each in step, one pass at a time per pod.
+    pub async fn run(self: Arc<Self>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let (cache, writer) = reflector::store::<Pod>();
+        let selector = format!("spec.nodeName={}", self.config.node_name);
+        let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(reflector::reflector(
+                writer,
+                watcher(api, watcher::Config::default().fields(&selector)).default_backoff()
+            ));
+            while let Some(event) = events.next().await {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "watching this node's pods");
+                }
+                if changed_tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        let busy: Arc<std::sync::Mutex<BTreeSet<String>>> = Arc::default();
+        loop {
+            tokio::select! {
+                _ = changed.recv() => {}
+                () = tokio::time::sleep(RESYNC) => {}
+            }
+            if !crate::ready(&cache) {
+                continue;
+            }
+            self.clone().sync_all(&cache, &busy).await;
+        }
+    }
+
+    async fn sync_all(self: Arc<Self>, cache: &Store<Pod>, busy: &Arc<std::sync::Mutex<BTreeSet<String>>>) {
+        let pods = cache.state();
+        let known: BTreeSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        let start = |uid: String, job: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            let Ok(mut in_flight) = busy.lock() else { return };
+            if !in_flight.insert(uid.clone()) {
+                return;
+            }
+            let busy = busy.clone();
+            tokio::spawn(async move {
+                job.await;
+                if let Ok(mut in_flight) = busy.lock() {
+                    in_flight.remove(&uid);
+                }
+            });
+        };
+        for pod in pods {
+            let Some(uid) = pod.metadata.uid.clone() else { continue };
+            let this = self.clone();
+            start(
+                uid,
+                Box::pin(async move {
+                    if let Err(e) = this.sync(&pod).await {
+                        tracing::warn!(pod = ?pod.metadata.name, error = %e, "syncing a pod");
+                    }
+                }),
+            );
+        }
+        // Pods that are gone from the API (force-deleted, or deleted while the agent was down): their containers
+        // and sandboxes go too.
+        let listed = match self.blocking(|r| r.list()).await {
+            Ok(listed) => listed,
+            Err(e) => return tracing::warn!(error = %e, "listing containers"),
+        };
+        let mut orphans: BTreeSet<String> = listed
+            .iter()
+            .filter_map(|c| c.config.id.split('_').next().map(String::from))
+            .filter(|uid| !known.contains(uid))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("agent/pods")) {
+            orphans.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|uid| !known.contains(uid)),
+            );
+        }
+        for uid in orphans {
+            let this = self.clone();
+            let id = uid.clone();
+            start(
+                uid,
+                Box::pin(async move {
+                    if let Err(e) = this.kill_pod(&id, Duration::from_secs(2)).await {
+                        tracing::warn!(uid = %id, error = %e, "removing a gone pod's containers");
+                    }
+                }),
+            );
+        }
+    }
+
+    /// Stops every container of the pod (SIGTERM, then SIGKILL after `grace`), removes them, and removes the
+    /// sandbox and its network.
+    async fn kill_pod(&self, uid: &str, grace: Duration) -> Result<(), KubeletError> {
+        let prefix = format!("{uid}_");
+        let ids: Vec<String> = self
+            .blocking(|r| r.list())
+            .await?
+            .into_iter()
+            .map(|c| c.config.id)
+            .filter(|id| id.starts_with(&prefix))
+            .collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for id in &ids {
+            let runtime = self.runtime.clone();
+            let id = id.clone();
+            stops.spawn_blocking(move || runtime.stop(&id, grace));
+        }
+        while let Some(stopped) = stops.join_next().await {
+            if let Ok(Err(e)) = stopped {
+                tracing::warn!(error = %e, "stopping a container");
+            }
+        }
+        for id in ids {
+            self.blocking(move |r| r.remove(&id)).await?;
+        }
+        if let Some(network) = self.network().await? {
+            network
+                .teardown(uid)
+                .await
+                .map_err(|e| KubeletError::Invalid(format!("tearing down the pod network: {e}")))?;
+        }
+        sandbox::remove(&self.config.data_dir, uid)?;
+        self.started.lock().await.remove(uid);
+        Ok(())
+    }
+
+    /// One pass over one pod.
+    async fn sync(&self, pod: &Pod) -> Result<(), KubeletError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .or(spec.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0);
+            self.kill_pod(&uid, Duration::from_secs(grace as u64)).await?;
+            // Everything is gone from the node: the API object may go now (the kubelet's final delete).
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            return match api.delete(&name, &params).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+                Err(e) => Err(kube_error(format!("deleting pod {namespace}/{name}"))(e)),
+            };
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            return Ok(());
+        }
+        let start_time = {
+            let mut started = self.started.lock().await;
+            let recorded = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string());
+            started
+                .entry(uid.clone())
+                .or_insert_with(|| recorded.unwrap_or_else(now_rfc3339))
+                .clone()
+        };
+        // The sandbox: the network namespace and the pod's address, then the files every container mounts.
+        let host_network = spec.host_network.unwrap_or(false);
+        let pod_dir = sandbox::pod_dir(&self.config.data_dir, &uid);
+        let netns = sandbox::netns_path(&self.config.data_dir, &uid);
+        let mut pod_ips: Vec<String> = Vec::new();
+        if host_network {
+            pod_ips = self.config.host_ips.clone();
+        } else {
+            let Some(network) = self.network().await? else {
+                return self.write_status(pod, json!({"phase": "Pending", "startTime": start_time})).await;
+            };
+            let recorded = pod_dir.join("network.json");
+            let addresses: PodAddresses = match std::fs::read(&recorded)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| v["ip"].as_str().map(String::from))
+            {
+                Some(ip) if sandbox::is_pinned(&netns) => {
+                    pod_ips.push(ip);
+                    PodAddresses {
+                        id: uid.clone(),
+                        ip: pod_ips[0].parse().map_err(|_| KubeletError::Invalid("bad recorded address".into()))?,
+                        prefix_len: 0,
+                        gateway: std::net::Ipv4Addr::UNSPECIFIED,
+                        host_interface: String::new(),
+                    }
+                }
+                _ => {
+                    sandbox::create_netns(&netns)?;
+                    let addresses = network
+                        .setup(&uid, &netns)
+                        .await
+                        .map_err(|e| KubeletError::Invalid(format!("setting up the pod network: {e}")))?;
+                    sandbox::write_file(
+                        &recorded,
+                        &serde_json::to_string(&addresses).map_err(|e| KubeletError::Invalid(e.to_string()))?,
+                    )?;
+                    pod_ips.push(addresses.ip.to_string());
+                    addresses
+                }
+            };
+            let _ = addresses;
+        }
+        let domain = self.config.dns.domain.clone();
+        let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let (hostname, _) = crate::dns::pod_hostname(pod, &domain);
+        sandbox::write_file(
+            &pod_dir.join("etc-hosts"),
+            &crate::dns::pod_hosts_file(pod, &pod_ips, &domain, &host_hosts),
+        )?;
+        sandbox::write_file(
+            &pod_dir.join("resolv.conf"),
+            &crate::dns::pod_resolv_conf(pod, &self.config.dns).render(),
+        )?;
+        sandbox::write_file(&pod_dir.join("hostname"), &format!("{hostname}\n"))?;
+
+        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let all = self.blocking(|r| r.list()).await?;
+        let attempts = attempts_by_name(&uid, &all);
+        let inputs = self.env_inputs(pod, &namespace, &pod_ips).await?;
+        let network_namespace = if host_network {
+            PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))
+        } else {
+            netns.clone()
+        };
+        let context = StartContext {
+            pod,
+            uid: &uid,
+            hostname: &hostname,
+            network_namespace: &network_namespace,
+            pod_dir: &pod_dir,
+            inputs: &inputs,
+        };
+
+        // Init containers, one after another, each to success.
+        let mut init_statuses = Vec::new();
+        let mut initialized = true;
+        let mut init_failed = false;
+        for container in spec.init_containers.iter().flatten() {
+            if !initialized {
+                init_statuses.push(json!({"name": container.name, "image": container.image, "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}));
+                continue;
+            }
+            // Init containers restart on failure unless the pod never restarts.
+            let policy = if restart_policy == "Never" { "Never" } else { "OnFailure" };
+            let view = self
+                .keep_container(&context, container, attempts.get(&container.name), policy)
+                .await;
+            init_statuses.push(view.status.clone());
+            match view.done {
+                Some(0) => {}
+                Some(_) => {
+                    initialized = false;
+                    init_failed = true;
+                }
+                None => initialized = false,
+            }
+        }
+        // App containers, once initialized.
+        let mut statuses = Vec::new();
+        let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+        for container in &spec.containers {
+            let view = if initialized {
+                self.keep_container(&context, container, attempts.get(&container.name), &restart_policy)
+                    .await
+            } else {
+                ContainerView {
+                    status: json!({"name": container.name, "image": container.image, "ready": false,
+                        "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}),
+                    ..ContainerView::default()
+                }
+            };
+            if view.running {
+                running += 1;
+            } else if let Some(code) = view.done {
+                stopped += 1;
+                if code == 0 {
+                    succeeded += 1;
+                }
+            } else if view.status.pointer("/lastState/terminated").is_some() {
+                stopped += 1;
+            } else {
+                waiting += 1;
+            }
+            statuses.push(view.status);
+        }
+        // kubelet's getPhase.
+        let total = spec.containers.len();
+        let phase = if init_failed && restart_policy == "Never" {
+            "Failed"
+        } else if !initialized || waiting > 0 {
+            "Pending"
+        } else if running > 0 {
+            "Running"
+        } else if stopped == total && restart_policy == "Always" {
+            "Running"
+        } else if stopped == total && succeeded == total {
+            "Succeeded"
+        } else if stopped == total && restart_policy == "Never" {
+            "Failed"
+        } else {
+            "Running"
+        };
+        let all_ready = statuses.iter().all(|s| s["ready"] == true) && !statuses.is_empty();
+        let now = now_rfc3339();
+        let condition = |kind: &str, ok: bool, reason: Option<&str>| {
+            let previous = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == kind))
+                .filter(|c| c.status == if ok { "True" } else { "False" })
+                .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0.to_string()));
+            let mut c = json!({"type": kind, "status": if ok { "True" } else { "False" },
+                "lastTransitionTime": previous.unwrap_or_else(|| now.clone()), "lastProbeTime": null});
+            if let (false, Some(reason)) = (ok, reason) {
+                c["reason"] = json!(reason);
+            }
+            c
+        };
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        let containers_ready = all_ready && !terminal;
+        let status = json!({
+            "phase": phase,
+            "conditions": [
+                condition("PodReadyToStartContainers", !terminal, None),
+                condition("Initialized", initialized, Some("ContainersNotInitialized")),
+                condition("ContainersReady", containers_ready, Some(if terminal { "PodCompleted" } else { "ContainersNotReady" })),
+                condition("Ready", containers_ready, Some(if terminal { "PodCompleted" } else { "ContainersNotReady" })),
+            ],
+            "hostIP": self.config.host_ips.first(),
+            "hostIPs": self.config.host_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+            "podIP": pod_ips.first(),
+            "podIPs": pod_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+            "startTime": start_time,
+            "qosClass": qos_class(pod),
+            "initContainerStatuses": init_statuses,
+            "containerStatuses": statuses,
+        });
+        self.write_status(pod, status).await?;
+        if terminal && !host_network {
+            // A finished pod keeps its containers (for logs) but gives back its address, as the kubelet does.
+            if let Some(network) = self.network().await? {
+                let _ = network.teardown(&uid).await;
+            }
+            let _ = std::fs::remove_file(pod_dir.join("network.json"));
+            sandbox::remove_netns(&netns)?;
+        }
+        Ok(())
+    }
+
+    /// The objects the pod's environments refer to, and the Services whose variables they get.
+    async fn env_inputs(&self, pod: &Pod, namespace: &str, pod_ips: &[String]) -> Result<crate::env::EnvInputs, KubeletError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut inputs = crate::env::EnvInputs {
+            host_ips: self.config.host_ips.clone(),
+            pod_ips: pod_ips.to_vec(),
+            ..Default::default()
+        };
+        let (mut config_maps, mut secrets) = (BTreeSet::new(), BTreeSet::new());
+        for container in spec.init_containers.iter().flatten().chain(&spec.containers) {
+            let (c, s) = crate::env::references(container);
+            config_maps.extend(c);
+            secrets.extend(s);
+        }
+        let config_map_api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        for name in config_maps {
+            if let Some(found) = config_map_api
+                .get_opt(&name)
+                .await
+                .map_err(kube_error(format!("reading configmap {namespace}/{name}")))?
+            {
+                inputs.config_maps.insert(name, found);
+            }
+        }
+        let secret_api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        for name in secrets {
+            if let Some(found) = secret_api
+                .get_opt(&name)
+                .await
+                .map_err(kube_error(format!("reading secret {namespace}/{name}")))?
+            {
+                inputs.secrets.insert(name, found);
+            }
+        }
+        let services: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        inputs.services = services
+            .list(&Default::default())
+            .await
+            .map_err(kube_error(format!("listing services in {namespace}")))?
+            .items;
+        if namespace != "default" {
+            let default: Api<Service> = Api::namespaced(self.client.clone(), "default");
+            inputs.services.extend(
+                default
+                    .get_opt("kubernetes")
+                    .await
+                    .map_err(kube_error("reading service default/kubernetes"))?,
+            );
+        }
+        Ok(inputs)
+    }
+
+    async fn write_status(&self, pod: &Pod, status: Value) -> Result<(), KubeletError> {
+        let current = serde_json::to_value(&pod.status).unwrap_or_default();
+        if controllers_free_covers(&current, &status) {
+            return Ok(());
+        }
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        // A strategic merge patch keeps the conditions others own (PodScheduled) by their `type`.
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&json!({"status": status})))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(kube_error(format!("writing the status of pod {namespace}/{name}"))(e)),
+        }
+    }
+
+    /// Keeps one container as its restart policy says: starts it (again, after its back-off) when it is not
+    /// running, and reports its status.
+    async fn keep_container(
+        &self,
+        context: &StartContext<'_>,
+        container: &Container,
+        attempts: Option<&Vec<(u32, ContainerInfo)>>,
+        restart_policy: &str,
+    ) -> ContainerView {
+        let base = |state: Value, restarts: u32, last: Option<Value>, ready: bool, started: bool| {
+            let mut status = json!({"name": container.name, "image": container.image, "imageID": "",
+                "ready": ready, "started": started, "restartCount": restarts, "state": state});
+            if let Some(last) = last {
+                status["lastState"] = last;
+            }
+            status
+        };
+        let latest = attempts.and_then(|a| a.last());
+        let restarts = attempts.map_or(0, |a| a.len().saturating_sub(1) as u32);
+        let last_state = attempts
+            .and_then(|a| a.len().checked_sub(2).and_then(|i| a.get(i)))
+            .map(|(n, info)| state_of(info, &container_id(context.uid, &container.name, *n)));
+        let next_attempt = latest.map_or(0, |(n, _)| n + 1);
+        if let Some((n, info)) = latest {
+            let id = container_id(context.uid, &container.name, *n);
+            let mut state = state_of(info, &id);
+            match &info.state {
+                State::Running(_) => {
+                    let mut status = base(state, restarts, last_state, true, true);
+                    status["containerID"] = json!(format!("bonsai://{id}"));
+                    status["imageID"] = json!(info.config.image);
+                    return ContainerView {
+                        status,
+                        running: true,
+                        done: None,
+                    };
+                }
+                State::Exited(_, exited) => {
+                    if !restarts_after(restart_policy, exited.exit_code) {
+                        let mut status = base(state, restarts, last_state, false, false);
+                        status["containerID"] = json!(format!("bonsai://{id}"));
+                        return ContainerView {
+                            status,
+                            running: false,
+                            done: Some(exited.exit_code),
+                        };
+                    }
+                    // Back off before starting it again.
+                    let delay = backoff(restarts);
+                    if seconds_since(&exited.finished_at).is_some_and(|s| s < delay.as_secs_f64()) {
+                        let waiting = json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!(
+                            "back-off {}s restarting failed container={} pod={}_{}({})", delay.as_secs(), container.name,
+                            context.pod.metadata.name.clone().unwrap_or_default(),
+                            context.pod.metadata.namespace.clone().unwrap_or_default(), context.uid)}});
+                        return ContainerView {
+                            status: base(waiting, restarts, Some(state), false, false),
+                            running: false,
+                            done: None,
+                        };
+                    }
+                    state = state_of(info, &id);
+                    return self
+                        .start_container(context, container, next_attempt, restarts + 1, Some(state))
+                        .await;
+                }
+                State::Created => {}
+            }
+        }
+        self.start_container(context, container, next_attempt, restarts, last_state)
+            .await
+    }
+
+    async fn start_container(
+        &self,
+        context: &StartContext<'_>,
+        container: &Container,
+        attempt: u32,
+        restarts: u32,
+        last_state: Option<Value>,
+    ) -> ContainerView {
+        let waiting = |reason: &str, message: String| {
+            let mut status = json!({"name": container.name, "image": container.image, "imageID": "",
+                "ready": false, "started": false, "restartCount": restarts,
+                "state": {"waiting": {"reason": reason, "message": message}}});
+            if let Some(last) = &last_state {
+                status["lastState"] = last.clone();
+            }
+            ContainerView {
+                status,
+                running: false,
+                done: None,
+            }
+        };
+        let image = match self.ensure_image(container).await {
+            Ok(image) => image,
+            Err((reason, message)) => return waiting(reason, message),
+        };
+        let env = match crate::env::container_environment(context.pod, container, context.inputs) {
+            Ok(env) => env,
+            Err(e) => return waiting("CreateContainerConfigError", e.to_string()),
+        };
+        let pod = context.pod;
+        let id = container_id(context.uid, &container.name, attempt);
+        let mut config = ContainerConfig::new(&id, &image);
+        config.command = container.command.clone();
+        config.args = container.args.clone();
+        config.env = env;
+        config.working_dir = container.working_dir.clone().filter(|w| !w.is_empty());
+        let security = container.security_context.clone().unwrap_or_default();
+        let pod_security = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+        let user = security.run_as_user.or(pod_security.run_as_user);
+        let group = security.run_as_group.or(pod_security.run_as_group);
+        config.user = user.map(|u| match group {
+            Some(g) => format!("{u}:{g}"),
+            None => u.to_string(),
+        });
+        config.hostname = Some(context.hostname.to_string());
+        config.network_namespace = Some(context.network_namespace.to_path_buf());
+        config.mounts = vec![
+            BindMount {
+                source: context.pod_dir.join("etc-hosts"),
+                destination: "/etc/hosts".into(),
+                readonly: false,
+            },
+            BindMount {
+                source: context.pod_dir.join("resolv.conf"),
+                destination: "/etc/resolv.conf".into(),
+                readonly: false,
+            },
+            BindMount {
+                source: context.pod_dir.join("hostname"),
+                destination: "/etc/hostname".into(),
+                readonly: false,
+            },
+        ];
+        config.resources = container_resources(container);
+        config.cgroup_parent = format!("bonsai/pods/pod{}", context.uid);
+        config.readonly_rootfs = security.read_only_root_filesystem.unwrap_or(false);
+        if let Some(capabilities) = &security.capabilities {
+            config.capabilities_add = capabilities.add.clone().unwrap_or_default();
+            config.capabilities_drop = capabilities.drop.clone().unwrap_or_default();
+        }
+        config.stdin = container.stdin.unwrap_or(false);
+        config.stdin_once = container.stdin_once.unwrap_or(false);
+        config.tty = container.tty.unwrap_or(false);
+        let seccomp = security.seccomp_profile.or(pod_security.seccomp_profile);
+        config.seccomp = match seccomp.as_ref().map(|s| s.type_.as_str()) {
+            Some("RuntimeDefault") => runtime::container::seccomp::Seccomp::RuntimeDefault,
+            Some("Localhost") => runtime::container::seccomp::Seccomp::Localhost(
+                self.config
+                    .data_dir
+                    .join("agent/seccomp")
+                    .join(seccomp.and_then(|s| s.localhost_profile).unwrap_or_default()),
+            ),
+            _ => runtime::container::seccomp::Seccomp::Unconfined,
+        };
+        config.log_path = Some(runtime::container::pod_log_path(
+            &self.config.pod_logs_dir,
+            &pod.metadata.namespace.clone().unwrap_or_default(),
+            &pod.metadata.name.clone().unwrap_or_default(),
+            context.uid,
+            &container.name,
+            restarts,
+        ));
+        match self.blocking(move |r| r.run(config)).await {
+            Ok(info) => {
+                let state = state_of(&info, &id);
+                let running = matches!(info.state, State::Running(_));
+                let mut status = json!({"name": container.name, "image": container.image, "imageID": image,
+                    "containerID": format!("bonsai://{id}"), "ready": running, "started": running,
+                    "restartCount": restarts, "state": state});
+                if let Some(last) = last_state {
+                    status["lastState"] = last;
+                }
+                ContainerView {
+                    status,
+                    running,
+                    done: None,
+                }
+            }
+            Err(e) => waiting("RunContainerError", e.to_string()),
+        }
+    }
+
+    /// The image in the store under its full name, pulled first when absent or when the policy says Always.
+    async fn ensure_image(&self, container: &Container) -> Result<String, (&'static str, String)> {
+        let reference = container.image.clone().unwrap_or_default();
+        let name = runtime::image_name(&reference).map_err(|e| ("InvalidImageName", e.to_string()))?;
+        let present = self
+            .store
+            .image(&name)
+            .map_err(|e| ("ErrImagePull", e.to_string()))?
+            .is_some();
+        let policy = container.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
+        match (policy.as_str(), present) {
+            ("Never", false) => Err((
+                "ErrImageNeverPull",
+                format!("Container image \"{reference}\" is not present with pull policy of Never"),
+            )),
+            ("Always", _) | (_, false) => match self.puller.pull(&reference, &runtime::pull::Quiet).await {
+                Ok(record) => Ok(record.name),
+                Err(e) => Err(("ErrImagePull", format!("failed to pull image \"{reference}\": {e}"))),
+            },
+            _ => Ok(name),
+        }
+    }
+}
+
+/// `current` already says everything `desired` does.
+fn controllers_free_covers(current: &Value, desired: &Value) -> bool {
+    match (current, desired) {
+        (Value::Object(c), Value::Object(d)) => d
+            .iter()
+            .all(|(k, v)| v.is_null() || c.get(k).is_some_and(|cv| controllers_free_covers(cv, v))),
+        (Value::Array(c), Value::Array(d)) => {
+            c.len() == d.len() && c.iter().zip(d).all(|(c, d)| controllers_free_covers(c, d))
+        }
+        (c, d) => c == d,
+    }
+}
+
+/// What starting a container of a pod needs from the pass over the pod.
+struct StartContext<'a> {
+    pod: &'a Pod,
+    uid: &'a str,
+    hostname: &'a str,
+    network_namespace: &'a std::path::Path,
+    pod_dir: &'a std::path::Path,
+    inputs: &'a crate::env::EnvInputs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(resources: serde_json::Value) -> Container {
+        serde_json::from_value(json!({"name": "c", "image": "busybox", "resources": resources})).unwrap()
+    }
+
+    fn pod_with(resources: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "c", "image": "busybox", "resources": resources}]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn cgroup_values_follow_the_kubelet() {
+        let r = container_resources(&container(json!({"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}})));
+        assert_eq!(r.cpu_shares, Some(256));
+        assert_eq!(r.cpu_quota, Some(50_000));
+        assert_eq!(r.cpu_period, Some(100_000));
+        assert_eq!(r.memory_limit, Some(64 << 20));
+        let best_effort = container_resources(&container(json!({})));
+        assert_eq!(best_effort.cpu_shares, Some(2), "the minimum shares");
+        assert_eq!(best_effort.cpu_quota, None);
+    }
+
+    #[test]
+    fn qos_classes() {
+        assert_eq!(qos_class(&pod_with(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&pod_with(json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
+        assert_eq!(qos_class(&pod_with(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))), "Guaranteed");
+        assert_eq!(qos_class(&pod_with(json!({"requests": {"cpu": "100m"}}))), "Burstable");
+    }
+
+    #[test]
+    fn back_off_and_restart_policy() {
+        assert_eq!(backoff(0), Duration::ZERO, "the first restart is at once");
+        assert_eq!(backoff(1), Duration::from_secs(10));
+        assert_eq!(backoff(2), Duration::from_secs(20));
+        assert_eq!(backoff(3), Duration::from_secs(40));
+        assert_eq!(backoff(10), Duration::from_secs(300));
+        assert!(restarts_after("Always", 0));
+        assert!(restarts_after("OnFailure", 1));
+        assert!(!restarts_after("OnFailure", 0));
+        assert!(!restarts_after("Never", 1));
+    }
+
+    #[test]
+    fn container_ids_carry_the_pod_and_the_attempt() {
+        let id = container_id("0b8e-11", "web-app", 3);
+        assert_eq!(id, "0b8e-11_web-app_3");
+        let info = |id: &str| ContainerInfo {
+            config: ContainerConfig::new(id, "busybox"),
+            state: State::Created,
+            log_path: PathBuf::new(),
+        };
+        let all = vec![info("u_web-app_1"), info("u_web-app_0"), info("u_side_0"), info("other_web_0")];
+        let attempts = attempts_by_name("u", &all);
+        assert_eq!(attempts["web-app"].iter().map(|(n, _)| *n).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(attempts.len(), 2);
+    }
+}
