@@ -170,11 +170,29 @@ impl NetNs {
     /// in a /24 (`ip` and `other_ip`).
     pub fn link_to(&self, ip: &str, other: &NetNs, other_ip: &str) {
         run_ok(Command::new("ip").args([
-            "link", "add", "uplink", "netns", &self.name, "type", "veth", "peer", "name", "uplink", "netns",
+            "link",
+            "add",
+            "uplink",
+            "netns",
+            &self.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "uplink",
+            "netns",
             &other.name,
         ]));
         for (ns, addr) in [(self, ip), (other, other_ip)] {
-            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", "uplink"]));
+            run_ok(Command::new("ip").args([
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "uplink",
+            ]));
             run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "uplink", "up"]));
         }
     }

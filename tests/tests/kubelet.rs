@@ -5,12 +5,20 @@
 use bonsai_e2e::as_node::get;
 use bonsai_e2e::{Server, ok, wait_until};
 
-
 #[test]
 fn the_server_registers_its_node_and_keeps_its_lease_fresh() {
     let server = Server::start_with_agent(&["--node-name", "Edge-1", "--node-label", "tier=edge"]);
     wait_until("the node to register and turn Ready", || {
-        let out = server.kubectl(33, &["get", "node", "edge-1", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        let out = server.kubectl(
+            33,
+            &[
+                "get",
+                "node",
+                "edge-1",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        );
         out.status.success() && String::from_utf8_lossy(&out.stdout) == "True"
     });
     let node = get(&server, &["node", "edge-1"]);
@@ -23,7 +31,10 @@ fn the_server_registers_its_node_and_keeps_its_lease_fresh() {
     let cpus = std::thread::available_parallelism().unwrap().get().to_string();
     assert_eq!(status["capacity"]["cpu"], cpus.as_str());
     assert_eq!(status["capacity"]["pods"], "110");
-    assert!(status["capacity"]["memory"].as_str().unwrap().ends_with("Ki"), "{status}");
+    assert!(
+        status["capacity"]["memory"].as_str().unwrap().ends_with("Ki"),
+        "{status}"
+    );
     assert!(status["allocatable"]["ephemeral-storage"].is_string());
     assert!(
         status["nodeInfo"]["containerRuntimeVersion"]
@@ -32,9 +43,17 @@ fn the_server_registers_its_node_and_keeps_its_lease_fresh() {
             .starts_with("bonsai://"),
         "{status}"
     );
-    assert!(status["nodeInfo"]["kubeletVersion"].as_str().unwrap().starts_with("v1.33."));
+    assert!(
+        status["nodeInfo"]["kubeletVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1.33.")
+    );
     assert_eq!(status["nodeInfo"]["operatingSystem"], "linux");
-    assert_eq!(status["addresses"][1], serde_json::json!({"type": "Hostname", "address": "edge-1"}));
+    assert_eq!(
+        status["addresses"][1],
+        serde_json::json!({"type": "Hostname", "address": "edge-1"})
+    );
     assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
     let types: Vec<&str> = status["conditions"]
         .as_array()
@@ -115,16 +134,31 @@ fn pods_run_serve_restart_and_stop_for_real() {
     use bonsai_e2e::images::{Layout, Registry};
     let (node, upstream) = (bonsai_e2e::NetNs::new(), bonsai_e2e::NetNs::new());
     node.link_to("192.168.207.1", &upstream, "192.168.207.2");
-    assert!(std::process::Command::new("ip")
-        .args(["-n", &node.name, "route", "add", "default", "via", "192.168.207.2"])
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        std::process::Command::new("ip")
+            .args([
+                "-n",
+                &node.name,
+                "route",
+                "add",
+                "default",
+                "via",
+                "192.168.207.2"
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
     let dir = tempfile::tempdir().unwrap();
     let _cleanup = NodeCleanup(dir.path().to_path_buf());
     let _registry = Registry::start(&node, &dir.path().join("registry"), None);
     let layout = Layout::busybox(dir.path());
-    layout.copy(&node, "v1", &format!("docker://{}/test/busybox:v1", Registry::ADDR), None);
+    layout.copy(
+        &node,
+        "v1",
+        &format!("docker://{}/test/busybox:v1", Registry::ADDR),
+        None,
+    );
     let logs = dir.path().join("pod-logs");
     let server = Server::start_in_with_agent(
         node,
@@ -150,23 +184,51 @@ fn pods_run_serve_restart_and_stop_for_real() {
 
     // Both replicas run and turn Ready.
     wait_until("the deployment's pods", || {
-        get(&server, &["pods", "-l", "app=web"])["items"].as_array().is_some_and(|i| i.len() == 2)
+        get(&server, &["pods", "-l", "app=web"])["items"]
+            .as_array()
+            .is_some_and(|i| i.len() == 2)
     });
-    let waited = server.kubectl(33, &["wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=90s"]);
-    assert!(waited.status.success(), "{}\n{}", bonsai_e2e::text(&waited), ok(server.kubectl(33, &["get", "pods", "-o", "yaml"])));
+    let waited = server.kubectl(
+        33,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "app=web",
+            "--timeout=90s",
+        ],
+    );
+    assert!(
+        waited.status.success(),
+        "{}\n{}",
+        bonsai_e2e::text(&waited),
+        ok(server.kubectl(33, &["get", "pods", "-o", "yaml"]))
+    );
     let pods = get(&server, &["pods", "-l", "app=web"]);
     let pods = pods["items"].as_array().unwrap();
     assert_eq!(pods.len(), 2);
     for pod in pods {
         let status = &pod["status"];
         assert_eq!(status["phase"], "Running", "{status}");
-        assert!(status["podIP"].as_str().unwrap().starts_with("10.42."), "{status}");
+        assert!(
+            status["podIP"].as_str().unwrap().starts_with("10.42."),
+            "{status}"
+        );
         assert_eq!(status["hostIP"], "192.168.207.1");
         assert_eq!(status["qosClass"], "BestEffort");
         let container = &status["containerStatuses"][0];
-        assert!(container["state"]["running"]["startedAt"].is_string(), "{container}");
+        assert!(
+            container["state"]["running"]["startedAt"].is_string(),
+            "{container}"
+        );
         assert_eq!(container["restartCount"], 0);
-        assert!(container["containerID"].as_str().unwrap().starts_with("bonsai://"));
+        assert!(
+            container["containerID"]
+                .as_str()
+                .unwrap()
+                .starts_with("bonsai://")
+        );
         // Each answers on its own address, with its own host name (the kubelet's /etc/hostname).
         let name = pod["metadata"]["name"].as_str().unwrap();
         let url = format!("http://{}:8080/hostname", status["podIP"].as_str().unwrap());
@@ -176,9 +238,13 @@ fn pods_run_serve_restart_and_stop_for_real() {
     // The Service reaches them through its cluster IP, on the node's proxy.
     let cluster_ip = ok(server.kubectl(33, &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]));
     wait_until("the service to answer", || {
-        in_node(&server, "curl", &["-s", "--max-time", "2", &format!("http://{cluster_ip}/hostname")])
-            .status
-            .success()
+        in_node(
+            &server,
+            "curl",
+            &["-s", "--max-time", "2", &format!("http://{cluster_ip}/hostname")],
+        )
+        .status
+        .success()
     });
 
     // A crashing container is restarted, then backs off.
@@ -188,7 +254,10 @@ fn pods_run_serve_restart_and_stop_for_real() {
         c["restartCount"].as_i64().unwrap_or(0) >= 1 && c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     });
     let crasher = get(&server, &["pod", "crasher"]);
-    assert_eq!(crasher["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 3);
+    assert_eq!(
+        crasher["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        3
+    );
     let uid = crasher["metadata"]["uid"].as_str().unwrap();
     let log = std::fs::read_to_string(logs.join(format!("default_crasher_{uid}/c/0.log"))).unwrap();
     assert!(log.contains(" stdout F bye"), "{log}");
@@ -203,5 +272,8 @@ fn pods_run_serve_restart_and_stop_for_real() {
     });
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let pods_dir = server.data_dir().join("agent/pods");
-    assert!(!mounts.contains(pods_dir.to_str().unwrap()), "a pod's namespace is still pinned");
+    assert!(
+        !mounts.contains(pods_dir.to_str().unwrap()),
+        "a pod's namespace is still pinned"
+    );
 }

@@ -43,7 +43,10 @@ fn start() -> TestServer {
         let file = std::fs::File::open(format!("/var/run/netns/{ns_name}")).unwrap();
         nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         // One thread: every socket (the listener, and the pod-port connections) is made in the namespace.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(serve(port_tx, server_log));
     });
     let port: u16 = port_rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -156,13 +159,20 @@ fn route(mut req: Request<Incoming>, log: Log) -> Response<Full<Bytes>> {
     }
 }
 
-fn upgrade(req: &mut Request<Incoming>, subresource: Subresource, query: &str, log: Log) -> Response<Full<Bytes>> {
+fn upgrade(
+    req: &mut Request<Incoming>,
+    subresource: Subresource,
+    query: &str,
+    log: Log,
+) -> Response<Full<Bytes>> {
     let negotiated = match streaming::negotiate(req, subresource) {
         Ok(negotiated) => negotiated,
         Err(streaming::Error::Refused { status, message }) => {
             return json(
                 status,
-                format!(r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":{message:?},"code":{status}}}"#),
+                format!(
+                    r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":{message:?},"code":{status}}}"#
+                ),
             );
         }
         Err(e) => panic!("{e}"),
@@ -189,10 +199,16 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let options = streaming::StreamOptions::from_query(query).unwrap();
-    let mut session = streaming::serve_remote_command(negotiated, io, &options).await.unwrap();
+    let mut session = streaming::serve_remote_command(negotiated, io, &options)
+        .await
+        .unwrap();
     let mut child = tokio::process::Command::new(&options.command[0])
         .args(&options.command[1..])
-        .stdin(if session.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if session.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -288,7 +304,12 @@ fn exec_case(minor: u32, expected: Transport, protocol: &str) {
     child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\n", "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got hello\n",
+        "{}",
+        text(&out)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("oops\n"), "{stderr}");
     assert!(stderr.contains("command terminated with exit code 3"), "{stderr}");
@@ -315,7 +336,10 @@ fn exec_case(minor: u32, expected: Transport, protocol: &str) {
 
     let used = server.used(Subresource::Exec);
     assert_eq!(used.len(), 2, "{used:?}");
-    assert!(used.iter().all(|(t, p)| *t == expected && p == protocol), "{used:?}");
+    assert!(
+        used.iter().all(|(t, p)| *t == expected && p == protocol),
+        "{used:?}"
+    );
 }
 
 #[test]
@@ -341,7 +365,9 @@ fn port_forward_case(minor: u32, expected: Transport, protocol: &str) {
         for conn in listener.incoming() {
             let mut conn = conn.unwrap();
             let mut line = String::new();
-            BufReader::new(conn.try_clone().unwrap()).read_line(&mut line).unwrap();
+            BufReader::new(conn.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
             let reply = format!("pong {}{}", line.trim_end(), "x".repeat(100_000));
             conn.write_all(reply.as_bytes()).unwrap();
         }
@@ -385,8 +411,17 @@ fn port_forward_case(minor: u32, expected: Transport, protocol: &str) {
     let output = kubectl.wait_with_output().unwrap();
     let replies = replies.unwrap_or_else(|_| panic!("port-forward failed: {}", text(&output)));
     for (i, reply) in replies.iter().enumerate() {
-        assert_eq!(reply.len(), format!("pong ping{}", i + 1).len() + 100_000, "{}", text(&output));
-        assert!(reply.starts_with(&format!("pong ping{}x", i + 1)), "{}", &reply[..40.min(reply.len())]);
+        assert_eq!(
+            reply.len(),
+            format!("pong ping{}", i + 1).len() + 100_000,
+            "{}",
+            text(&output)
+        );
+        assert!(
+            reply.starts_with(&format!("pong ping{}x", i + 1)),
+            "{}",
+            &reply[..40.min(reply.len())]
+        );
     }
     let used = server.used(Subresource::PortForward);
     assert!(!used.is_empty());

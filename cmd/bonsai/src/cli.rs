@@ -31,8 +31,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a server: the cluster's control plane (and, in later versions, a node agent).
-    Server(ServerArgs),
+    /// Run a server: the cluster's control plane and its node's agent.
+    Server(Box<ServerArgs>),
     /// Join this machine to a cluster as a node.
     Agent(AgentArgs),
     /// Manage the node's images (like crictl/ctr): pull, import, list, remove.
@@ -392,7 +392,11 @@ pub struct ServerArgs {
     pub cluster_dns: std::net::IpAddr,
 
     /// Registry mirrors, auth and TLS for the node's image pulls, in k3s's registries.yaml format.
-    #[arg(long, env = "BONSAI_PRIVATE_REGISTRY", default_value = "/etc/bonsai/registries.yaml")]
+    #[arg(
+        long,
+        env = "BONSAI_PRIVATE_REGISTRY",
+        default_value = "/etc/bonsai/registries.yaml"
+    )]
     pub private_registry: PathBuf,
 
     /// Where containers' logs are written, in the kubelet's `<ns>_<pod>_<uid>/<container>/<n>.log` layout.

@@ -97,7 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Server(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(server::run(args))
+            runtime.block_on(server::run(*args))
         }
     }
 }

@@ -69,7 +69,13 @@ pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
             backend: args.flannel_backend.parse()?,
             node_ip: args.node_ip,
             lease_dir: args.data_dir.join("agent/network/leases"),
-            proxy: !matches!(&args.command, NetworkCommand::Run { disable_kube_proxy: true, .. }),
+            proxy: !matches!(
+                &args.command,
+                NetworkCommand::Run {
+                    disable_kube_proxy: true,
+                    ..
+                }
+            ),
         },
     };
     match &args.command {

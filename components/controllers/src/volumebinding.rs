@@ -62,54 +62,7 @@ enum Key {
 // ---------------------------------------------------------------------------------------------------------------
 // Matching: pure functions over objects, as `index.go` and component-helpers' `storage/volume` have them.
 
-/// A quantity in billionths of its unit (exact for every suffix; finer fractions round up, as `Value()` does).
-pub fn quantity_nanos(quantity: &str) -> Option<i128> {
-    let q = quantity.trim();
-    let (sign, rest) = match q.strip_prefix('-') {
-        Some(r) => (-1, r),
-        None => (1, q.strip_prefix('+').unwrap_or(q)),
-    };
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(rest.len());
-    let (number, suffix) = rest.split_at(end);
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && fraction.is_empty() {
-        return None;
-    }
-    let mut value: i128 = format!("{whole}{fraction}").parse().ok()?;
-    let mut exponent = 9 - i32::try_from(fraction.len()).ok()?;
-    let binary = |power: u32| 1i128 << (10 * power);
-    let mut multiplier = 1i128;
-    match suffix {
-        "" => {}
-        "Ki" => multiplier = binary(1),
-        "Mi" => multiplier = binary(2),
-        "Gi" => multiplier = binary(3),
-        "Ti" => multiplier = binary(4),
-        "Pi" => multiplier = binary(5),
-        "Ei" => multiplier = binary(6),
-        "n" => exponent -= 9,
-        "u" => exponent -= 6,
-        "m" => exponent -= 3,
-        "k" => exponent += 3,
-        "M" => exponent += 6,
-        "G" => exponent += 9,
-        "T" => exponent += 12,
-        "P" => exponent += 15,
-        "E" => exponent += 18,
-        s if s.starts_with(['e', 'E']) => exponent += s[1..].parse::<i32>().ok()?,
-        _ => return None,
-    }
-    value = value.checked_mul(multiplier)?;
-    if exponent >= 0 {
-        value = value.checked_mul(10i128.checked_pow(u32::try_from(exponent).ok()?)?)?;
-    } else {
-        let divisor = 10i128.checked_pow(u32::try_from(-exponent).ok()?)?;
-        value = (value + divisor - 1).div_euclid(divisor);
-    }
-    Some(sign * value)
-}
+pub use quantity::nanos as quantity_nanos;
 
 fn storage_in(resources: Option<&BTreeMap<String, Quantity>>) -> Option<i128> {
     resources

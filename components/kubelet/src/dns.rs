@@ -78,7 +78,10 @@ fn merge_unique(into: &mut Vec<String>, more: impl IntoIterator<Item = String>) 
 fn merge_options(into: &mut Vec<String>, more: impl IntoIterator<Item = String>) {
     for option in more {
         let name = option.split(':').next().unwrap_or("").to_string();
-        match into.iter_mut().find(|o| o.split(':').next() == Some(name.as_str())) {
+        match into
+            .iter_mut()
+            .find(|o| o.split(':').next() == Some(name.as_str()))
+        {
             Some(existing) => *existing = option,
             None => into.push(option),
         }
@@ -135,7 +138,10 @@ pub fn pod_resolv_conf(pod: &Pod, dns: &ClusterDns) -> ResolvConf {
         _ => dns.host.clone(),
     };
     if let Some(config) = &spec.dns_config {
-        merge_unique(&mut conf.nameservers, config.nameservers.clone().unwrap_or_default());
+        merge_unique(
+            &mut conf.nameservers,
+            config.nameservers.clone().unwrap_or_default(),
+        );
         merge_unique(&mut conf.searches, config.searches.clone().unwrap_or_default());
         merge_options(
             &mut conf.options,
@@ -215,7 +221,8 @@ mod tests {
     use serde_json::json;
 
     fn pod(spec: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "web-0", "namespace": "shop"}, "spec": spec})).unwrap()
+        serde_json::from_value(json!({"metadata": {"name": "web-0", "namespace": "shop"}, "spec": spec}))
+            .unwrap()
     }
 
     fn dns() -> ClusterDns {
@@ -238,7 +245,11 @@ mod tests {
     #[test]
     fn host_network_default_and_none_policies() {
         let host = pod_resolv_conf(&pod(json!({"hostNetwork": true, "containers": []})), &dns());
-        assert_eq!(host, dns().host, "ClusterFirst on the host network is the node's DNS");
+        assert_eq!(
+            host,
+            dns().host,
+            "ClusterFirst on the host network is the node's DNS"
+        );
         let with_host_net = pod_resolv_conf(
             &pod(json!({"hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet", "containers": []})),
             &dns(),
@@ -251,21 +262,37 @@ mod tests {
                 "nameservers": ["1.1.1.1"], "searches": ["a.example"], "options": [{"name": "ndots", "value": "2"}, {"name": "rotate"}]}})),
             &dns(),
         );
-        assert_eq!(none.render(), "search a.example\nnameserver 1.1.1.1\noptions ndots:2 rotate\n");
+        assert_eq!(
+            none.render(),
+            "search a.example\nnameserver 1.1.1.1\noptions ndots:2 rotate\n"
+        );
     }
 
     #[test]
     fn dns_config_merges_and_limits_apply() {
         let merged = pod_resolv_conf(
-            &pod(json!({"containers": [], "dnsConfig": {"nameservers": ["10.43.0.10", "8.8.8.8", "9.9.9.9", "1.1.1.1"],
-                "searches": ["extra.example"], "options": [{"name": "ndots", "value": "1"}]}})),
+            &pod(
+                json!({"containers": [], "dnsConfig": {"nameservers": ["10.43.0.10", "8.8.8.8", "9.9.9.9", "1.1.1.1"],
+                "searches": ["extra.example"], "options": [{"name": "ndots", "value": "1"}]}}),
+            ),
             &dns(),
         );
-        assert_eq!(merged.nameservers, ["10.43.0.10", "8.8.8.8", "9.9.9.9"], "three at most, no duplicate");
+        assert_eq!(
+            merged.nameservers,
+            ["10.43.0.10", "8.8.8.8", "9.9.9.9"],
+            "three at most, no duplicate"
+        );
         assert_eq!(merged.searches.last().unwrap(), "extra.example");
-        assert_eq!(merged.options, ["ndots:1"], "an option given again replaces the default");
+        assert_eq!(
+            merged.options,
+            ["ndots:1"],
+            "an option given again replaces the default"
+        );
         let many: Vec<String> = (0..40).map(|i| format!("d{i}.example")).collect();
-        let limited = pod_resolv_conf(&pod(json!({"dnsPolicy": "None", "containers": [], "dnsConfig": {"searches": many}})), &dns());
+        let limited = pod_resolv_conf(
+            &pod(json!({"dnsPolicy": "None", "containers": [], "dnsConfig": {"searches": many}})),
+            &dns(),
+        );
         assert_eq!(limited.searches.len(), 32);
     }
 
@@ -274,21 +301,45 @@ mod tests {
         let p = pod(json!({"hostname": "db", "subdomain": "cluster", "containers": [],
             "hostAliases": [{"ip": "10.0.0.9", "hostnames": ["foo.local", "bar.local"]}]}));
         let hosts = pod_hosts_file(&p, &["10.42.0.7".into()], "cluster.local", "");
-        assert!(hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"), "{hosts}");
-        assert!(hosts.contains("10.42.0.7\tdb.cluster.shop.svc.cluster.local\tdb\n"), "{hosts}");
-        assert!(hosts.ends_with("\n# Entries added by HostAliases.\n10.0.0.9\tfoo.local\tbar.local\n"), "{hosts}");
-        let plain = pod_hosts_file(&pod(json!({"containers": []})), &["10.42.0.8".into()], "cluster.local", "");
+        assert!(
+            hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+            "{hosts}"
+        );
+        assert!(
+            hosts.contains("10.42.0.7\tdb.cluster.shop.svc.cluster.local\tdb\n"),
+            "{hosts}"
+        );
+        assert!(
+            hosts.ends_with("\n# Entries added by HostAliases.\n10.0.0.9\tfoo.local\tbar.local\n"),
+            "{hosts}"
+        );
+        let plain = pod_hosts_file(
+            &pod(json!({"containers": []})),
+            &["10.42.0.8".into()],
+            "cluster.local",
+            "",
+        );
         assert!(plain.contains("10.42.0.8\tweb-0\n"));
-        let host_net = pod_hosts_file(&pod(json!({"hostNetwork": true, "containers": []})), &[], "cluster.local", "127.0.0.1 localhost\n");
+        let host_net = pod_hosts_file(
+            &pod(json!({"hostNetwork": true, "containers": []})),
+            &[],
+            "cluster.local",
+            "127.0.0.1 localhost\n",
+        );
         assert_eq!(host_net, "127.0.0.1 localhost\n");
     }
 
     #[test]
     fn long_pod_names_are_cut_to_a_valid_host_name() {
         let long = format!("{}-x", "a".repeat(62));
-        let p: Pod = serde_json::from_value(json!({"metadata": {"name": long}, "spec": {"containers": []}})).unwrap();
+        let p: Pod =
+            serde_json::from_value(json!({"metadata": {"name": long}, "spec": {"containers": []}})).unwrap();
         let (hostname, fqdn) = pod_hostname(&p, "cluster.local");
-        assert_eq!(hostname, "a".repeat(62), "cut to 63, then the trailing '-' dropped");
+        assert_eq!(
+            hostname,
+            "a".repeat(62),
+            "cut to 63, then the trailing '-' dropped"
+        );
         assert!(fqdn.is_none());
     }
 }

@@ -124,7 +124,11 @@ fn env_name(service: &str) -> String {
 /// The Docker-link-style variables of one Service (`envvars.FromServices`).
 fn service_variables(service: &Service, out: &mut BTreeMap<String, String>) {
     let Some(spec) = &service.spec else { return };
-    let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") else {
+    let Some(ip) = spec
+        .cluster_ip
+        .as_deref()
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+    else {
         return;
     };
     let ports = spec.ports.clone().unwrap_or_default();
@@ -134,7 +138,10 @@ fn service_variables(service: &Service, out: &mut BTreeMap<String, String>) {
     out.insert(format!("{prefix}_SERVICE_PORT"), first.port.to_string());
     for port in &ports {
         if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
-            out.insert(format!("{prefix}_SERVICE_PORT_{}", env_name(name)), port.port.to_string());
+            out.insert(
+                format!("{prefix}_SERVICE_PORT_{}", env_name(name)),
+                port.port.to_string(),
+            );
         }
     }
     let host_port = if ip.contains(':') {
@@ -205,7 +212,11 @@ pub fn field_value(pod: &Pod, path: &str, inputs: &EnvInputs) -> Result<String, 
         "status.podIPs" => inputs.pod_ips.join(","),
         _ => {
             if let Some(key) = quoted("metadata.labels") {
-                meta.labels.as_ref().and_then(|l| l.get(&key)).cloned().unwrap_or_default()
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(&key))
+                    .cloned()
+                    .unwrap_or_default()
             } else if let Some(key) = quoted("metadata.annotations") {
                 meta.annotations
                     .as_ref()
@@ -241,12 +252,7 @@ pub fn container_environment(
     let services = service_environment(pod, &inputs.services);
     let mut order: Vec<String> = Vec::new();
     let mut values: BTreeMap<String, String> = BTreeMap::new();
-    fn define(
-        name: String,
-        value: String,
-        order: &mut Vec<String>,
-        values: &mut BTreeMap<String, String>,
-    ) {
+    fn define(name: String, value: String, order: &mut Vec<String>, values: &mut BTreeMap<String, String>) {
         if !values.contains_key(&name) {
             order.push(name.clone());
         }
@@ -395,9 +401,19 @@ mod tests {
     #[test]
     fn service_variables_as_docker_links() {
         let services = vec![
-            service("shop", "redis-main", "10.43.0.20", json!([{"name": "db", "port": 6379}])),
+            service(
+                "shop",
+                "redis-main",
+                "10.43.0.20",
+                json!([{"name": "db", "port": 6379}]),
+            ),
             service("shop", "headless", "None", json!([{"port": 80}])),
-            service("default", "kubernetes", "10.43.0.1", json!([{"name": "https", "port": 443}])),
+            service(
+                "default",
+                "kubernetes",
+                "10.43.0.1",
+                json!([{"name": "https", "port": 443}]),
+            ),
             service("other", "elsewhere", "10.43.0.30", json!([{"port": 80}])),
         ];
         let env = service_environment(&pod("shop", json!({})), &services);
@@ -410,7 +426,10 @@ mod tests {
         assert!(!env.contains_key("HEADLESS_SERVICE_HOST"));
         assert!(!env.contains_key("ELSEWHERE_SERVICE_HOST"));
         let no_links = service_environment(&pod("shop", json!({"enableServiceLinks": false})), &services);
-        assert_eq!(no_links.keys().filter(|k| k.starts_with("KUBERNETES_")).count(), no_links.len());
+        assert_eq!(
+            no_links.keys().filter(|k| k.starts_with("KUBERNETES_")).count(),
+            no_links.len()
+        );
         assert!(no_links.contains_key("KUBERNETES_PORT_443_TCP"));
     }
 
@@ -429,7 +448,12 @@ mod tests {
                 {"name": "CFG_who", "value": "again"}]}))
         .unwrap();
         let mut inputs = EnvInputs {
-            services: vec![service("default", "kubernetes", "10.43.0.1", json!([{"name": "https", "port": 443}]))],
+            services: vec![service(
+                "default",
+                "kubernetes",
+                "10.43.0.1",
+                json!([{"name": "https", "port": 443}]),
+            )],
             ..EnvInputs::default()
         };
         inputs.config_maps.insert(
@@ -440,7 +464,13 @@ mod tests {
             "creds".into(),
             serde_json::from_value(json!({"data": {"password": "czNjcjN0"}})).unwrap(),
         );
-        assert_eq!(references(&container), (vec!["absent".to_string(), "settings".into()], vec!["creds".to_string()]));
+        assert_eq!(
+            references(&container),
+            (
+                vec!["absent".to_string(), "settings".into()],
+                vec!["creds".to_string()]
+            )
+        );
         let env = container_environment(&p, &container, &inputs).unwrap();
         let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         assert_eq!(
@@ -451,7 +481,11 @@ mod tests {
         assert_eq!(get("LATE"), Some("n1"));
         assert_eq!(get("APP"), Some("web"));
         assert_eq!(get("PASSWORD"), Some("s3cr3t"));
-        assert_eq!(get("MAYBE"), None, "an optional missing reference defines nothing");
+        assert_eq!(
+            get("MAYBE"),
+            None,
+            "an optional missing reference defines nothing"
+        );
         assert_eq!(get("CFG_who"), Some("again"), "env replaces envFrom");
         assert_eq!(env[0].0, "CFG_who", "first-defined order");
         assert!(env.iter().any(|(n, _)| n == "KUBERNETES_PORT"));
@@ -460,7 +494,9 @@ mod tests {
             "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "nope"}}}]}))
         .unwrap();
         assert_eq!(
-            container_environment(&p, &missing, &inputs).unwrap_err().to_string(),
+            container_environment(&p, &missing, &inputs)
+                .unwrap_err()
+                .to_string(),
             "couldn't find key nope in Secret shop/creds"
         );
     }

@@ -112,9 +112,10 @@ impl HostFacts {
         let huge_pages = ["2048kB", "1048576kB"]
             .iter()
             .map(|size| {
-                let count: u64 = read_trimmed(&format!("/sys/kernel/mm/hugepages/hugepages-{size}/nr_hugepages"))
-                    .parse()
-                    .unwrap_or(0);
+                let count: u64 =
+                    read_trimmed(&format!("/sys/kernel/mm/hugepages/hugepages-{size}/nr_hugepages"))
+                        .parse()
+                        .unwrap_or(0);
                 let (name, bytes) = if *size == "2048kB" {
                     ("2Mi", 2 << 20)
                 } else {
@@ -141,7 +142,7 @@ impl HostFacts {
 
 /// Bytes as the kubelet writes them (cAdvisor's numbers are KiB multiples): `Ki` when whole, else plain bytes.
 fn quantity_bytes(bytes: u64) -> String {
-    if bytes % 1024 == 0 {
+    if bytes.is_multiple_of(1024) {
         format!("{}Ki", bytes / 1024)
     } else {
         bytes.to_string()
@@ -358,10 +359,14 @@ async fn renew_lease(client: &kube::Client, config: &NodeConfig, node_uid: &str)
             match leases.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-                Err(e) => Err(kube_error(format!("creating the lease of node {}", config.name))(e)),
+                Err(e) => Err(kube_error(format!("creating the lease of node {}", config.name))(
+                    e,
+                )),
             }
         }
-        Err(e) => Err(kube_error(format!("renewing the lease of node {}", config.name))(e)),
+        Err(e) => Err(kube_error(format!("renewing the lease of node {}", config.name))(
+            e,
+        )),
     }
 }
 
@@ -379,14 +384,16 @@ pub async fn run(client: kube::Client, config: NodeConfig) {
         }
         if let Some(uid) = node_uid.clone() {
             let body = status_body(&config, &HostFacts::read(&config.root_dir));
-            let due = reported.as_ref().is_none_or(|(last, at)| {
-                *last != body || at.elapsed() >= STATUS_REPORT_INTERVAL
-            });
+            let due = reported
+                .as_ref()
+                .is_none_or(|(last, at)| *last != body || at.elapsed() >= STATUS_REPORT_INTERVAL);
             if due {
                 match report_status(&client, &config, &body).await {
                     Ok(()) => reported = Some((body, tokio::time::Instant::now())),
                     // As the kubelet, a Node deleted by hand is not registered again until the agent restarts.
-                    Err(e) => tracing::warn!(node = %config.name, error = %e, "cannot report the node's status"),
+                    Err(e) => {
+                        tracing::warn!(node = %config.name, error = %e, "cannot report the node's status")
+                    }
                 }
             }
             if let Err(e) = renew_lease(&client, &config, &uid).await {
@@ -418,13 +425,19 @@ mod tests {
         assert_eq!(capacity["memory"], "4194304Ki");
         assert_eq!(allocatable["memory"], "4091904Ki", "100 Mi less");
         assert_eq!(capacity["ephemeral-storage"], "104857600Ki");
-        assert_eq!(allocatable["ephemeral-storage"], "96636764160", "10% less, in bytes");
+        assert_eq!(
+            allocatable["ephemeral-storage"], "96636764160",
+            "10% less, in bytes"
+        );
         assert_eq!(capacity["pods"], "110");
         assert_eq!(capacity["hugepages-2Mi"], "0");
         let mut huge = facts();
         huge.huge_pages = vec![("2Mi".into(), 512 * 1024 * 1024)];
         let (_, allocatable) = resources(&huge);
-        assert_eq!(allocatable["memory"], "3567616Ki", "huge pages are not ordinary memory");
+        assert_eq!(
+            allocatable["memory"], "3567616Ki",
+            "huge pages are not ordinary memory"
+        );
     }
 
     #[test]
@@ -445,7 +458,10 @@ mod tests {
 
     #[test]
     fn host_files_are_read_as_the_kubelet_reads_them() {
-        assert_eq!(mem_total("MemTotal:       24565224 kB\nMemFree: 1 kB\n"), 24565224 * 1024);
+        assert_eq!(
+            mem_total("MemTotal:       24565224 kB\nMemFree: 1 kB\n"),
+            24565224 * 1024
+        );
         assert_eq!(
             os_image("NAME=\"Debian\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"),
             "Debian GNU/Linux 12 (bookworm)"
@@ -465,7 +481,10 @@ mod tests {
         assert_eq!(labels["tier"], "edge");
         let body = status_body(&config, &facts());
         assert_eq!(body["nodeInfo"]["containerRuntimeVersion"], "bonsai://0.1.0");
-        assert_eq!(body["addresses"][0], json!({"type": "InternalIP", "address": "10.0.0.5"}));
+        assert_eq!(
+            body["addresses"][0],
+            json!({"type": "InternalIP", "address": "10.0.0.5"})
+        );
         assert_eq!(body["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
     }
 }

@@ -83,10 +83,18 @@ fn attempts_by_name(uid: &str, all: &[ContainerInfo]) -> BTreeMap<String, Vec<(u
     let mut out: BTreeMap<String, Vec<(u32, ContainerInfo)>> = BTreeMap::new();
     let prefix = format!("{uid}_");
     for info in all {
-        let Some(rest) = info.config.id.strip_prefix(&prefix) else { continue };
-        let Some((name, attempt)) = rest.rsplit_once('_') else { continue };
-        let Ok(attempt) = attempt.parse::<u32>() else { continue };
-        out.entry(name.to_string()).or_default().push((attempt, info.clone()));
+        let Some(rest) = info.config.id.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((name, attempt)) = rest.rsplit_once('_') else {
+            continue;
+        };
+        let Ok(attempt) = attempt.parse::<u32>() else {
+            continue;
+        };
+        out.entry(name.to_string())
+            .or_default()
+            .push((attempt, info.clone()));
     }
     for attempts in out.values_mut() {
         attempts.sort_by_key(|(n, _)| *n);
@@ -98,8 +106,11 @@ fn attempts_by_name(uid: &str, all: &[ContainerInfo]) -> BTreeMap<String, Vec<(u
 /// shares from the cpu request (2 at least), a CFS quota from the cpu limit over a 100 ms period, the memory limit.
 pub fn container_resources(container: &Container) -> Resources {
     let resources = container.resources.clone().unwrap_or_default();
-    let get = |list: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, name: &str| {
-        list.as_ref().and_then(|l| l.get(name)).and_then(|q| quantity::milli(&q.0))
+    let get = |list: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+               name: &str| {
+        list.as_ref()
+            .and_then(|l| l.get(name))
+            .and_then(|q| quantity::milli(&q.0))
     };
     let cpu_request = get(&resources.requests, "cpu").or(get(&resources.limits, "cpu"));
     let cpu_limit = get(&resources.limits, "cpu");
@@ -130,8 +141,14 @@ pub fn qos_class(pod: &Pod) -> &'static str {
         let requests = resources.requests.unwrap_or_default();
         let limits = resources.limits.unwrap_or_default();
         for name in ["cpu", "memory"] {
-            let request = requests.get(name).and_then(|q| quantity::milli(&q.0)).filter(|v| *v > 0);
-            let limit = limits.get(name).and_then(|q| quantity::milli(&q.0)).filter(|v| *v > 0);
+            let request = requests
+                .get(name)
+                .and_then(|q| quantity::milli(&q.0))
+                .filter(|v| *v > 0);
+            let limit = limits
+                .get(name)
+                .and_then(|q| quantity::milli(&q.0))
+                .filter(|v| *v > 0);
             any |= request.is_some() || limit.is_some();
             // A limit alone counts as the request (the API server defaults requests to limits).
             if limit.is_none() || request.is_some_and(|r| Some(r) != limit) {
@@ -236,7 +253,12 @@ impl Pods {
         let network = PodNetwork::start(config)
             .await
             .map_err(|e| KubeletError::Invalid(format!("the pod network: {e}")))?;
-        Ok(Some(self.network.get_or_init(|| async { Arc::new(network) }).await.clone()))
+        Ok(Some(
+            self.network
+                .get_or_init(|| async { Arc::new(network) })
+                .await
+                .clone(),
+        ))
     }
 
     /// Watches the pods bound to this node and keeps each in step, one pass at a time per pod.
@@ -289,7 +311,9 @@ impl Pods {
             });
         };
         for pod in pods {
-            let Some(uid) = pod.metadata.uid.clone() else { continue };
+            let Some(uid) = pod.metadata.uid.clone() else {
+                continue;
+            };
             let this = self.clone();
             start(
                 uid,
@@ -399,13 +423,21 @@ impl Pods {
                 Err(e) => Err(kube_error(format!("deleting pod {namespace}/{name}"))(e)),
             };
         }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
         if phase == "Succeeded" || phase == "Failed" {
             return Ok(());
         }
         let start_time = {
             let mut started = self.started.lock().await;
-            let recorded = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string());
+            let recorded = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.to_string());
             started
                 .entry(uid.clone())
                 .or_insert_with(|| recorded.unwrap_or_else(now_rfc3339))
@@ -420,7 +452,9 @@ impl Pods {
             pod_ips = self.config.host_ips.clone();
         } else {
             let Some(network) = self.network().await? else {
-                return self.write_status(pod, json!({"phase": "Pending", "startTime": start_time})).await;
+                return self
+                    .write_status(pod, json!({"phase": "Pending", "startTime": start_time}))
+                    .await;
             };
             let recorded = pod_dir.join("network.json");
             let addresses: PodAddresses = match std::fs::read(&recorded)
@@ -432,7 +466,9 @@ impl Pods {
                     pod_ips.push(ip);
                     PodAddresses {
                         id: uid.clone(),
-                        ip: pod_ips[0].parse().map_err(|_| KubeletError::Invalid("bad recorded address".into()))?,
+                        ip: pod_ips[0]
+                            .parse()
+                            .map_err(|_| KubeletError::Invalid("bad recorded address".into()))?,
                         prefix_len: 0,
                         gateway: std::net::Ipv4Addr::UNSPECIFIED,
                         host_interface: String::new(),
@@ -446,7 +482,8 @@ impl Pods {
                         .map_err(|e| KubeletError::Invalid(format!("setting up the pod network: {e}")))?;
                     sandbox::write_file(
                         &recorded,
-                        &serde_json::to_string(&addresses).map_err(|e| KubeletError::Invalid(e.to_string()))?,
+                        &serde_json::to_string(&addresses)
+                            .map_err(|e| KubeletError::Invalid(e.to_string()))?,
                     )?;
                     pod_ips.push(addresses.ip.to_string());
                     addresses
@@ -491,12 +528,18 @@ impl Pods {
         let mut init_failed = false;
         for container in spec.init_containers.iter().flatten() {
             if !initialized {
-                init_statuses.push(json!({"name": container.name, "image": container.image, "ready": false,
-                    "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}));
+                init_statuses.push(
+                    json!({"name": container.name, "image": container.image, "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}),
+                );
                 continue;
             }
             // Init containers restart on failure unless the pod never restarts.
-            let policy = if restart_policy == "Never" { "Never" } else { "OnFailure" };
+            let policy = if restart_policy == "Never" {
+                "Never"
+            } else {
+                "OnFailure"
+            };
             let view = self
                 .keep_container(&context, container, attempts.get(&container.name), policy)
                 .await;
@@ -515,8 +558,13 @@ impl Pods {
         let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
         for container in &spec.containers {
             let view = if initialized {
-                self.keep_container(&context, container, attempts.get(&container.name), &restart_policy)
-                    .await
+                self.keep_container(
+                    &context,
+                    container,
+                    attempts.get(&container.name),
+                    &restart_policy,
+                )
+                .await
             } else {
                 ContainerView {
                     status: json!({"name": container.name, "image": container.image, "ready": false,
@@ -544,15 +592,12 @@ impl Pods {
             "Failed"
         } else if !initialized || waiting > 0 {
             "Pending"
-        } else if running > 0 {
-            "Running"
-        } else if stopped == total && restart_policy == "Always" {
-            "Running"
-        } else if stopped == total && succeeded == total {
+        } else if running == 0 && stopped == total && restart_policy != "Always" && succeeded == total {
             "Succeeded"
-        } else if stopped == total && restart_policy == "Never" {
+        } else if running == 0 && stopped == total && restart_policy == "Never" {
             "Failed"
         } else {
+            // Something runs, or everything is being restarted.
             "Running"
         };
         let all_ready = statuses.iter().all(|s| s["ready"] == true) && !statuses.is_empty();
@@ -604,7 +649,12 @@ impl Pods {
     }
 
     /// The objects the pod's environments refer to, and the Services whose variables they get.
-    async fn env_inputs(&self, pod: &Pod, namespace: &str, pod_ips: &[String]) -> Result<crate::env::EnvInputs, KubeletError> {
+    async fn env_inputs(
+        &self,
+        pod: &Pod,
+        namespace: &str,
+        pod_ips: &[String],
+    ) -> Result<crate::env::EnvInputs, KubeletError> {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut inputs = crate::env::EnvInputs {
             host_ips: self.config.host_ips.clone(),
@@ -665,12 +715,18 @@ impl Pods {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         // A strategic merge patch keeps the conditions others own (PodScheduled) by their `type`.
         match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&json!({"status": status})))
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Strategic(&json!({"status": status})),
+            )
             .await
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(kube_error(format!("writing the status of pod {namespace}/{name}"))(e)),
+            Err(e) => Err(kube_error(format!(
+                "writing the status of pod {namespace}/{name}"
+            ))(e)),
         }
     }
 
@@ -783,7 +839,11 @@ impl Pods {
         config.env = env;
         config.working_dir = container.working_dir.clone().filter(|w| !w.is_empty());
         let security = container.security_context.clone().unwrap_or_default();
-        let pod_security = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+        let pod_security = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
         let user = security.run_as_user.or(pod_security.run_as_user);
         let group = security.run_as_group.or(pod_security.run_as_group);
         config.user = user.map(|u| match group {
@@ -867,7 +927,10 @@ impl Pods {
             .image(&name)
             .map_err(|e| ("ErrImagePull", e.to_string()))?
             .is_some();
-        let policy = container.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
+        let policy = container
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| "IfNotPresent".into());
         match (policy.as_str(), present) {
             ("Never", false) => Err((
                 "ErrImageNeverPull",
@@ -875,7 +938,10 @@ impl Pods {
             )),
             ("Always", _) | (_, false) => match self.puller.pull(&reference, &runtime::pull::Quiet).await {
                 Ok(record) => Ok(record.name),
-                Err(e) => Err(("ErrImagePull", format!("failed to pull image \"{reference}\": {e}"))),
+                Err(e) => Err((
+                    "ErrImagePull",
+                    format!("failed to pull image \"{reference}\": {e}"),
+                )),
             },
             _ => Ok(name),
         }
@@ -921,7 +987,9 @@ mod tests {
 
     #[test]
     fn cgroup_values_follow_the_kubelet() {
-        let r = container_resources(&container(json!({"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}})));
+        let r = container_resources(&container(
+            json!({"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}}),
+        ));
         assert_eq!(r.cpu_shares, Some(256));
         assert_eq!(r.cpu_quota, Some(50_000));
         assert_eq!(r.cpu_period, Some(100_000));
@@ -935,11 +1003,19 @@ mod tests {
     fn qos_classes() {
         assert_eq!(qos_class(&pod_with(json!({}))), "BestEffort");
         assert_eq!(
-            qos_class(&pod_with(json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}))),
+            qos_class(&pod_with(
+                json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}})
+            )),
             "Guaranteed"
         );
-        assert_eq!(qos_class(&pod_with(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))), "Guaranteed");
-        assert_eq!(qos_class(&pod_with(json!({"requests": {"cpu": "100m"}}))), "Burstable");
+        assert_eq!(
+            qos_class(&pod_with(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&pod_with(json!({"requests": {"cpu": "100m"}}))),
+            "Burstable"
+        );
     }
 
     #[test]
@@ -964,9 +1040,17 @@ mod tests {
             state: State::Created,
             log_path: PathBuf::new(),
         };
-        let all = vec![info("u_web-app_1"), info("u_web-app_0"), info("u_side_0"), info("other_web_0")];
+        let all = vec![
+            info("u_web-app_1"),
+            info("u_web-app_0"),
+            info("u_side_0"),
+            info("other_web_0"),
+        ];
         let attempts = attempts_by_name("u", &all);
-        assert_eq!(attempts["web-app"].iter().map(|(n, _)| *n).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(
+            attempts["web-app"].iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            [0, 1]
+        );
         assert_eq!(attempts.len(), 2);
     }
 }

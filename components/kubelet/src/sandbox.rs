@@ -56,7 +56,12 @@ pub fn create_netns(path: &Path) -> Result<(), KubeletError> {
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(|e| KubeletError::Invalid(format!("cannot pin the network namespace at {}: {e}", target.display())))
+        .map_err(|e| {
+            KubeletError::Invalid(format!(
+                "cannot pin the network namespace at {}: {e}",
+                target.display()
+            ))
+        })
     })
     .join()
     .map_err(|_| KubeletError::Invalid("the namespace thread panicked".into()))?;
@@ -119,7 +124,11 @@ mod tests {
         let path = netns_path(dir.path(), "uid-1");
         create_netns(&path).unwrap();
         assert!(is_pinned(&path));
-        let inode = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+        let inode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .unwrap()
+        };
         let first = inode(&path);
         create_netns(&path).unwrap();
         assert_eq!(inode(&path), first, "an existing namespace is kept");

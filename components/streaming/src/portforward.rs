@@ -123,7 +123,8 @@ async fn pair_streams(mut session: Session, connections: mpsc::Sender<ForwardedC
         } else {
             half.data = Some((port, io));
         }
-        if half.error.is_some() && half.data.is_some()
+        if half.error.is_some()
+            && half.data.is_some()
             && let Some(HalfPair {
                 data: Some((port, data)),
                 error: Some(error),
@@ -141,4 +142,120 @@ async fn pair_streams(mut session: Session, connections: mpsc::Sender<ForwardedC
         }
     }
     session.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::spdy::frame::{FLAG_FIN, Frame};
+    use crate::spdy::session::testing::pair;
+
+    fn syn(stream_id: u32, headers: &[(&str, &str)]) -> Frame {
+        Frame::SynStream {
+            stream_id,
+            associated_to: 0,
+            priority: 0,
+            flags: 0,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_pair_up_by_request_id_and_bad_ones_are_reset() {
+        let (session, mut peer) = pair();
+        let (tx, mut connections) = mpsc::channel(4);
+        tokio::spawn(pair_streams(session, tx));
+        // No port: reset, as kubelet's httpStreamReceived refuses it.
+        peer.send(syn(1, &[("streamtype", "error"), ("requestid", "0")]))
+            .await;
+        assert_eq!(
+            peer.recv().await,
+            Some(Frame::RstStream {
+                stream_id: 1,
+                status: RST_CANCEL
+            })
+        );
+        peer.send(syn(
+            3,
+            &[("streamtype", "error"), ("port", "80"), ("requestid", "7")],
+        ))
+        .await;
+        assert!(matches!(
+            peer.recv().await,
+            Some(Frame::SynReply { stream_id: 3, .. })
+        ));
+        // A second error stream for the same request is refused ("error stream already assigned").
+        peer.send(syn(
+            5,
+            &[("streamtype", "error"), ("port", "80"), ("requestid", "7")],
+        ))
+        .await;
+        assert_eq!(
+            peer.recv().await,
+            Some(Frame::RstStream {
+                stream_id: 5,
+                status: RST_CANCEL
+            })
+        );
+        peer.send(syn(
+            7,
+            &[("streamtype", "data"), ("port", "80"), ("requestid", "7")],
+        ))
+        .await;
+        let mut connection = connections.recv().await.unwrap();
+        assert_eq!((connection.port, connection.request_id.as_str()), (80, "7"));
+        assert!(matches!(
+            peer.recv().await,
+            Some(Frame::SynReply { stream_id: 7, .. })
+        ));
+        peer.send(Frame::Data {
+            stream_id: 7,
+            flags: FLAG_FIN,
+            data: bytes::Bytes::from_static(b"GET /"),
+        })
+        .await;
+        let mut request = Vec::new();
+        connection.data.read_to_end(&mut request).await.unwrap();
+        assert_eq!(request, b"GET /");
+        connection.error.write_all(b"refused").await.unwrap();
+        drop(connection);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(peer.recv().await.unwrap());
+        }
+        assert!(seen.contains(&Frame::Data {
+            stream_id: 3,
+            flags: 0,
+            data: bytes::Bytes::from_static(b"refused")
+        }));
+        assert!(seen.contains(&Frame::Data {
+            stream_id: 3,
+            flags: FLAG_FIN,
+            data: bytes::Bytes::new()
+        }));
+        assert!(seen.contains(&Frame::Data {
+            stream_id: 7,
+            flags: FLAG_FIN,
+            data: bytes::Bytes::new()
+        }));
+    }
+
+    #[tokio::test]
+    async fn streams_without_a_request_id_pair_as_kubelet_guesses() {
+        let (session, mut peer) = pair();
+        let (tx, mut connections) = mpsc::channel(4);
+        tokio::spawn(pair_streams(session, tx));
+        peer.send(syn(1, &[("streamtype", "error"), ("port", "8080")]))
+            .await;
+        peer.send(syn(3, &[("streamtype", "data"), ("port", "8080")]))
+            .await;
+        let connection = connections.recv().await.unwrap();
+        assert_eq!((connection.port, connection.request_id.as_str()), (8080, "1"));
+    }
 }

@@ -615,10 +615,7 @@ mod tests {
     /// A client end of the WebSocket, for driving the server side in memory.
     async fn ws_pair(
         options: &StreamOptions,
-    ) -> (
-        RemoteCommand,
-        tokio_tungstenite::WebSocketStream<DuplexStream>,
-    ) {
+    ) -> (RemoteCommand, tokio_tungstenite::WebSocketStream<DuplexStream>) {
         let (ours, theirs) = tokio::io::duplex(1 << 20);
         let server = websocket::server(ours).await;
         let client = tokio_tungstenite::WebSocketStream::from_raw_socket(
@@ -642,8 +639,14 @@ mod tests {
         };
         let (mut command, mut client) = ws_pair(&options).await;
         // The ready signal: an empty stdout message.
-        assert_eq!(client.next().await.unwrap().unwrap(), Message::Binary(vec![1].into()));
-        client.send(Message::Binary(b"\x00some input\n".to_vec().into())).await.unwrap();
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::Binary(vec![1].into())
+        );
+        client
+            .send(Message::Binary(b"\x00some input\n".to_vec().into()))
+            .await
+            .unwrap();
         client.send(Message::Binary(vec![255, 0].into())).await.unwrap();
         let mut stdin = command.stdin.take().unwrap();
         let mut input = String::new();
@@ -652,9 +655,15 @@ mod tests {
         let mut stdout = command.stdout.take().unwrap();
         let mut stderr = command.stderr.take().unwrap();
         stdout.write_all(b"out").await.unwrap();
-        assert_eq!(client.next().await.unwrap().unwrap(), Message::Binary(b"\x01out".to_vec().into()));
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::Binary(b"\x01out".to_vec().into())
+        );
         stderr.write_all(b"err").await.unwrap();
-        assert_eq!(client.next().await.unwrap().unwrap(), Message::Binary(b"\x02err".to_vec().into()));
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::Binary(b"\x02err".to_vec().into())
+        );
         drop((stdout, stderr));
         let finish = tokio::spawn(command.finish(Err(Failure::ExitCode(3))));
         let Message::Binary(status) = client.next().await.unwrap().unwrap() else {
@@ -681,22 +690,39 @@ mod tests {
         };
         let (mut command, mut client) = ws_pair(&options).await;
         assert!(command.stderr.is_none());
-        assert_eq!(client.next().await.unwrap().unwrap(), Message::Binary(vec![1].into()));
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::Binary(vec![1].into())
+        );
         client
-            .send(Message::Binary(b"\x04{\"Width\":80,\"Height\":24}\n".to_vec().into()))
+            .send(Message::Binary(
+                b"\x04{\"Width\":80,\"Height\":24}\n".to_vec().into(),
+            ))
             .await
             .unwrap();
         let size = command.resize.as_mut().unwrap().recv().await.unwrap();
-        assert_eq!(size, TerminalSize { width: 80, height: 24 });
+        assert_eq!(
+            size,
+            TerminalSize {
+                width: 80,
+                height: 24
+            }
+        );
         client.send(Message::Ping(b"p".to_vec().into())).await.unwrap();
-        assert_eq!(client.next().await.unwrap().unwrap(), Message::Pong(b"p".to_vec().into()));
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::Pong(b"p".to_vec().into())
+        );
     }
 
     #[tokio::test]
     async fn spdy_resize_stream_is_a_sequence_of_json_objects() {
         let (user, mut writer) = tokio::io::duplex(1024);
         let mut sizes = spawn_resize_reader(user);
-        writer.write_all(b"{\"Width\":1,\"Height\":2}{\"Wid").await.unwrap();
+        writer
+            .write_all(b"{\"Width\":1,\"Height\":2}{\"Wid")
+            .await
+            .unwrap();
         assert_eq!(sizes.recv().await, Some(TerminalSize { width: 1, height: 2 }));
         writer.write_all(b"th\":3,\"Height\":4}\n").await.unwrap();
         assert_eq!(sizes.recv().await, Some(TerminalSize { width: 3, height: 4 }));

@@ -139,7 +139,11 @@ impl Negotiated {
         match self.transport {
             Transport::WebSocket => {
                 headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-                if let Some(accept) = self.accept_key.as_deref().and_then(|k| HeaderValue::from_str(k).ok()) {
+                if let Some(accept) = self
+                    .accept_key
+                    .as_deref()
+                    .and_then(|k| HeaderValue::from_str(k).ok())
+                {
                     headers.insert("sec-websocket-accept", accept);
                 }
                 if let Ok(protocol) = HeaderValue::from_str(&self.protocol) {
@@ -231,7 +235,8 @@ mod tests {
         let negotiated = negotiate(&request(&headers), Subresource::PortForward).unwrap();
         assert_eq!(negotiated.protocol, WEBSOCKET_PORT_FORWARD);
         headers[3] = ("Sec-WebSocket-Protocol", "v5.channel.k8s.io");
-        let Err(Error::Refused { status, .. }) = negotiate(&request(&headers), Subresource::PortForward) else {
+        let Err(Error::Refused { status, .. }) = negotiate(&request(&headers), Subresource::PortForward)
+        else {
             panic!("accepted a protocol port-forward does not speak")
         };
         assert_eq!(status, 400);
@@ -254,7 +259,10 @@ mod tests {
         assert_eq!(negotiated.protocol, "v4.channel.k8s.io");
         let response: Response<()> = negotiated.response();
         assert_eq!(response.headers()["upgrade"], "SPDY/3.1");
-        assert_eq!(response.headers()["x-stream-protocol-version"], "v4.channel.k8s.io");
+        assert_eq!(
+            response.headers()["x-stream-protocol-version"],
+            "v4.channel.k8s.io"
+        );
     }
 
     #[test]

@@ -92,7 +92,10 @@ impl AtomicWriter {
         if should_write {
             // (5) A new timestamped directory.
             let ts_dir = self.new_timestamp_dir()?;
-            let ts_dir_name = ts_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let ts_dir_name = ts_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let published = self.publish(&payload, &ts_dir, &ts_dir_name, &data_dir_path, set_perms);
             if published.is_err() {
                 let _ = std::fs::remove_dir_all(&ts_dir);
@@ -137,7 +140,8 @@ impl AtomicWriter {
         // (8) A `..data_tmp` left by an interrupted write would make the symlink fail forever.
         let new_data_dir_path = self.target_dir.join(NEW_DATA_DIR_NAME);
         if std::fs::symlink_metadata(&new_data_dir_path).is_ok() {
-            std::fs::remove_file(&new_data_dir_path).map_err(|error| VolumeError::io(&new_data_dir_path, error))?;
+            std::fs::remove_file(&new_data_dir_path)
+                .map_err(|error| VolumeError::io(&new_data_dir_path, error))?;
         }
         std::os::unix::fs::symlink(ts_dir_name, &new_data_dir_path)
             .map_err(|error| VolumeError::io(&new_data_dir_path, error))?;
@@ -168,7 +172,10 @@ impl AtomicWriter {
         }
         Err(VolumeError::io(
             &self.target_dir,
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free timestamped directory name"),
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "no free timestamped directory name",
+            ),
         ))
     }
 
@@ -209,11 +216,14 @@ impl AtomicWriter {
 
     fn remove_stale_timestamp_dirs(&self) -> Result<(), VolumeError> {
         let current = std::fs::read_link(self.target_dir.join(DATA_DIR_NAME)).ok();
-        let entries = std::fs::read_dir(&self.target_dir).map_err(|error| VolumeError::io(&self.target_dir, error))?;
+        let entries =
+            std::fs::read_dir(&self.target_dir).map_err(|error| VolumeError::io(&self.target_dir, error))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let is_timestamp_dir = name.strip_prefix("..").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+            let is_timestamp_dir = name
+                .strip_prefix("..")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
             if !is_timestamp_dir || current.as_deref() == Some(Path::new(name.as_ref())) {
                 continue;
             }
@@ -262,7 +272,9 @@ pub(crate) fn validate_path(path: &str) -> Result<(), VolumeError> {
         }
     }
     if items[0].starts_with("..") && items[0].len() > 2 {
-        return Err(VolumeError::InvalidPath(format!("must not start with '..': {path}")));
+        return Err(VolumeError::InvalidPath(format!(
+            "must not start with '..': {path}"
+        )));
     }
     Ok(())
 }
@@ -340,7 +352,8 @@ fn write_payload_to_dir(payload: &Payload, dir: &Path) -> Result<(), VolumeError
             .mode(file.mode)
             .open(&full_path)
             .map_err(|error| VolumeError::io(&full_path, error))?;
-        out.write_all(&file.data).map_err(|error| VolumeError::io(&full_path, error))?;
+        out.write_all(&file.data)
+            .map_err(|error| VolumeError::io(&full_path, error))?;
         drop(out);
         std::fs::set_permissions(&full_path, std::fs::Permissions::from_mode(file.mode))
             .map_err(|error| VolumeError::io(&full_path, error))?;
@@ -420,7 +433,10 @@ mod tests {
         assert_eq!(message(""), "invalid path: must not be empty: \"\"");
         assert_eq!(message("/etc/x"), "invalid path: must be relative path: /etc/x");
         assert_eq!(message("a/../b"), "invalid path: must not contain '..': a/../b");
-        assert_eq!(message("..data"), "invalid path: must not start with '..': ..data");
+        assert_eq!(
+            message("..data"),
+            "invalid path: must not start with '..': ..data"
+        );
         assert_eq!(
             message(&"x".repeat(256)),
             "invalid path: filenames must be less than or equal to 255 characters"
@@ -434,35 +450,64 @@ mod tests {
     fn an_update_is_seen_through_the_same_path_and_the_old_directory_goes() {
         let dir = tempfile::tempdir().unwrap();
         let writer = AtomicWriter::new(dir.path()).unwrap();
-        assert!(writer.write(&payload(&[("key", "one"), ("sub/nested", "n")]), None).unwrap());
+        assert!(
+            writer
+                .write(&payload(&[("key", "one"), ("sub/nested", "n")]), None)
+                .unwrap()
+        );
         let visible = dir.path().join("key");
         assert_eq!(std::fs::read_link(&visible).unwrap(), Path::new("..data/key"));
-        assert_eq!(std::fs::read_link(dir.path().join("sub")).unwrap(), Path::new("..data/sub"));
+        assert_eq!(
+            std::fs::read_link(dir.path().join("sub")).unwrap(),
+            Path::new("..data/sub")
+        );
         assert_eq!(std::fs::read_to_string(&visible).unwrap(), "one");
-        assert_eq!(std::fs::read_to_string(dir.path().join("sub/nested")).unwrap(), "n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("sub/nested")).unwrap(),
+            "n"
+        );
         let first = std::fs::read_link(dir.path().join(DATA_DIR_NAME)).unwrap();
         assert!(first.to_string_lossy().starts_with(".."), "{first:?}");
-        assert_eq!(timestamp_dirs(dir.path()), vec![first.to_string_lossy().into_owned()]);
+        assert_eq!(
+            timestamp_dirs(dir.path()),
+            vec![first.to_string_lossy().into_owned()]
+        );
 
         // A file opened before the update keeps the old content; the path shows the new one.
         let open_before = std::fs::File::open(&visible).unwrap();
-        assert!(writer.write(&payload(&[("key", "two"), ("sub/nested", "n")]), None).unwrap());
+        assert!(
+            writer
+                .write(&payload(&[("key", "two"), ("sub/nested", "n")]), None)
+                .unwrap()
+        );
         assert_eq!(std::fs::read_to_string(&visible).unwrap(), "two");
         let second = std::fs::read_link(dir.path().join(DATA_DIR_NAME)).unwrap();
         assert_ne!(first, second);
-        assert_eq!(timestamp_dirs(dir.path()), vec![second.to_string_lossy().into_owned()]);
+        assert_eq!(
+            timestamp_dirs(dir.path()),
+            vec![second.to_string_lossy().into_owned()]
+        );
         drop(open_before);
 
         // The same payload again publishes nothing.
-        assert!(!writer.write(&payload(&[("key", "two"), ("sub/nested", "n")]), None).unwrap());
-        assert_eq!(std::fs::read_link(dir.path().join(DATA_DIR_NAME)).unwrap(), second);
+        assert!(
+            !writer
+                .write(&payload(&[("key", "two"), ("sub/nested", "n")]), None)
+                .unwrap()
+        );
+        assert_eq!(
+            std::fs::read_link(dir.path().join(DATA_DIR_NAME)).unwrap(),
+            second
+        );
     }
 
     #[test]
     fn a_removed_key_disappears() {
         let dir = tempfile::tempdir().unwrap();
         let writer = AtomicWriter::new(dir.path()).unwrap();
-        writer.write(&payload(&[("a", "1"), ("b", "2"), ("d/x", "3")]), None).unwrap();
+        writer
+            .write(&payload(&[("a", "1"), ("b", "2"), ("d/x", "3")]), None)
+            .unwrap();
         assert!(writer.write(&payload(&[("a", "1")]), None).unwrap());
         assert!(dir.path().join("a").exists());
         assert!(std::fs::symlink_metadata(dir.path().join("b")).is_err());
@@ -484,11 +529,24 @@ mod tests {
         files.insert("open".into(), FileProjection::new("x", 0o777));
         files.insert("private".into(), FileProjection::new("y", 0o400));
         writer.write(&files, None).unwrap();
-        let mode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o7777;
+        let mode = |name: &str| {
+            std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
         assert_eq!(mode("open"), 0o777);
         assert_eq!(mode("private"), 0o400);
         let ts = std::fs::read_link(dir.path().join(DATA_DIR_NAME)).unwrap();
-        assert_eq!(std::fs::metadata(dir.path().join(ts)).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            std::fs::metadata(dir.path().join(ts))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
     }
 
     #[test]
@@ -500,7 +558,10 @@ mod tests {
         std::os::unix::fs::symlink("..2020_01_01_00_00_00.123", dir.path().join(NEW_DATA_DIR_NAME)).unwrap();
         writer.write(&payload(&[("a", "2")]), None).unwrap();
         let current = std::fs::read_link(dir.path().join(DATA_DIR_NAME)).unwrap();
-        assert_eq!(timestamp_dirs(dir.path()), vec![current.to_string_lossy().into_owned()]);
+        assert_eq!(
+            timestamp_dirs(dir.path()),
+            vec![current.to_string_lossy().into_owned()]
+        );
         assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "2");
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, Pod, ResourceFieldSelector};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::{FileProjection, Payload, VolumeError, clean_path, mode_or_default, quantity};
+use super::{FileProjection, Payload, VolumeError, clean_path, mode_or_default};
 
 /// One file per item, each item's failure collected (the volume fails with all of them).
 pub(crate) fn collect_data(
@@ -54,13 +54,25 @@ pub(crate) fn extract_field_path_as_string(pod: &Pod, field_path: &str) -> Resul
         return match path {
             "metadata.annotations" => {
                 check_qualified_name(field_path, &subscript.to_lowercase())?;
-                Ok(metadata.annotations.as_ref().and_then(|a| a.get(subscript)).cloned().unwrap_or_default())
+                Ok(metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(subscript))
+                    .cloned()
+                    .unwrap_or_default())
             }
             "metadata.labels" => {
                 check_qualified_name(field_path, subscript)?;
-                Ok(metadata.labels.as_ref().and_then(|l| l.get(subscript)).cloned().unwrap_or_default())
+                Ok(metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(subscript))
+                    .cloned()
+                    .unwrap_or_default())
             }
-            _ => Err(VolumeError::DownwardApi(format!("fieldPath {field_path:?} does not support subscript"))),
+            _ => Err(VolumeError::DownwardApi(format!(
+                "fieldPath {field_path:?} does not support subscript"
+            ))),
         };
     }
     match field_path {
@@ -69,7 +81,9 @@ pub(crate) fn extract_field_path_as_string(pod: &Pod, field_path: &str) -> Resul
         "metadata.name" => Ok(metadata.name.clone().unwrap_or_default()),
         "metadata.namespace" => Ok(metadata.namespace.clone().unwrap_or_default()),
         "metadata.uid" => Ok(metadata.uid.clone().unwrap_or_default()),
-        _ => Err(VolumeError::DownwardApi(format!("unsupported fieldPath: {field_path}"))),
+        _ => Err(VolumeError::DownwardApi(format!(
+            "unsupported fieldPath: {field_path}"
+        ))),
     }
 }
 
@@ -94,7 +108,9 @@ fn check_qualified_name(field_path: &str, key: &str) -> Result<(), VolumeError> 
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     let prefix_ok = prefix.is_none_or(|prefix| {
         !prefix.is_empty()
             && prefix.len() <= 253
@@ -103,7 +119,9 @@ fn check_qualified_name(field_path: &str, key: &str) -> Result<(), VolumeError> 
                     && label.len() <= 63
                     && label.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
                     && label.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                    && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             })
     });
     if name_ok && prefix_ok {
@@ -167,7 +185,9 @@ pub(crate) fn extract_resource_value(
     let resources = container.resources.as_ref();
     let mut limits = resources.and_then(|r| r.limits.clone()).unwrap_or_default();
     for name in ["cpu", "memory", "ephemeral-storage"] {
-        let unset = limits.get(name).is_none_or(|q| quantity::nanos(&q.0).is_none_or(|n| n == 0));
+        let unset = limits
+            .get(name)
+            .is_none_or(|q| quantity::nanos(&q.0).is_none_or(|n| n == 0));
         if unset && let Some(allocatable) = node_allocatable.get(name) {
             limits.insert(name.to_string(), allocatable.clone());
         }
@@ -197,7 +217,8 @@ fn extract_container_resource_value(
         .and_then(|d| quantity::nanos(&d.0))
         .filter(|n| *n != 0)
         .unwrap_or(1_000_000_000);
-    let unsupported = || VolumeError::DownwardApi(format!("unsupported container resource : {}", selector.resource));
+    let unsupported =
+        || VolumeError::DownwardApi(format!("unsupported container resource : {}", selector.resource));
     let (list, name) = if let Some(name) = selector.resource.strip_prefix("limits.") {
         (limits, name)
     } else if let Some(name) = selector.resource.strip_prefix("requests.") {
@@ -206,7 +227,8 @@ fn extract_container_resource_value(
         return Err(unsupported());
     };
     let amount = list.get(name).map(|q| q.0.as_str()).unwrap_or("0");
-    let invalid = || VolumeError::DownwardApi(format!("invalid quantity {amount:?} for {}", selector.resource));
+    let invalid =
+        || VolumeError::DownwardApi(format!("invalid quantity {amount:?} for {}", selector.resource));
     match name {
         "cpu" => {
             let millis = quantity::milli_value(amount).ok_or_else(invalid)?;
@@ -312,7 +334,10 @@ mod tests {
         assert_eq!(text(&payload, "namespace"), "shop");
         assert_eq!(text(&payload, "uid"), "1234-abcd");
         assert_eq!(text(&payload, "labels"), "app=\"web\"\ntier=\"front\"");
-        assert_eq!(text(&payload, "annotations"), "example.com/x=\"ü\"\nnote=\"say \\\"hi\\\"\\nbye\"");
+        assert_eq!(
+            text(&payload, "annotations"),
+            "example.com/x=\"ü\"\nnote=\"say \\\"hi\\\"\\nbye\""
+        );
         assert_eq!(text(&payload, "tier"), "front");
         // A subscripted value is written as it is, its lines sorted (sortLines applies to every value).
         assert_eq!(text(&payload, "dir/note"), "bye\nsay \"hi\"");
@@ -321,7 +346,11 @@ mod tests {
 
     #[test]
     fn unsupported_fields_fail_together() {
-        let items = [field("a", "spec.nodeName"), field("b", "metadata.name['x']"), field("c", "metadata.name")];
+        let items = [
+            field("a", "spec.nodeName"),
+            field("b", "metadata.name['x']"),
+            field("c", "metadata.name"),
+        ];
         let error = collect_data(&items, &pod(), &BTreeMap::new(), 0o644).unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -365,7 +394,8 @@ mod tests {
         }];
         let error = collect_data(&wrong, &pod(), &allocatable, 0o644).unwrap_err();
         assert_eq!(error.to_string(), "container nope not found");
-        let error = collect_data(&[resource("x", "limits.gpu", None)], &pod(), &allocatable, 0o644).unwrap_err();
+        let error =
+            collect_data(&[resource("x", "limits.gpu", None)], &pod(), &allocatable, 0o644).unwrap_err();
         assert_eq!(error.to_string(), "unsupported container resource : limits.gpu");
     }
 }

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{VolumeError, VolumeHost, quantity};
+use super::{VolumeError, VolumeHost};
 
 /// emptydir.go's `perm`.
 const EMPTY_DIR_MODE: u32 = 0o777;
@@ -29,7 +29,9 @@ pub enum TmpfsPolicy {
 pub(crate) enum Medium {
     Disk,
     /// A tmpfs of at most this many bytes (`None`: the kernel's default, half the memory).
-    Memory { size_bytes: Option<u64> },
+    Memory {
+        size_bytes: Option<u64>,
+    },
 }
 
 /// `SetUpAt` for a medium: the directory with mode 0777, and for memory a tmpfs mounted on it unless one already
@@ -43,8 +45,16 @@ pub(crate) fn set_up(dir: &Path, medium: &Medium, policy: TmpfsPolicy) -> Result
     if top_mount_type(&canonical)?.as_deref() == Some("tmpfs") {
         return Ok(());
     }
-    let options = size_bytes.filter(|size| *size > 0).map(|size| format!("size={size}"));
-    match nix::mount::mount(Some("tmpfs"), &canonical, Some("tmpfs"), MsFlags::empty(), options.as_deref()) {
+    let options = size_bytes
+        .filter(|size| *size > 0)
+        .map(|size| format!("size={size}"));
+    match nix::mount::mount(
+        Some("tmpfs"),
+        &canonical,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        options.as_deref(),
+    ) {
         Ok(()) => Ok(()),
         Err(error) if policy == TmpfsPolicy::FallBackToDisk => {
             tracing::warn!(dir = %dir.display(), %error, "cannot mount a tmpfs: the volume stays on disk");
@@ -113,7 +123,11 @@ pub(crate) fn mount_points_under(dir: &Path) -> Result<Vec<PathBuf>, VolumeError
 
 /// The file-system type of the topmost mount at exactly `path`, `None` when `path` is not a mount point.
 fn top_mount_type(path: &Path) -> Result<Option<String>, VolumeError> {
-    Ok(mounts()?.into_iter().rev().find(|(point, _)| point == path).map(|(_, fs_type)| fs_type))
+    Ok(mounts()?
+        .into_iter()
+        .rev()
+        .find(|(point, _)| point == path)
+        .map(|(_, fs_type)| fs_type))
 }
 
 /// (mount point, file-system type) of `/proc/self/mountinfo`, in mount order.
@@ -138,9 +152,13 @@ fn unescape_octal(field: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\'
-            && bytes.get(i + 1..i + 4).is_some_and(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            && bytes
+                .get(i + 1..i + 4)
+                .is_some_and(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
         {
-            let value = bytes[i + 1..i + 4].iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
             out.push(value as u8);
             i += 4;
         } else {
@@ -155,10 +173,17 @@ fn unescape_octal(field: &str) -> String {
 /// and then to the volume's `sizeLimit` (each only when set and smaller).
 pub(crate) fn tmpfs_size(host: &VolumeHost, pod: &Pod, size_limit: Option<&Quantity>) -> Option<u64> {
     let positive = |bytes: i128| u64::try_from(bytes).ok().filter(|b| *b > 0);
-    let mut size = host.node_allocatable.get("memory").and_then(|q| quantity::value(&q.0)).and_then(positive);
-    for candidate in [pod_memory_limit(pod), size_limit.and_then(|q| quantity::value(&q.0)).and_then(positive)]
-        .into_iter()
-        .flatten()
+    let mut size = host
+        .node_allocatable
+        .get("memory")
+        .and_then(|q| quantity::value(&q.0))
+        .and_then(positive);
+    for candidate in [
+        pod_memory_limit(pod),
+        size_limit.and_then(|q| quantity::value(&q.0)).and_then(positive),
+    ]
+    .into_iter()
+    .flatten()
     {
         if size.is_none_or(|current| candidate <= current) {
             size = Some(candidate);
@@ -211,7 +236,10 @@ mod tests {
     #[test]
     fn mountinfo_lines_are_parsed_with_escapes() {
         let line = "36 35 98:0 / /var/lib/my\\040dir rw,noatime shared:1 - tmpfs tmpfs rw,size=1024k";
-        assert_eq!(parse_mountinfo_line(line), Some((PathBuf::from("/var/lib/my dir"), "tmpfs".to_string())));
+        assert_eq!(
+            parse_mountinfo_line(line),
+            Some((PathBuf::from("/var/lib/my dir"), "tmpfs".to_string()))
+        );
         assert_eq!(parse_mountinfo_line("garbage"), None);
     }
 
@@ -240,17 +268,30 @@ mod tests {
     #[test]
     fn tmpfs_size_is_the_smallest_of_allocatable_pod_limit_and_size_limit() {
         let mut host = VolumeHost::new("/unused");
-        host.node_allocatable.insert("memory".into(), Quantity("1Gi".into()));
+        host.node_allocatable
+            .insert("memory".into(), Quantity("1Gi".into()));
         let limited = pod_with_limits(&[Some("64Mi"), Some("64Mi")]);
         let unlimited = pod_with_limits(&[Some("64Mi"), None]);
         assert_eq!(tmpfs_size(&host, &limited, None), Some(128 << 20));
         assert_eq!(tmpfs_size(&host, &unlimited, None), Some(1 << 30));
-        assert_eq!(tmpfs_size(&host, &limited, Some(&Quantity("16Mi".into()))), Some(16 << 20));
+        assert_eq!(
+            tmpfs_size(&host, &limited, Some(&Quantity("16Mi".into()))),
+            Some(16 << 20)
+        );
         // A sizeLimit above what the pod may use does not raise it; zero is no limit.
-        assert_eq!(tmpfs_size(&host, &limited, Some(&Quantity("4Gi".into()))), Some(128 << 20));
-        assert_eq!(tmpfs_size(&host, &limited, Some(&Quantity("0".into()))), Some(128 << 20));
+        assert_eq!(
+            tmpfs_size(&host, &limited, Some(&Quantity("4Gi".into()))),
+            Some(128 << 20)
+        );
+        assert_eq!(
+            tmpfs_size(&host, &limited, Some(&Quantity("0".into()))),
+            Some(128 << 20)
+        );
         let nothing_known = VolumeHost::new("/unused");
         assert_eq!(tmpfs_size(&nothing_known, &unlimited, None), None);
-        assert_eq!(tmpfs_size(&nothing_known, &unlimited, Some(&Quantity("1Mi".into()))), Some(1 << 20));
+        assert_eq!(
+            tmpfs_size(&nothing_known, &unlimited, Some(&Quantity("1Mi".into()))),
+            Some(1 << 20)
+        );
     }
 }

@@ -13,7 +13,9 @@ use super::VolumeError;
 pub(crate) fn set_up(source: &HostPathVolumeSource) -> Result<PathBuf, VolumeError> {
     let path = source.path.as_str();
     if path.split('/').any(|element| element == "..") {
-        return Err(VolumeError::HostPath(format!("invalid HostPath `{path}`: must not contain '..'")));
+        return Err(VolumeError::HostPath(format!(
+            "invalid HostPath `{path}`: must not contain '..'"
+        )));
     }
     check_type(Path::new(path), source.type_.as_deref().unwrap_or_default())?;
     Ok(PathBuf::from(path))
@@ -26,7 +28,11 @@ pub(crate) fn check_type(path: &Path, path_type: &str) -> Result<(), VolumeError
     let metadata = std::fs::metadata(path).ok();
     let is_dir = metadata.as_ref().is_some_and(|m| m.is_dir());
     let file_type = metadata.as_ref().map(|m| m.file_type());
-    let failed = |what: &str| Err(VolumeError::HostPath(format!("hostPath type check failed: {shown} is not {what}")));
+    let failed = |what: &str| {
+        Err(VolumeError::HostPath(format!(
+            "hostPath type check failed: {shown} is not {what}"
+        )))
+    };
     match path_type {
         "" => Ok(()),
         "DirectoryOrCreate" if metadata.is_none() => make_dir(path),
@@ -66,13 +72,19 @@ pub(crate) fn check_type(path: &Path, path_type: &str) -> Result<(), VolumeError
                 failed("a block device")
             }
         }
-        other => Err(VolumeError::HostPath(format!("{other} is an invalid volume type"))),
+        other => Err(VolumeError::HostPath(format!(
+            "{other} is an invalid volume type"
+        ))),
     }
 }
 
 /// `makeDir`: `MkdirAll` with 0755.
 fn make_dir(path: &Path) -> Result<(), VolumeError> {
-    match std::fs::DirBuilder::new().recursive(true).mode(0o755).create(path) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+    {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(error) => Err(VolumeError::io(path, error)),
@@ -81,7 +93,13 @@ fn make_dir(path: &Path) -> Result<(), VolumeError> {
 
 /// `makeFile`: an empty file with 0644 (its directory must exist).
 fn make_file(path: &Path) -> Result<(), VolumeError> {
-    match std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).open(path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+    {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(error) => Err(VolumeError::io(path, error)),
@@ -115,23 +133,61 @@ mod tests {
         let missing = dir.path().join("missing");
 
         assert!(set_up(&source(dir.path(), Some("Directory"))).is_ok());
-        assert_eq!(message(&file, "Directory"), format!("hostPath type check failed: {} is not a directory", file.display()));
-        assert_eq!(message(&missing, "Directory"), format!("hostPath type check failed: {} is not a directory", missing.display()));
+        assert_eq!(
+            message(&file, "Directory"),
+            format!(
+                "hostPath type check failed: {} is not a directory",
+                file.display()
+            )
+        );
+        assert_eq!(
+            message(&missing, "Directory"),
+            format!(
+                "hostPath type check failed: {} is not a directory",
+                missing.display()
+            )
+        );
         assert!(set_up(&source(&file, Some("File"))).is_ok());
-        assert_eq!(message(dir.path(), "File"), format!("hostPath type check failed: {} is not a file", dir.path().display()));
-        assert_eq!(message(&missing, "File"), format!("hostPath type check failed: {} is not a file", missing.display()));
+        assert_eq!(
+            message(dir.path(), "File"),
+            format!(
+                "hostPath type check failed: {} is not a file",
+                dir.path().display()
+            )
+        );
+        assert_eq!(
+            message(&missing, "File"),
+            format!("hostPath type check failed: {} is not a file", missing.display())
+        );
         assert!(set_up(&source(&socket_path, Some("Socket"))).is_ok());
-        assert_eq!(message(&file, "Socket"), format!("hostPath type check failed: {} is not a socket file", file.display()));
+        assert_eq!(
+            message(&file, "Socket"),
+            format!(
+                "hostPath type check failed: {} is not a socket file",
+                file.display()
+            )
+        );
         assert!(set_up(&source(Path::new("/dev/null"), Some("CharDevice"))).is_ok());
-        assert_eq!(message(&file, "CharDevice"), format!("hostPath type check failed: {} is not a character device", file.display()));
-        assert_eq!(message(Path::new("/dev/null"), "BlockDevice"), "hostPath type check failed: /dev/null is not a block device");
+        assert_eq!(
+            message(&file, "CharDevice"),
+            format!(
+                "hostPath type check failed: {} is not a character device",
+                file.display()
+            )
+        );
+        assert_eq!(
+            message(Path::new("/dev/null"), "BlockDevice"),
+            "hostPath type check failed: /dev/null is not a block device"
+        );
         assert_eq!(message(&file, "Pipe"), "Pipe is an invalid volume type");
         // No type, no check: even a missing path is bind-mounted as it is (the runtime makes it).
         assert_eq!(set_up(&source(&missing, None)).unwrap(), missing);
         assert!(set_up(&source(&missing, Some(""))).is_ok());
         assert!(!missing.exists());
         assert_eq!(
-            set_up(&source(Path::new("/var/../etc"), None)).unwrap_err().to_string(),
+            set_up(&source(Path::new("/var/../etc"), None))
+                .unwrap_err()
+                .to_string(),
             "invalid HostPath `/var/../etc`: must not contain '..'"
         );
     }
@@ -146,10 +202,22 @@ mod tests {
         let new_file = dir.path().join("a/f");
         assert!(set_up(&source(&new_file, Some("FileOrCreate"))).is_ok());
         assert!(new_file.is_file());
-        assert_eq!(std::fs::metadata(&new_file).unwrap().permissions().mode() & 0o777, 0o644 & !umask_bits());
+        assert_eq!(
+            std::fs::metadata(&new_file).unwrap().permissions().mode() & 0o777,
+            0o644 & !umask_bits()
+        );
         // An existing path of the other kind fails the check.
-        assert_eq!(message(&new_file, "DirectoryOrCreate"), format!("hostPath type check failed: {} is not a directory", new_file.display()));
-        assert_eq!(message(&new_dir, "FileOrCreate"), format!("hostPath type check failed: {} is not a file", new_dir.display()));
+        assert_eq!(
+            message(&new_file, "DirectoryOrCreate"),
+            format!(
+                "hostPath type check failed: {} is not a directory",
+                new_file.display()
+            )
+        );
+        assert_eq!(
+            message(&new_dir, "FileOrCreate"),
+            format!("hostPath type check failed: {} is not a file", new_dir.display())
+        );
     }
 
     fn umask_bits() -> u32 {

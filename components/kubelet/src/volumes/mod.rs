@@ -21,7 +21,6 @@ mod empty_dir;
 mod host_path;
 mod ownership;
 mod payload;
-mod quantity;
 
 use std::collections::BTreeMap;
 use std::future::Future;

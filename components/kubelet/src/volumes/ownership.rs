@@ -15,11 +15,17 @@ const SETGID: u32 = 0o2000;
 /// Changes ownership of everything under `dir` (children before their directory, `walkDeep`'s order), without
 /// following symlinks. A failed chown or chmod of one file is logged and the walk goes on, as in Kubernetes; a
 /// directory that cannot be read fails it. Nothing is done without an fsGroup.
-pub(crate) fn set_volume_ownership(dir: &Path, fs_group: Option<u32>, read_only: bool) -> Result<(), VolumeError> {
+pub(crate) fn set_volume_ownership(
+    dir: &Path,
+    fs_group: Option<u32>,
+    read_only: bool,
+) -> Result<(), VolumeError> {
     let Some(group) = fs_group else {
         return Ok(());
     };
-    walk_deep(dir, &|path, metadata| change_file_permission(path, group, read_only, metadata))
+    walk_deep(dir, &|path, metadata| {
+        change_file_permission(path, group, read_only, metadata)
+    })
 }
 
 fn walk_deep(path: &Path, visit: &dyn Fn(&Path, &std::fs::Metadata)) -> Result<(), VolumeError> {
@@ -44,7 +50,11 @@ fn change_file_permission(path: &Path, group: u32, read_only: bool, metadata: &s
     if metadata.file_type().is_symlink() {
         return;
     }
-    let mut mask = if read_only { READ_ONLY_MASK } else { READ_WRITE_MASK };
+    let mut mask = if read_only {
+        READ_ONLY_MASK
+    } else {
+        READ_WRITE_MASK
+    };
     if metadata.is_dir() {
         mask |= SETGID | EXEC_MASK;
     }

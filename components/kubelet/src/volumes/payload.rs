@@ -86,7 +86,10 @@ mod tests {
 
     fn config_map() -> ConfigMap {
         ConfigMap {
-            data: Some(BTreeMap::from([("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())])),
+            data: Some(BTreeMap::from([
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "2".to_string()),
+            ])),
             binary_data: Some(BTreeMap::from([("bin".to_string(), ByteString(vec![0, 255]))])),
             ..ConfigMap::default()
         }
@@ -121,17 +124,27 @@ mod tests {
     fn a_missing_key_fails_unless_optional() {
         let items = [item("a", "a", None), item("nope", "n", None)];
         let error = config_map_payload(Some(&items), &config_map(), 0o644, false).unwrap_err();
-        assert_eq!(error.to_string(), "configmap references non-existent config key: nope");
+        assert_eq!(
+            error.to_string(),
+            "configmap references non-existent config key: nope"
+        );
         let payload = config_map_payload(Some(&items), &config_map(), 0o644, true).unwrap();
         assert_eq!(payload.keys().collect::<Vec<_>>(), vec!["a"]);
 
         let secret = Secret {
-            data: Some(BTreeMap::from([("token".to_string(), ByteString(b"s3cr3t".to_vec()))])),
+            data: Some(BTreeMap::from([(
+                "token".to_string(),
+                ByteString(b"s3cr3t".to_vec()),
+            )])),
             ..Secret::default()
         };
         let error = secret_payload(Some(&items), &secret, 0o644, false).unwrap_err();
         assert_eq!(error.to_string(), "references non-existent secret key: a");
-        assert!(secret_payload(Some(&items), &secret, 0o644, true).unwrap().is_empty());
+        assert!(
+            secret_payload(Some(&items), &secret, 0o644, true)
+                .unwrap()
+                .is_empty()
+        );
         let all = secret_payload(None, &secret, 0o600, false).unwrap();
         assert_eq!(all["token"], FileProjection::new("s3cr3t", 0o600));
     }

@@ -461,7 +461,10 @@ mod tests {
     }
 
     fn h(pairs: &[(&str, &str)]) -> Headers {
-        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -528,7 +531,10 @@ mod tests {
         let mut wire = BytesMut::new();
         encode(&Frame::Ping { id: 1 }, &mut encoder, &mut wire).unwrap();
         // control bit + version 3, type 6, flags 0, length 4, id.
-        assert_eq!(&wire[..], &[0x80, 0x03, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 1]);
+        assert_eq!(
+            &wire[..],
+            &[0x80, 0x03, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 1]
+        );
         wire.clear();
         encode(
             &Frame::Data {
@@ -551,7 +557,10 @@ mod tests {
             &mut wire,
         )
         .unwrap();
-        assert_eq!(&wire[..], &[0x80, 0x03, 0x00, 0x09, 0, 0, 0, 8, 0, 0, 0, 3, 0, 1, 0, 0]);
+        assert_eq!(
+            &wire[..],
+            &[0x80, 0x03, 0x00, 0x09, 0, 0, 0, 8, 0, 0, 0, 3, 0, 1, 0, 0]
+        );
     }
 
     #[test]
@@ -576,7 +585,9 @@ mod tests {
             0x89, 0x25, 0x45, 0xa9, 0x89, 0xb9, 0xd0, 0xc2, 0x86, 0x35, 0x15, 0x14, 0x15, 0x00, 0x00, 0x00,
             0x00, 0xff, 0xff,
         ];
-        let second = [0x22, 0x53, 0x33, 0xa8, 0xa4, 0x4a, 0x04, 0x00, 0x00, 0x00, 0xff, 0xff];
+        let second = [
+            0x22, 0x53, 0x33, 0xa8, 0xa4, 0x4a, 0x04, 0x00, 0x00, 0x00, 0xff, 0xff,
+        ];
         let mut decoder = HeaderDecoder::new();
         assert_eq!(
             decoder.decode(&first).unwrap(),

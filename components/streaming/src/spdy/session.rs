@@ -275,11 +275,7 @@ async fn close_pipe(pipe: &mut Option<WriteHalf<DuplexStream>>) {
     }
 }
 
-async fn read_frames<R: AsyncRead>(
-    read: R,
-    session: SessionHandle,
-    incoming: mpsc::Sender<IncomingStream>,
-) {
+async fn read_frames<R: AsyncRead>(read: R, session: SessionHandle, incoming: mpsc::Sender<IncomingStream>) {
     let mut read = std::pin::pin!(read);
     let mut decoder = HeaderDecoder::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -447,13 +443,14 @@ async fn read_frames<R: AsyncRead>(
     session.window_changed.notify_waiters();
 }
 
+/// A client end of a session speaking frames, for tests here and in the protocols above.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     /// The client end of a session, speaking frames.
-    struct Peer {
+    pub(crate) struct Peer {
         io: DuplexStream,
         encoder: HeaderEncoder,
         decoder: HeaderDecoder,
@@ -461,13 +458,13 @@ mod tests {
     }
 
     impl Peer {
-        async fn send(&mut self, frame: Frame) {
+        pub(crate) async fn send(&mut self, frame: Frame) {
             let mut out = BytesMut::new();
             frame::encode(&frame, &mut self.encoder, &mut out).unwrap();
             self.io.write_all(&out).await.unwrap();
         }
 
-        async fn recv(&mut self) -> Option<Frame> {
+        pub(crate) async fn recv(&mut self) -> Option<Frame> {
             loop {
                 if let Some(frame) = frame::decode(&mut self.buf, &mut self.decoder).unwrap() {
                     return Some(frame);
@@ -479,7 +476,7 @@ mod tests {
         }
     }
 
-    fn pair() -> (Session, Peer) {
+    pub(crate) fn pair() -> (Session, Peer) {
         let (ours, theirs) = tokio::io::duplex(1 << 20);
         let session = Session::start(ours).unwrap();
         let peer = Peer {
@@ -490,6 +487,13 @@ mod tests {
         };
         (session, peer)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::testing::pair;
+    use super::*;
 
     fn syn(stream_id: u32, kind: &str) -> Frame {
         Frame::SynStream {
