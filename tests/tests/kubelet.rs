@@ -177,6 +177,15 @@ fn pods_run_serve_restart_and_stop_for_real() {
              "ports": [{{"containerPort": 8080}}]}}]}}}}}}}},
       {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "web"}},
        "spec": {{"selector": {{"app": "web"}}, "ports": [{{"port": 80, "targetPort": 8080}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "probed"}},
+       "spec": {{"terminationGracePeriodSeconds": 2, "containers": [{{"name": "c", "image": "{image}",
+         "command": ["/bin/sh", "-c", "touch /tmp/healthy; /bin/busybox httpd -f -p 8081 -h /etc & sleep 4; rm /tmp/healthy; sleep 1000"],
+         "readinessProbe": {{"httpGet": {{"path": "/hostname", "port": 8081}}, "periodSeconds": 1}},
+         "livenessProbe": {{"exec": {{"command": ["cat", "/tmp/healthy"]}}, "initialDelaySeconds": 1, "periodSeconds": 1,
+           "failureThreshold": 1}}}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "never-ready"}},
+       "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "1000"],
+         "readinessProbe": {{"tcpSocket": {{"port": 9999}}, "periodSeconds": 1}}}}]}}}},
       {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "crasher"}},
        "spec": {{"containers": [{{"name": "c", "image": "{image}", "command": ["/bin/sh", "-c", "echo bye; exit 3"]}}]}}}}]}}"#
     );
@@ -247,6 +256,30 @@ fn pods_run_serve_restart_and_stop_for_real() {
         .success()
     });
 
+    // Probes: readiness (httpGet) makes the pod Ready, a failing liveness probe (exec) restarts the container,
+    // and a readiness probe that never passes keeps a running pod out of Ready.
+    let waited = server.kubectl(
+        33,
+        &["wait", "--for=condition=Ready", "pod/probed", "--timeout=60s"],
+    );
+    assert!(waited.status.success(), "{}", bonsai_e2e::text(&waited));
+    wait_until("the liveness probe to restart the container", || {
+        let pod = get(&server, &["pod", "probed"]);
+        let c = &pod["status"]["containerStatuses"][0];
+        c["restartCount"].as_i64().unwrap_or(0) >= 1 && c["lastState"]["terminated"].is_object()
+    });
+    let never = get(&server, &["pod", "never-ready"]);
+    assert_eq!(never["status"]["phase"], "Running", "{never}");
+    assert_eq!(never["status"]["containerStatuses"][0]["ready"], false);
+    let ready = never["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(ready["status"], "False", "{never}");
+
     // A crashing container is restarted, then backs off.
     wait_until("the crasher to back off", || {
         let pod = get(&server, &["pod", "crasher"]);
@@ -264,16 +297,26 @@ fn pods_run_serve_restart_and_stop_for_real() {
 
     // Deleting stops everything: the pods go from the API, their containers and sandboxes from the node.
     ok(server.kubectl(33, &["delete", "deployment", "web"]));
-    ok(server.kubectl(33, &["delete", "pod", "crasher"]));
+    ok(server.kubectl(33, &["delete", "pod", "crasher", "probed", "never-ready"]));
     let deleted = server.kubectl(33, &["wait", "--for=delete", "pod", "--all", "--timeout=60s"]);
     assert!(deleted.status.success(), "{}", bonsai_e2e::text(&deleted));
+    // (The ReplicaSet may replace a terminating pod before the garbage collector deletes it: wait for all.)
+    wait_until("every pod gone from the API", || {
+        get(&server, &["pods"])["items"]
+            .as_array()
+            .is_some_and(|i| i.is_empty())
+    });
     wait_until("no container left on the node", || {
         std::fs::read_dir(server.data_dir().join("agent/containers")).is_ok_and(|mut d| d.next().is_none())
     });
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let pods_dir = server.data_dir().join("agent/pods");
-    assert!(
-        !mounts.contains(pods_dir.to_str().unwrap()),
-        "a pod's namespace is still pinned"
-    );
+    let pinned = || -> Vec<String> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mounts
+            .lines()
+            .filter(|l| l.contains(pods_dir.to_str().unwrap()))
+            .map(String::from)
+            .collect()
+    };
+    wait_until("no pod's namespace left pinned", || pinned().is_empty());
 }

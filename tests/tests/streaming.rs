@@ -148,6 +148,9 @@ fn route(mut req: Request<Incoming>, log: Log) -> Response<Full<Bytes>> {
             200,
             r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"demo","namespace":"default","uid":"6d0c1f3e-0000-4000-8000-000000000001","resourceVersion":"1","creationTimestamp":"2025-01-01T00:00:00Z"},"spec":{"containers":[{"name":"main","image":"busybox"}]},"status":{"phase":"Running","containerStatuses":[{"name":"main","ready":true,"restartCount":0,"image":"busybox","imageID":"","state":{"running":{"startedAt":"2025-01-01T00:00:00Z"}}}]}}"#.into(),
         ),
+        "/api/v1/namespaces/default/pods/demo/attach" => {
+            upgrade(&mut req, Subresource::Attach, &query, log)
+        }
         "/api/v1/namespaces/default/pods/demo/exec" => upgrade(&mut req, Subresource::Exec, &query, log),
         "/api/v1/namespaces/default/pods/demo/portforward" => {
             upgrade(&mut req, Subresource::PortForward, &query, log)
@@ -187,7 +190,14 @@ fn upgrade(
         let io = streaming::upgraded(on_upgrade).await.unwrap();
         match subresource {
             Subresource::PortForward => port_forward(&negotiated, io).await,
-            _ => exec(&negotiated, io, &query).await,
+            // The "container's main process" attach joins: a short one of our own.
+            Subresource::Attach => {
+                let query = format!(
+                    "{query}&command=sh&command=-c&command=echo%20attached%3B%20echo%20to-stderr%20%3E%262"
+                );
+                exec(&negotiated, io, &query).await
+            }
+            Subresource::Exec => exec(&negotiated, io, &query).await,
         }
     });
     response
@@ -334,6 +344,27 @@ fn exec_case(minor: u32, expected: Transport, protocol: &str) {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{input}done\n"));
 
+    // attach: the same session API, on the attach subresource.
+    let out = server.kubectl(minor).args(["attach", "demo"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "attached\n",
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("to-stderr\n"),
+        "{}",
+        text(&out)
+    );
+    let used = server.used(Subresource::Attach);
+    assert_eq!(used.len(), 1, "{used:?}");
+    assert!(
+        used.iter().all(|(t, p)| *t == expected && p == protocol),
+        "{used:?}"
+    );
+
     let used = server.used(Subresource::Exec);
     assert_eq!(used.len(), 2, "{used:?}");
     assert!(
@@ -343,12 +374,12 @@ fn exec_case(minor: u32, expected: Transport, protocol: &str) {
 }
 
 #[test]
-fn kubectl_1_27_exec_over_spdy() {
+fn kubectl_1_27_exec_and_attach_over_spdy() {
     exec_case(27, Transport::Spdy, "v4.channel.k8s.io");
 }
 
 #[test]
-fn kubectl_1_33_exec_over_websocket_v5() {
+fn kubectl_1_33_exec_and_attach_over_websocket_v5() {
     exec_case(33, Transport::WebSocket, "v5.channel.k8s.io");
 }
 

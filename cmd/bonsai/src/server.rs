@@ -95,7 +95,7 @@ async fn start_agent(args: &ServerArgs, advertise: IpAddr) -> anyhow::Result<()>
     let containers = std::sync::Arc::new(runtime::container::Runtime::new(
         args.data_dir.join("agent/containers"),
         store.clone(),
-        shim,
+        shim.clone(),
     )?);
     runtime::install_crypto_provider();
     let registries = runtime::registries::RegistriesConfig::load(&args.private_registry)?;
@@ -117,6 +117,10 @@ async fn start_agent(args: &ServerArgs, advertise: IpAddr) -> anyhow::Result<()>
         store.clone(),
         runtime::pull::Puller::new(store, registries),
         network_config,
+        kubelet::pods::CliExec {
+            bonsai: shim,
+            data_dir: args.data_dir.clone(),
+        },
     );
     tokio::spawn(std::sync::Arc::new(pods).run());
     Ok(())

@@ -29,6 +29,48 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often every pod is looked at even when nothing in the API changed (containers exit on their own).
 const RESYNC: Duration = Duration::from_secs(1);
 
+/// Exec probes through a helper process, `bonsai exec -d <data-dir> <id> -- <command>`: the runtime's exec forks,
+/// which is not safe in the agent's multi-threaded process.
+#[derive(Debug)]
+pub struct CliExec {
+    pub bonsai: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl crate::probes::ExecRunner for CliExec {
+    async fn run_in_container(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<crate::probes::ExecOutput, crate::probes::ExecError> {
+        let mut child = tokio::process::Command::new(&self.bonsai);
+        child
+            .arg("exec")
+            .arg("-d")
+            .arg(&self.data_dir)
+            .arg(container_id)
+            .arg("--")
+            .args(command)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(timeout, child.output()).await {
+            Err(_) => Err(crate::probes::ExecError::TimedOut),
+            Ok(Err(e)) => Err(crate::probes::ExecError::Failed(format!(
+                "running bonsai exec: {e}"
+            ))),
+            Ok(Ok(out)) => {
+                let mut output = out.stdout;
+                output.extend_from_slice(&out.stderr);
+                match out.status.code() {
+                    Some(exit_code) => Ok(crate::probes::ExecOutput { exit_code, output }),
+                    None => Err(crate::probes::ExecError::Failed("bonsai exec was killed".into())),
+                }
+            }
+        }
+    }
+}
+
 /// What the node agent needs to run pods.
 #[derive(Clone, Debug)]
 pub struct PodsConfig {
@@ -53,6 +95,9 @@ pub struct Pods {
     network: OnceCell<Arc<PodNetwork>>,
     /// When each pod was first seen, for `status.startTime`.
     started: Mutex<BTreeMap<String, String>>,
+    /// The probe workers of each (pod uid, container name) with probes.
+    probers: std::sync::Mutex<BTreeMap<(String, String), crate::probes::ContainerProber>>,
+    exec: Arc<CliExec>,
 }
 
 fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeletError {
@@ -218,6 +263,7 @@ impl Pods {
         store: Arc<ContentStore>,
         puller: Puller,
         network_config: watch::Receiver<Option<PodNetworkConfig>>,
+        exec: CliExec,
     ) -> Pods {
         Pods {
             client,
@@ -228,6 +274,8 @@ impl Pods {
             network_config,
             network: OnceCell::new(),
             started: Mutex::new(BTreeMap::new()),
+            probers: std::sync::Mutex::new(BTreeMap::new()),
+            exec: Arc::new(exec),
         }
     }
 
@@ -390,6 +438,9 @@ impl Pods {
         }
         sandbox::remove(&self.config.data_dir, uid)?;
         self.started.lock().await.remove(uid);
+        if let Ok(mut probers) = self.probers.lock() {
+            probers.retain(|(pod, _), _| pod != uid);
+        }
         Ok(())
     }
 
@@ -520,6 +571,7 @@ impl Pods {
             network_namespace: &network_namespace,
             pod_dir: &pod_dir,
             inputs: &inputs,
+            pod_ip: pod_ips.first().map_or("", String::as_str),
         };
 
         // Init containers, one after another, each to success.
@@ -757,8 +809,19 @@ impl Pods {
             let id = container_id(context.uid, &container.name, *n);
             let mut state = state_of(info, &id);
             match &info.state {
-                State::Running(_) => {
-                    let mut status = base(state, restarts, last_state, true, true);
+                State::Running(started) => {
+                    let (ready, started_probe, restart) =
+                        self.probe(context, container, &id, &started.started_at);
+                    if let Some(grace) = restart {
+                        // A failed liveness (or startup) probe: kill it; the next pass restarts it as its policy
+                        // says.
+                        tracing::info!(container = %id, "failed its liveness probe, will be restarted");
+                        let stopping = id.clone();
+                        let _ = self
+                            .blocking(move |r| r.stop(&stopping, Duration::from_secs(grace.max(0) as u64)))
+                            .await;
+                    }
+                    let mut status = base(state, restarts, last_state, ready, started_probe);
                     status["containerID"] = json!(format!("bonsai://{id}"));
                     status["imageID"] = json!(info.config.image);
                     return ContainerView {
@@ -800,6 +863,55 @@ impl Pods {
         }
         self.start_container(context, container, next_attempt, restarts, last_state)
             .await
+    }
+
+    /// (ready, started, kill with this grace) for a running container: from its probe workers when it has probes
+    /// (started once its startup probe passed, ready while its readiness probe passes), else running is both.
+    fn probe(
+        &self,
+        context: &StartContext<'_>,
+        container: &Container,
+        id: &str,
+        started_at: &str,
+    ) -> (bool, bool, Option<i64>) {
+        let has_probes = container.liveness_probe.is_some()
+            || container.readiness_probe.is_some()
+            || container.startup_probe.is_some();
+        if !has_probes {
+            return (true, true, None);
+        }
+        let running_for = seconds_since(started_at).unwrap_or(0.0).max(0.0);
+        let started = tokio::time::Instant::now()
+            .checked_sub(Duration::from_secs_f64(running_for))
+            .unwrap_or_else(tokio::time::Instant::now);
+        let observed = crate::probes::ContainerObservation {
+            pod_ip: context.pod_ip.to_string(),
+            container_id: Some(id.to_string()),
+            state: crate::probes::ObservedState::Running { started_at: started },
+            pod_finished: false,
+            pod_deleting: false,
+        };
+        let Ok(mut probers) = self.probers.lock() else {
+            return (false, false, None);
+        };
+        let key = (context.uid.to_string(), container.name.clone());
+        let prober = probers.entry(key).or_insert_with(|| {
+            crate::probes::ContainerProber::spawn(
+                crate::probes::ContainerProbeConfig::new(context.pod, container),
+                observed.clone(),
+                self.exec.clone(),
+            )
+        });
+        prober.observe(observed);
+        let status = prober.current();
+        if status.container_id.as_deref() != Some(id) {
+            return (false, false, None);
+        }
+        let restart = status
+            .restart
+            .filter(|verdict| verdict.container_id == id)
+            .map(|verdict| verdict.grace_period_seconds);
+        (status.ready, status.started, restart)
     }
 
     async fn start_container(
@@ -969,6 +1081,7 @@ struct StartContext<'a> {
     network_namespace: &'a std::path::Path,
     pod_dir: &'a std::path::Path,
     inputs: &'a crate::env::EnvInputs,
+    pod_ip: &'a str,
 }
 
 #[cfg(test)]

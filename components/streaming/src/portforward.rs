@@ -15,6 +15,10 @@ use crate::{Error, websocket};
 
 /// One forwarded connection: connect `data` to the pod's `port`; write a failure's text to `error` (kubectl
 /// prints it). Dropping (or shutting down) each closes it towards the client.
+///
+/// kubectl closes its local connection only once the error stream has closed, and it keeps its side of `data`
+/// open until then: so when the pod's side of the connection ends, drop both (containerd waits one more second
+/// for the other direction, then closes both), rather than waiting for `data` to reach EOF.
 #[derive(Debug)]
 pub struct ForwardedConnection {
     pub port: u16,

@@ -243,8 +243,8 @@ impl RemoteCommand {
         self.stdin.take();
         match self.ending {
             Ending::WebSocket { status, driver } => {
-                let json = true;
-                let _ = status.send(status_bytes(&result, json));
+                // Both WebSocket protocols served (v4, v5) carry the Status as JSON.
+                let _ = status.send(status_bytes(&result, true));
                 driver.await.map_err(|_| Error::Closed)
             }
             Ending::Spdy {
@@ -728,5 +728,67 @@ mod tests {
         assert_eq!(sizes.recv().await, Some(TerminalSize { width: 3, height: 4 }));
         drop(writer);
         assert_eq!(sizes.recv().await, None);
+    }
+
+    fn syn(stream_id: u32, kind: &str) -> crate::spdy::frame::Frame {
+        crate::spdy::frame::Frame::SynStream {
+            stream_id,
+            associated_to: 0,
+            priority: 0,
+            flags: 0,
+            headers: vec![("streamtype".into(), kind.into())],
+        }
+    }
+
+    /// Runs a SPDY session for `protocol` with the client opening error and stdout, and returns what the
+    /// client sees on the error stream once the command finished with `result`.
+    async fn spdy_error_stream(protocol: &str, result: Result<(), Failure>) -> Vec<u8> {
+        use crate::spdy::frame::{FLAG_FIN, Frame};
+        let (session, mut peer) = crate::spdy::session::testing::pair();
+        let options = StreamOptions {
+            stdout: true,
+            ..StreamOptions::default()
+        };
+        peer.send(syn(1, "error")).await;
+        peer.send(syn(3, "stdout")).await;
+        let mut command = start_spdy(session, protocol, &options).await.unwrap();
+        command.stdout.take().unwrap().write_all(b"hi").await.unwrap();
+        command.finish(result).await.unwrap();
+        let (mut error, mut stdout) = (Vec::new(), Vec::new());
+        let mut fins = 0;
+        while let Some(frame) = peer.recv().await {
+            match frame {
+                Frame::Data {
+                    stream_id,
+                    data,
+                    flags,
+                } => {
+                    if stream_id == 1 {
+                        error.extend_from_slice(&data);
+                    } else {
+                        stdout.extend_from_slice(&data);
+                    }
+                    fins += usize::from(flags & FLAG_FIN != 0);
+                }
+                Frame::GoAway { .. } => break,
+                _ => {}
+            }
+        }
+        assert_eq!(stdout, b"hi");
+        assert_eq!(fins, 2, "every stream ends with FIN before GOAWAY");
+        error
+    }
+
+    #[tokio::test]
+    async fn spdy_v4_sends_the_status_as_json_and_older_protocols_as_text() {
+        let v4 = spdy_error_stream("v4.channel.k8s.io", Err(Failure::ExitCode(2))).await;
+        let v4: serde_json::Value = serde_json::from_slice(&v4).unwrap();
+        assert_eq!(v4["reason"], "NonZeroExitCode");
+        assert_eq!(v4["details"]["causes"][0]["message"], "2");
+        let success = spdy_error_stream("v4.channel.k8s.io", Ok(())).await;
+        assert_eq!(success, br#"{"metadata":{},"status":"Success"}"#);
+        let v3 = spdy_error_stream("v3.channel.k8s.io", Err(Failure::ExitCode(2))).await;
+        assert_eq!(v3, b"command terminated with non-zero exit code: exit status 2");
+        assert!(spdy_error_stream("v2.channel.k8s.io", Ok(())).await.is_empty());
     }
 }

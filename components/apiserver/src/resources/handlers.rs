@@ -1362,7 +1362,27 @@ async fn delete_options(headers: &HeaderMap, body: Body) -> Result<Value, ApiErr
     }
 }
 
+/// How one attempt at a delete ended: done (either way), or lost a race with another write.
+enum DeleteAttempt {
+    Done(Result<Response, ApiError>),
+    Raced,
+}
+
+/// A delete retries when another write changes the object between its read and its write, as kube-apiserver's
+/// `GuaranteedUpdate` does, unless the client pinned a resourceVersion (then the race is the client's 409).
 async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Result<Response, ApiError> {
+    let pinned = options.pointer("/preconditions/resourceVersion").is_some();
+    for _ in 0..16 {
+        match delete_once(store, t, q, &options).await? {
+            DeleteAttempt::Done(result) => return result,
+            DeleteAttempt::Raced if pinned => break,
+            DeleteAttempt::Raced => continue,
+        }
+    }
+    Err(conflict(t, name_of(t)))
+}
+
+async fn delete_once(store: &dyn Store, t: &Target, q: &Query, options: &Value) -> Result<DeleteAttempt, ApiError> {
     let name = name_of(t).to_string();
     let (current, rev) = get(store, t).await?;
     if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
@@ -1408,7 +1428,7 @@ async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Res
             .and_then(Value::as_array)
             .is_none_or(|f| f.is_empty());
     if current.pointer("/metadata/deletionTimestamp").is_some() && !force_pod {
-        return Ok(ok(StatusCode::OK, &current)); // already being deleted
+        return Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &current)))); // already being deleted
     }
     // Foreground and Orphan propagation are finalizers the garbage collector acts on (it removes them once the
     // dependents are gone or released); Background deletes now and leaves the dependents to it.
@@ -1487,7 +1507,7 @@ async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Res
             marked["status"] = json!({"phase": "Terminating"});
         }
         if dry {
-            return Ok(ok(StatusCode::OK, &marked));
+            return Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &marked))));
         }
         return match store
             .update(
@@ -1497,35 +1517,36 @@ async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Res
             )
             .await?
         {
-            WriteOutcome::Written { revision, .. } => Ok(ok(StatusCode::OK, &at_revision(marked, revision))),
-            WriteOutcome::Conflict { .. } => Err(conflict(t, &name)),
+            WriteOutcome::Written { revision, .. } => Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &at_revision(marked, revision))))),
+            WriteOutcome::Conflict { .. } => Ok(DeleteAttempt::Raced),
         };
     }
     if dry {
-        return Ok(ok(StatusCode::OK, &current));
+        return Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &current))));
     }
     if services::is_service(t.resource) {
         let owner = services::owner_value(t.namespace.as_deref().unwrap_or(""), &name);
         let held = services::reservations(&current);
         let key = Bytes::from(key_of(t, &name));
         return match services::commit(store, key, Some(rev), None, &held, &Default::default(), owner).await? {
-            services::Commit::Deleted | services::Commit::Written(_) => Ok(ok(StatusCode::OK, &current)),
+            services::Commit::Deleted | services::Commit::Written(_) => {
+                Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &current))))
+            }
             services::Commit::ObjectChanged(None) => Err(ApiError::NotFound {
                 resource: t.resource,
                 name,
             }),
-            services::Commit::ObjectChanged(Some(_)) | services::Commit::ReservationTaken => {
-                Err(conflict(t, &name))
-            }
+            services::Commit::ObjectChanged(Some(_)) => Ok(DeleteAttempt::Raced),
+            services::Commit::ReservationTaken => Err(conflict(t, &name)),
         };
     }
     match store.delete(Bytes::from(key_of(t, &name)), Some(rev)).await? {
-        DeleteOutcome::Deleted { .. } => Ok(ok(StatusCode::OK, &current)),
+        DeleteOutcome::Deleted { .. } => Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &current)))),
         DeleteOutcome::NotFound => Err(ApiError::NotFound {
             resource: t.resource,
             name,
         }),
-        DeleteOutcome::Conflict { .. } => Err(conflict(t, &name)),
+        DeleteOutcome::Conflict { .. } => Ok(DeleteAttempt::Raced),
     }
 }
 
