@@ -11,8 +11,10 @@ cd "$(dirname "$0")/../.."
 command -v iperf3 >/dev/null || { apt-get install -y -qq iperf3 >/dev/null; }
 command -v python3 >/dev/null || { apt-get install -y -qq python3 >/dev/null; }
 command -v kubectl >/dev/null || { echo "tests/bench/network.sh: kubectl is needed on the PATH" >&2; exit 1; }
-cargo build --release -q -p bonsai --bin bonsai
-bonsai=$PWD/target/release/bonsai
+if [ -z "${BONSAI_BIN:-}" ]; then
+  cargo build --release -q -p bonsai --bin bonsai
+fi
+bonsai=${BONSAI_BIN:-$PWD/target/release/bonsai}
 p=bnb$$
 names=(a b n1 n2 p1 p2 p3)
 dir=$(mktemp -d)

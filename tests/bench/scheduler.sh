@@ -9,8 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v kubectl >/dev/null || { echo "tests/bench/scheduler.sh: kubectl is needed on the PATH" >&2; exit 1; }
-cargo build --release -q -p bonsai --bin bonsai
-bonsai=$PWD/target/release/bonsai
+if [ -z "${BONSAI_BIN:-}" ]; then
+  cargo build --release -q -p bonsai --bin bonsai
+fi
+bonsai=${BONSAI_BIN:-$PWD/target/release/bonsai}
 ns=bsb$$
 dir=$(mktemp -d)
 cleanup() {

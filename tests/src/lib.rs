@@ -239,6 +239,43 @@ pub fn kubectl_bin(minor: u32) -> PathBuf {
     bin
 }
 
+/// A test node's guard, on the directory holding its `data` directory. When dropped: force-removes every container of the node's data directory (their shims outlive the server)
+/// and unmounts what is still mounted under it (pods' pinned namespaces, root filesystems), so that a failing test
+/// leaves nothing behind.
+#[derive(Debug)]
+pub struct NodeCleanup(pub PathBuf);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let data = self.0.join("data");
+        if let Ok(entries) = std::fs::read_dir(data.join("agent/containers")) {
+            let ids: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new(bonsai_bin())
+                    .args(["containers", "-d"])
+                    .arg(&data)
+                    .args(["rm", "--force"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        let prefix = self.0.to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in under {
+            let _ = std::process::Command::new("umount").args(["-l", mount]).status();
+        }
+    }
+}
+
 /// A `bonsai server` in a network namespace and data directory of its own, stopped and removed
 /// on drop.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use bonsai_e2e::as_node::get;
-use bonsai_e2e::{Server, ok, wait_until};
+use bonsai_e2e::{NodeCleanup, Server, ok, wait_until};
 
 #[test]
 fn the_server_registers_its_node_and_keeps_its_lease_fresh() {
@@ -86,42 +86,6 @@ fn the_server_registers_its_node_and_keeps_its_lease_fresh() {
             break;
         }
         assert!(renewed.elapsed().as_secs() < 15, "the lease was not renewed");
-    }
-}
-
-/// When dropped: force-removes every container of the node's data directory (their shims outlive the server)
-/// and unmounts what is still mounted under it (pods' pinned namespaces, root filesystems), so that a failing test
-/// leaves nothing behind.
-struct NodeCleanup(std::path::PathBuf);
-
-impl Drop for NodeCleanup {
-    fn drop(&mut self) {
-        let data = self.0.join("data");
-        if let Ok(entries) = std::fs::read_dir(data.join("agent/containers")) {
-            let ids: Vec<String> = entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new(bonsai_e2e::bonsai_bin())
-                    .args(["containers", "-d"])
-                    .arg(&data)
-                    .args(["rm", "--force"])
-                    .args(&ids)
-                    .output();
-            }
-        }
-        let prefix = self.0.to_string_lossy().into_owned();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut under: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in under {
-            let _ = std::process::Command::new("umount").args(["-l", mount]).status();
-        }
     }
 }
 

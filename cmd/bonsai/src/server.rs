@@ -43,7 +43,7 @@ fn import_airgap_images(data_dir: &std::path::Path) {
 }
 
 /// The node agent of the server's own node, in process (k3s runs its agent in the server too).
-async fn start_agent(args: &ServerArgs, advertise: IpAddr) -> anyhow::Result<()> {
+async fn start_agent(args: &ServerArgs, advertise: IpAddr, pki: &Pki) -> anyhow::Result<()> {
     let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
     let name = match &args.node_name {
         Some(name) => name.clone(),
@@ -100,6 +100,9 @@ async fn start_agent(args: &ServerArgs, advertise: IpAddr) -> anyhow::Result<()>
     runtime::install_crypto_provider();
     let registries = runtime::registries::RegistriesConfig::load(&args.private_registry)?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let (client_for_server, containers_for_server, shim_for_server) =
+        (client.clone(), containers.clone(), shim.clone());
+    let kubelet_name = name.clone();
     let pods = kubelet::pods::Pods::new(
         client,
         kubelet::pods::PodsConfig {
@@ -123,6 +126,24 @@ async fn start_agent(args: &ServerArgs, advertise: IpAddr) -> anyhow::Result<()>
         },
     );
     tokio::spawn(std::sync::Arc::new(pods).run());
+
+    // The kubelet API on :10250 (logs, exec, attach, port-forward), serving with a certificate from the
+    // cluster CA for the node's name and address, and serving only clients the CA issued.
+    let node_address = args.node_ip.unwrap_or(advertise);
+    let (cert_pem, key_pem) = pki.kubelet_serving(&[kubelet_name, node_address.to_string()])?;
+    kubelet::server::start(
+        client_for_server,
+        containers_for_server,
+        kubelet::server::KubeletServerConfig {
+            address: std::net::SocketAddr::new(node_address, kubelet::node::KUBELET_PORT as u16),
+            client_ca_pem: pki.ca_cert_pem.clone(),
+            cert_pem,
+            key_pem,
+            bonsai: shim_for_server,
+            data_dir: args.data_dir.clone(),
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -316,7 +337,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(url = %url, kubeconfig = %args.write_kubeconfig.display(), "bonsai server ready");
     import_airgap_images(&args.data_dir);
     if !args.disable_agent {
-        start_agent(&args, advertise).await?;
+        start_agent(&args, advertise, &pki).await?;
     }
     let identity = election_identity(&server_dir)?;
     let mut controllers = start_controllers(&args, networks, &identity).await?;

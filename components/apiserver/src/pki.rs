@@ -23,6 +23,8 @@ const SERVING_CERT: &str = "serving-kube-apiserver.crt";
 const SERVING_KEY: &str = "serving-kube-apiserver.key";
 const ADMIN_CERT: &str = "client-admin.crt";
 const ADMIN_KEY: &str = "client-admin.key";
+const KUBELET_SERVING_CERT: &str = "serving-kubelet.crt";
+const KUBELET_SERVING_KEY: &str = "serving-kubelet.key";
 
 /// CA lifetime, as k3s: ten years.
 const CA_DAYS: i64 = 3650;
@@ -112,6 +114,30 @@ impl Pki {
 
     pub fn ca_cert_path(&self) -> PathBuf {
         self.dir.join(CA_CERT)
+    }
+
+    /// The node agent's serving certificate for port 10250 (`serving-kubelet.crt`, k3s's name), issued by the
+    /// cluster CA for `names` (the node's name and addresses) and reissued when one is missing or it nears
+    /// expiry. Returns the certificate and key PEM.
+    pub fn kubelet_serving(&self, names: &[String]) -> Result<(String, String), PkiError> {
+        let (ca_cert_pem, ca_key) = load_or_create_ca(&self.dir)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key)
+            .map_err(|e| invalid(&self.dir.join(CA_CERT), e))?;
+        let still_good = |pem: &str| covers(pem, names) && fresh(pem) && signed_by(pem, &ca_cert_pem);
+        load_or_issue(
+            &self.dir,
+            KUBELET_SERVING_CERT,
+            KUBELET_SERVING_KEY,
+            still_good,
+            "the kubelet serving certificate",
+            || {
+                let mut params = leaf_params(names.first().map_or("kubelet", String::as_str), None)?;
+                params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                Ok(params)
+            },
+            &issuer,
+        )
     }
 }
 
@@ -341,6 +367,26 @@ mod tests {
         assert_ne!(moved.serving_cert_pem, first.serving_cert_pem);
         assert!(subject_alt_names(&moved.serving_cert_pem).contains(&"10.9.8.7".to_string()));
         assert_eq!(moved.admin_cert_pem, first.admin_cert_pem);
+    }
+
+    #[test]
+    fn the_kubelet_serving_certificate_covers_the_node_and_is_reissued_when_it_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &names(&["127.0.0.1"])).unwrap();
+        let (cert, key) = pki.kubelet_serving(&names(&["n1", "10.0.0.5"])).unwrap();
+        assert!(signed_by(&cert, &pki.ca_cert_pem));
+        assert!(KeyPair::from_pem(&key).is_ok());
+        assert_eq!(subject_alt_names(&cert), names(&["n1", "10.0.0.5"]));
+        let (again, _) = pki.kubelet_serving(&names(&["n1", "10.0.0.5"])).unwrap();
+        assert_eq!(again, cert, "a covering certificate is reused");
+        let (moved, _) = pki.kubelet_serving(&names(&["n1", "10.0.0.6"])).unwrap();
+        assert!(subject_alt_names(&moved).contains(&"10.0.0.6".to_string()));
+        assert_eq!(
+            Pki::load_or_create(dir.path(), &names(&["127.0.0.1"]))
+                .unwrap()
+                .ca_cert_pem,
+            pki.ca_cert_pem
+        );
     }
 
     #[test]

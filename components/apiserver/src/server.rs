@@ -17,6 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use crate::authn::Authenticator;
 use crate::authz::{Authorizer, Decision, RequestAttributes};
+use crate::node_proxy;
 use crate::pki::Pki;
 use crate::{health, resources, status};
 
@@ -180,7 +181,16 @@ pub fn go_arch() -> &'static str {
 }
 
 /// Everything under `/api` and `/apis` goes to the resource layer.
-async fn api(state: Arc<AppState>, watches: Arc<resources::WatchCaches>, request: Request) -> Response {
+async fn api(
+    state: Arc<AppState>,
+    watches: Arc<resources::WatchCaches>,
+    kubelet: Arc<node_proxy::KubeletClient>,
+    request: Request,
+) -> Response {
+    let path = request.uri().path().to_string();
+    if let Some(target) = node_proxy::node_subresource(&path) {
+        return node_proxy::serve(&*state.store, &kubelet, target, request).await;
+    }
     let (parts, body) = request.into_parts();
     if let Some(version) = self_subject_review_version(parts.uri.path())
         && parts.method == axum::http::Method::POST
@@ -226,9 +236,14 @@ fn self_subject_review(version: &str, user: Option<&crate::authn::UserInfo>) -> 
     status::json(axum::http::StatusCode::CREATED, &review)
 }
 
-fn router(state: Arc<AppState>, watches: Arc<resources::WatchCaches>) -> Router {
-    let api =
-        move |State(state): State<Arc<AppState>>, request: Request| api(state, watches.clone(), request);
+fn router(
+    state: Arc<AppState>,
+    watches: Arc<resources::WatchCaches>,
+    kubelet: Arc<node_proxy::KubeletClient>,
+) -> Router {
+    let api = move |State(state): State<Arc<AppState>>, request: Request| {
+        api(state, watches.clone(), kubelet.clone(), request)
+    };
     let router =
         Router::new()
             .route("/version", get(version))
@@ -272,7 +287,8 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     // server can be watched from (until the window or compaction passes it).
     let watches = Arc::new(resources::WatchCaches::new(config.state.store.clone()));
     watches.start_all().await;
-    let app = router(Arc::new(config.state), watches);
+    let kubelet = Arc::new(node_proxy::KubeletClient::new(&config.pki).map_err(ApiServerError::Tls)?);
+    let app = router(Arc::new(config.state), watches, kubelet);
     let server = axum_server::from_tcp_rustls(listener, tls)
         .map_err(|source| ApiServerError::Bind { addr, source })?
         .handle(handle.clone());

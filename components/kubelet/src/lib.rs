@@ -10,6 +10,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod sandbox;
+pub mod server;
 pub mod volumes;
 
 /// Why a node-agent operation failed.

@@ -124,7 +124,10 @@ fn container_id(uid: &str, name: &str, attempt: u32) -> String {
 }
 
 /// The attempts of each container of a pod, oldest first.
-fn attempts_by_name(uid: &str, all: &[ContainerInfo]) -> BTreeMap<String, Vec<(u32, ContainerInfo)>> {
+pub(crate) fn attempts_by_name(
+    uid: &str,
+    all: &[ContainerInfo],
+) -> BTreeMap<String, Vec<(u32, ContainerInfo)>> {
     let mut out: BTreeMap<String, Vec<(u32, ContainerInfo)>> = BTreeMap::new();
     let prefix = format!("{uid}_");
     for info in all {
@@ -374,13 +377,13 @@ impl Pods {
         }
         // Pods that are gone from the API (force-deleted, or deleted while the agent was down): their containers
         // and sandboxes go too.
-        let listed = match self.blocking(|r| r.list()).await {
-            Ok(listed) => listed,
-            Err(e) => return tracing::warn!(error = %e, "listing containers"),
-        };
-        let mut orphans: BTreeSet<String> = listed
-            .iter()
-            .filter_map(|c| c.config.id.split('_').next().map(String::from))
+        // (Only the runtime's container names are read here: their state is read by the passes.)
+        let mut orphans: BTreeSet<String> = std::fs::read_dir(self.config.data_dir.join("agent/containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|id| id.split('_').next().map(String::from))
             .filter(|uid| !known.contains(uid))
             .collect();
         if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("agent/pods")) {
@@ -410,11 +413,10 @@ impl Pods {
     async fn kill_pod(&self, uid: &str, grace: Duration) -> Result<(), KubeletError> {
         let prefix = format!("{uid}_");
         let ids: Vec<String> = self
-            .blocking(|r| r.list())
+            .blocking(move |r| r.list_prefixed(&prefix))
             .await?
             .into_iter()
             .map(|c| c.config.id)
-            .filter(|id| id.starts_with(&prefix))
             .collect();
         let mut stops = tokio::task::JoinSet::new();
         for id in &ids {
@@ -556,9 +558,11 @@ impl Pods {
         sandbox::write_file(&pod_dir.join("hostname"), &format!("{hostname}\n"))?;
 
         let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
-        let all = self.blocking(|r| r.list()).await?;
+        let prefix = format!("{uid}_");
+        let all = self.blocking(move |r| r.list_prefixed(&prefix)).await?;
         let attempts = attempts_by_name(&uid, &all);
-        let inputs = self.env_inputs(pod, &namespace, &pod_ips).await?;
+        // Fetched only when a container is to start (each pass would otherwise read the API for every pod).
+        let inputs = tokio::sync::OnceCell::new();
         let network_namespace = if host_network {
             PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))
         } else {
@@ -571,7 +575,8 @@ impl Pods {
             network_namespace: &network_namespace,
             pod_dir: &pod_dir,
             inputs: &inputs,
-            pod_ip: pod_ips.first().map_or("", String::as_str),
+            namespace: &namespace,
+            pod_ips: &pod_ips,
         };
 
         // Init containers, one after another, each to success.
@@ -885,7 +890,7 @@ impl Pods {
             .checked_sub(Duration::from_secs_f64(running_for))
             .unwrap_or_else(tokio::time::Instant::now);
         let observed = crate::probes::ContainerObservation {
-            pod_ip: context.pod_ip.to_string(),
+            pod_ip: context.pod_ips.first().cloned().unwrap_or_default(),
             container_id: Some(id.to_string()),
             state: crate::probes::ObservedState::Running { started_at: started },
             pod_finished: false,
@@ -939,7 +944,15 @@ impl Pods {
             Ok(image) => image,
             Err((reason, message)) => return waiting(reason, message),
         };
-        let env = match crate::env::container_environment(context.pod, container, context.inputs) {
+        let inputs = match context
+            .inputs
+            .get_or_try_init(|| self.env_inputs(context.pod, context.namespace, context.pod_ips))
+            .await
+        {
+            Ok(inputs) => inputs,
+            Err(e) => return waiting("CreateContainerConfigError", e.to_string()),
+        };
+        let env = match crate::env::container_environment(context.pod, container, inputs) {
             Ok(env) => env,
             Err(e) => return waiting("CreateContainerConfigError", e.to_string()),
         };
@@ -1080,8 +1093,10 @@ struct StartContext<'a> {
     hostname: &'a str,
     network_namespace: &'a std::path::Path,
     pod_dir: &'a std::path::Path,
-    inputs: &'a crate::env::EnvInputs,
-    pod_ip: &'a str,
+    /// The environment's inputs, fetched on the first start of the pass.
+    inputs: &'a tokio::sync::OnceCell<crate::env::EnvInputs>,
+    namespace: &'a str,
+    pod_ips: &'a [String],
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
             }
         }
         ("", "PodTemplate") => template(object.get_mut("template")),
+        ("", "Secret") => secret_string_data(object),
         ("", "ReplicationController") => {
             replicas(object);
             replication_controller_selector(object);
@@ -44,6 +45,26 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
             template(object.pointer_mut("/spec/jobTemplate/spec/template"));
         }
         _ => {}
+    }
+}
+
+/// A Secret's `stringData` is write-only: kube-apiserver folds it into `data` (base64, replacing the same keys)
+/// and stores no `stringData`, so readers (the kubelet, `kubectl get -o yaml`) see one map.
+fn secret_string_data(object: &mut Value) {
+    use base64::Engine;
+    let Some(map) = object.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = map.remove("stringData") else {
+        return;
+    };
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        data[key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 
@@ -470,6 +491,17 @@ mod tests {
         let pod = &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"];
         assert_eq!(pod["restartPolicy"], "Never");
         assert_eq!(pod["dnsPolicy"], "ClusterFirst");
+    }
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let mut secret =
+            json!({"data": {"a": "MQ==", "b": "Mg=="}, "stringData": {"b": "two", "c": "three"}});
+        apply("", "Secret", &mut secret);
+        assert_eq!(
+            secret,
+            json!({"data": {"a": "MQ==", "b": "dHdv", "c": "dGhyZWU="}})
+        );
     }
 
     #[test]

@@ -1382,7 +1382,12 @@ async fn delete(store: &dyn Store, t: &Target, q: &Query, options: Value) -> Res
     Err(conflict(t, name_of(t)))
 }
 
-async fn delete_once(store: &dyn Store, t: &Target, q: &Query, options: &Value) -> Result<DeleteAttempt, ApiError> {
+async fn delete_once(
+    store: &dyn Store,
+    t: &Target,
+    q: &Query,
+    options: &Value,
+) -> Result<DeleteAttempt, ApiError> {
     let name = name_of(t).to_string();
     let (current, rev) = get(store, t).await?;
     if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
@@ -1517,7 +1522,10 @@ async fn delete_once(store: &dyn Store, t: &Target, q: &Query, options: &Value) 
             )
             .await?
         {
-            WriteOutcome::Written { revision, .. } => Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &at_revision(marked, revision))))),
+            WriteOutcome::Written { revision, .. } => Ok(DeleteAttempt::Done(Ok(ok(
+                StatusCode::OK,
+                &at_revision(marked, revision),
+            )))),
             WriteOutcome::Conflict { .. } => Ok(DeleteAttempt::Raced),
         };
     }

@@ -502,10 +502,19 @@ impl Runtime {
     }
 
     pub fn list(&self) -> Result<Vec<ContainerInfo>, ContainerError> {
+        self.list_prefixed("")
+    }
+
+    /// The containers whose ids start with `prefix` (the node agent's containers of one pod), reading only
+    /// their state.
+    pub fn list_prefixed(&self, prefix: &str) -> Result<Vec<ContainerInfo>, ContainerError> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.root).map_err(io_at(&self.root))? {
             let entry = entry.map_err(io_at(&self.root))?;
             let id = entry.file_name().to_string_lossy().to_string();
+            if !id.starts_with(prefix) {
+                continue;
+            }
             if let Ok(info) = self.status(&id) {
                 out.push(info);
             }
