@@ -11,9 +11,16 @@ use bonsai_e2e::images::{Layout, Registry};
 use bonsai_e2e::{NetNs, NodeCleanup, Server, fails, ok, text, wait_until};
 
 /// A node namespace with an upstream link (a default route, as a real node has), a registry with busybox, and a
-/// server running its agent. Dropped in order: the server, then its containers and mounts, the registry, and
-/// the upstream namespace.
-fn node_with_busybox() -> (Server, NodeCleanup, Registry, NetNs) {
+/// server running its agent. Fields drop in order: the server first (so no agent restarts what the guard then
+/// removes), then the node's containers and mounts, the registry, and the upstream namespace.
+struct Node {
+    server: Server,
+    _cleanup: NodeCleanup,
+    _registry: Registry,
+    _upstream: NetNs,
+}
+
+fn node_with_busybox() -> Node {
     let (node, upstream) = (NetNs::new(), NetNs::new());
     node.link_to("192.168.209.1", &upstream, "192.168.209.2");
     assert!(
@@ -47,7 +54,12 @@ fn node_with_busybox() -> (Server, NodeCleanup, Registry, NetNs) {
         dir,
         &["--node-name", "n1", "--pod-logs-dir", logs.to_str().unwrap()],
     );
-    (server, cleanup, registry, upstream)
+    Node {
+        server,
+        _cleanup: cleanup,
+        _registry: registry,
+        _upstream: upstream,
+    }
 }
 
 fn wait_ready(server: &Server, pods: &[&str]) {
@@ -78,7 +90,8 @@ fn helpers(server: &Server, verb: &str) -> usize {
 
 #[test]
 fn kubectl_logs_exec_and_port_forward_reach_the_pods() {
-    let (server, _cleanup, _registry, _upstream) = node_with_busybox();
+    let node = node_with_busybox();
+    let server = &node.server;
     let image = format!("{}/test/busybox:v1", Registry::ADDR);
     let manifest = format!(
         r#"{{"apiVersion": "v1", "kind": "List", "items": [
@@ -95,8 +108,41 @@ fn kubectl_logs_exec_and_port_forward_reach_the_pods() {
       {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "unscheduled"}},
        "spec": {{"nodeSelector": {{"no-such": "node"}}, "containers": [{{"name": "c", "image": "{image}"}}]}}}}]}}"#
     );
-    bonsai_e2e::as_node::kubectl_file(&server, "apply", "pods.json", &manifest);
-    wait_ready(&server, &["talker", "web"]);
+    bonsai_e2e::as_node::kubectl_file(server, "apply", "pods.json", &manifest);
+    wait_ready(server, &["talker", "web"]);
+
+    // The kubelet API on the node's address: its certificate is the cluster CA's, and it serves only clients
+    // with a certificate of the CA.
+    let tls = server.data_dir().join("server/tls");
+    let url = "https://192.168.209.1:10250/containerLogs/default/talker/c?tailLines=1";
+    let ca = tls.join("server-ca.crt");
+    let anonymous = server
+        .netns
+        .net_command("curl")
+        .args(["-s", "--max-time", "5", "--cacert", ca.to_str().unwrap(), url])
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success(), "{}", text(&anonymous));
+    let (cert, key) = (tls.join("client-admin.crt"), tls.join("client-admin.key"));
+    let direct = server
+        .netns
+        .net_command("curl")
+        .args(["-sf", "--max-time", "5", "--cacert", ca.to_str().unwrap()])
+        .args([
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            url,
+        ])
+        .output()
+        .unwrap();
+    let direct = ok(direct);
+    assert_eq!(direct.lines().count(), 1, "{direct}");
+    assert!(
+        direct.starts_with("hello") || direct.starts_with("line "),
+        "{direct}"
+    );
 
     // Logs: the whole log, its tail, timestamps, on both kubectl versions.
     wait_until("three log lines", || {
@@ -179,12 +225,32 @@ fn kubectl_logs_exec_and_port_forward_reach_the_pods() {
 
     // --previous: the attempt before the restart.
     wait_until("the restarter to restart", || {
-        get(&server, &["pod", "restarter"])["status"]["containerStatuses"][0]["restartCount"]
+        get(server, &["pod", "restarter"])["status"]["containerStatuses"][0]["restartCount"]
             .as_u64()
             .is_some_and(|n| n >= 1)
     });
     let previous = ok(server.kubectl(33, &["logs", "restarter", "--previous"]));
     assert!(previous.starts_with("attempt "), "{previous}");
+    // Following a container's log ends when the container does (the restarter's attempts last 3 s).
+    let followed = Instant::now();
+    let mut follow = server
+        .kubectl_command(33)
+        .args(["logs", "-f", "restarter"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if let Some(status) = follow.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        if followed.elapsed() > Duration::from_secs(15) {
+            follow.kill().unwrap();
+            panic!("kubectl logs -f did not end with the container");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let never = fails(server.kubectl(33, &["logs", "talker", "--previous"]));
     assert!(
         never.contains("previous terminated container \"c\" in pod \"talker\" not found"),
@@ -245,11 +311,11 @@ fn kubectl_logs_exec_and_port_forward_reach_the_pods() {
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
         assert!(line.starts_with("line "), "{line:?}");
-        assert_eq!(helpers(&server, "attach"), 1);
+        assert_eq!(helpers(server, "attach"), 1);
         attach.kill().unwrap();
         attach.wait().unwrap();
         // The kubelet's helper goes with its client (it would otherwise stay until the container ends).
-        wait_until("the attach helper to end", || helpers(&server, "attach") == 0);
+        wait_until("the attach helper to end", || helpers(server, "attach") == 0);
     }
 
     // port-forward: a local port in the node's namespace reaches the pod's httpd.

@@ -31,19 +31,20 @@ pub struct KubeletClient {
 }
 
 impl KubeletClient {
-    /// Trusts kubelets whose certificate the cluster CA issued, and presents the admin client certificate
-    /// (kube-apiserver presents its own `apiserver-kubelet-client` one; bonsai's kubelets check only the CA).
+    /// Trusts kubelets whose certificate the cluster CA issued, and presents the API server's kubelet client
+    /// certificate (`system:apiserver`, from the same CA).
     pub fn new(pki: &Pki) -> Result<KubeletClient, String> {
+        let (client_cert_pem, client_key_pem) = pki.apiserver_kubelet_client().map_err(|e| e.to_string())?;
         let mut roots = rustls::RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(pki.ca_cert_pem.as_bytes()) {
             roots
                 .add(ca.map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;
         }
-        let chain = CertificateDer::pem_slice_iter(pki.admin_cert_pem.as_bytes())
+        let chain = CertificateDer::pem_slice_iter(client_cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
-        let key = PrivateKeyDer::from_pem_slice(pki.admin_key_pem.as_bytes()).map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::from_pem_slice(client_key_pem.as_bytes()).map_err(|e| e.to_string())?;
         let tls =
             rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()

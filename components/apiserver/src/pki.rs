@@ -25,6 +25,8 @@ const ADMIN_CERT: &str = "client-admin.crt";
 const ADMIN_KEY: &str = "client-admin.key";
 const KUBELET_SERVING_CERT: &str = "serving-kubelet.crt";
 const KUBELET_SERVING_KEY: &str = "serving-kubelet.key";
+const APISERVER_CLIENT_CERT: &str = "client-kube-apiserver.crt";
+const APISERVER_CLIENT_KEY: &str = "client-kube-apiserver.key";
 
 /// CA lifetime, as k3s: ten years.
 const CA_DAYS: i64 = 3650;
@@ -114,6 +116,27 @@ impl Pki {
 
     pub fn ca_cert_path(&self) -> PathBuf {
         self.dir.join(CA_CERT)
+    }
+
+    /// The API server's client certificate towards kubelets (kube-apiserver's `apiserver-kubelet-client`; k3s's
+    /// `client-kube-apiserver.crt`): `CN=system:apiserver`, `O=system:masters`. Returns the certificate and key PEM.
+    pub fn apiserver_kubelet_client(&self) -> Result<(String, String), PkiError> {
+        let (ca_cert_pem, ca_key) = load_or_create_ca(&self.dir)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key)
+            .map_err(|e| invalid(&self.dir.join(CA_CERT), e))?;
+        load_or_issue(
+            &self.dir,
+            APISERVER_CLIENT_CERT,
+            APISERVER_CLIENT_KEY,
+            |pem: &str| fresh(pem) && signed_by(pem, &ca_cert_pem),
+            "the API server's kubelet client certificate",
+            || {
+                let mut params = leaf_params("system:apiserver", Some("system:masters"))?;
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                Ok(params)
+            },
+            &issuer,
+        )
     }
 
     /// The node agent's serving certificate for port 10250 (`serving-kubelet.crt`, k3s's name), issued by the
@@ -381,6 +404,9 @@ mod tests {
         assert_eq!(again, cert, "a covering certificate is reused");
         let (moved, _) = pki.kubelet_serving(&names(&["n1", "10.0.0.6"])).unwrap();
         assert!(subject_alt_names(&moved).contains(&"10.0.0.6".to_string()));
+        let (client, _) = pki.apiserver_kubelet_client().unwrap();
+        assert!(signed_by(&client, &pki.ca_cert_pem));
+        assert_eq!(pki.apiserver_kubelet_client().unwrap().0, client);
         assert_eq!(
             Pki::load_or_create(dir.path(), &names(&["127.0.0.1"]))
                 .unwrap()
