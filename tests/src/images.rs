@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{NetNs, Running};
+use crate::{NetNs, NodeCleanup, Running, Server};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -195,5 +195,71 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(100));
         }
         Registry { process }
+    }
+}
+
+#[derive(Debug)]
+/// A node namespace with an upstream link (a default route, as a real node has), a registry with busybox, and a
+/// server running its agent. Fields drop in order: the server first (so no agent restarts what the guard then
+/// removes), then the node's containers and mounts, the registry, and the upstream namespace.
+pub struct AgentNode {
+    pub server: Server,
+    /// Where its containers' logs go (`--pod-logs-dir`).
+    pub logs: std::path::PathBuf,
+    _cleanup: NodeCleanup,
+    _registry: Registry,
+    _upstream: NetNs,
+}
+
+impl AgentNode {
+    /// The node, ready.
+    pub fn with_busybox() -> AgentNode {
+        let (node, upstream) = (NetNs::new(), NetNs::new());
+        node.link_to("192.168.209.1", &upstream, "192.168.209.2");
+        assert!(
+            std::process::Command::new("ip")
+                .args([
+                    "-n",
+                    &node.name,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "192.168.209.2"
+                ])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cleanup = NodeCleanup(dir.path().to_path_buf());
+        let registry = Registry::start(&node, &dir.path().join("registry"), None);
+        let layout = Layout::busybox(dir.path());
+        layout.copy(
+            &node,
+            "v1",
+            &format!("docker://{}/test/busybox:v1", Registry::ADDR),
+            None,
+        );
+        let logs = dir.path().join("pod-logs");
+        let server = Server::start_in_with_agent(
+            node,
+            dir,
+            &["--node-name", "n1", "--pod-logs-dir", logs.to_str().unwrap()],
+        );
+        AgentNode {
+            server,
+            logs,
+            _cleanup: cleanup,
+            _registry: registry,
+            _upstream: upstream,
+        }
+    }
+}
+
+impl AgentNode {
+    /// The image the node's registry holds: busybox (`sh`, `echo`, `cat`, `ls`, `sleep`, `true`).
+    pub fn image(&self) -> String {
+        format!("{}/test/busybox:v1", Registry::ADDR)
     }
 }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use bonsai_e2e::as_node::get;
-use bonsai_e2e::{NodeCleanup, Server, ok, wait_until};
+use bonsai_e2e::{Server, ok, wait_until};
 
 #[test]
 fn the_server_registers_its_node_and_keeps_its_lease_fresh() {
@@ -95,41 +95,10 @@ fn in_node(server: &Server, program: &str, args: &[&str]) -> std::process::Outpu
 
 #[test]
 fn pods_run_serve_restart_and_stop_for_real() {
-    use bonsai_e2e::images::{Layout, Registry};
-    let (node, upstream) = (bonsai_e2e::NetNs::new(), bonsai_e2e::NetNs::new());
-    node.link_to("192.168.207.1", &upstream, "192.168.207.2");
-    assert!(
-        std::process::Command::new("ip")
-            .args([
-                "-n",
-                &node.name,
-                "route",
-                "add",
-                "default",
-                "via",
-                "192.168.207.2"
-            ])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let _cleanup = NodeCleanup(dir.path().to_path_buf());
-    let _registry = Registry::start(&node, &dir.path().join("registry"), None);
-    let layout = Layout::busybox(dir.path());
-    layout.copy(
-        &node,
-        "v1",
-        &format!("docker://{}/test/busybox:v1", Registry::ADDR),
-        None,
-    );
-    let logs = dir.path().join("pod-logs");
-    let server = Server::start_in_with_agent(
-        node,
-        dir,
-        &["--node-name", "n1", "--pod-logs-dir", logs.to_str().unwrap()],
-    );
-    let image = format!("{}/test/busybox:v1", Registry::ADDR);
+    let node = bonsai_e2e::images::AgentNode::with_busybox();
+    let server = &node.server;
+    let logs = node.logs.clone();
+    let image = node.image();
     let manifest = format!(
         r#"{{"apiVersion": "v1", "kind": "List", "items": [
       {{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "web"}},
@@ -153,11 +122,11 @@ fn pods_run_serve_restart_and_stop_for_real() {
       {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "crasher"}},
        "spec": {{"containers": [{{"name": "c", "image": "{image}", "command": ["/bin/sh", "-c", "echo bye; exit 3"]}}]}}}}]}}"#
     );
-    bonsai_e2e::as_node::kubectl_file(&server, "apply", "web.json", &manifest);
+    bonsai_e2e::as_node::kubectl_file(server, "apply", "web.json", &manifest);
 
     // Both replicas run and turn Ready.
     wait_until("the deployment's pods", || {
-        get(&server, &["pods", "-l", "app=web"])["items"]
+        get(server, &["pods", "-l", "app=web"])["items"]
             .as_array()
             .is_some_and(|i| i.len() == 2)
     });
@@ -178,7 +147,7 @@ fn pods_run_serve_restart_and_stop_for_real() {
         bonsai_e2e::text(&waited),
         ok(server.kubectl(33, &["get", "pods", "-o", "yaml"]))
     );
-    let pods = get(&server, &["pods", "-l", "app=web"]);
+    let pods = get(server, &["pods", "-l", "app=web"]);
     let pods = pods["items"].as_array().unwrap();
     assert_eq!(pods.len(), 2);
     for pod in pods {
@@ -188,7 +157,7 @@ fn pods_run_serve_restart_and_stop_for_real() {
             status["podIP"].as_str().unwrap().starts_with("10.42."),
             "{status}"
         );
-        assert_eq!(status["hostIP"], "192.168.207.1");
+        assert_eq!(status["hostIP"], "192.168.209.1");
         assert_eq!(status["qosClass"], "BestEffort");
         let container = &status["containerStatuses"][0];
         assert!(
@@ -205,14 +174,14 @@ fn pods_run_serve_restart_and_stop_for_real() {
         // Each answers on its own address, with its own host name (the kubelet's /etc/hostname).
         let name = pod["metadata"]["name"].as_str().unwrap();
         let url = format!("http://{}:8080/hostname", status["podIP"].as_str().unwrap());
-        let answer = ok(in_node(&server, "curl", &["-s", "--max-time", "5", &url]));
+        let answer = ok(in_node(server, "curl", &["-s", "--max-time", "5", &url]));
         assert_eq!(answer.trim(), name);
     }
     // The Service reaches them through its cluster IP, on the node's proxy.
     let cluster_ip = ok(server.kubectl(33, &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]));
     wait_until("the service to answer", || {
         in_node(
-            &server,
+            server,
             "curl",
             &["-s", "--max-time", "2", &format!("http://{cluster_ip}/hostname")],
         )
@@ -228,11 +197,11 @@ fn pods_run_serve_restart_and_stop_for_real() {
     );
     assert!(waited.status.success(), "{}", bonsai_e2e::text(&waited));
     wait_until("the liveness probe to restart the container", || {
-        let pod = get(&server, &["pod", "probed"]);
+        let pod = get(server, &["pod", "probed"]);
         let c = &pod["status"]["containerStatuses"][0];
         c["restartCount"].as_i64().unwrap_or(0) >= 1 && c["lastState"]["terminated"].is_object()
     });
-    let never = get(&server, &["pod", "never-ready"]);
+    let never = get(server, &["pod", "never-ready"]);
     assert_eq!(never["status"]["phase"], "Running", "{never}");
     assert_eq!(never["status"]["containerStatuses"][0]["ready"], false);
     let ready = never["status"]["conditions"]
@@ -246,11 +215,11 @@ fn pods_run_serve_restart_and_stop_for_real() {
 
     // A crashing container is restarted, then backs off.
     wait_until("the crasher to back off", || {
-        let pod = get(&server, &["pod", "crasher"]);
+        let pod = get(server, &["pod", "crasher"]);
         let c = &pod["status"]["containerStatuses"][0];
         c["restartCount"].as_i64().unwrap_or(0) >= 1 && c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     });
-    let crasher = get(&server, &["pod", "crasher"]);
+    let crasher = get(server, &["pod", "crasher"]);
     assert_eq!(
         crasher["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
         3
@@ -266,7 +235,7 @@ fn pods_run_serve_restart_and_stop_for_real() {
     assert!(deleted.status.success(), "{}", bonsai_e2e::text(&deleted));
     // (The ReplicaSet may replace a terminating pod before the garbage collector deletes it: wait for all.)
     wait_until("every pod gone from the API", || {
-        get(&server, &["pods"])["items"]
+        get(server, &["pods"])["items"]
             .as_array()
             .is_some_and(|i| i.is_empty())
     });

@@ -7,60 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bonsai_e2e::as_node::get;
-use bonsai_e2e::images::{Layout, Registry};
-use bonsai_e2e::{NetNs, NodeCleanup, Server, fails, ok, text, wait_until};
-
-/// A node namespace with an upstream link (a default route, as a real node has), a registry with busybox, and a
-/// server running its agent. Fields drop in order: the server first (so no agent restarts what the guard then
-/// removes), then the node's containers and mounts, the registry, and the upstream namespace.
-struct Node {
-    server: Server,
-    _cleanup: NodeCleanup,
-    _registry: Registry,
-    _upstream: NetNs,
-}
-
-fn node_with_busybox() -> Node {
-    let (node, upstream) = (NetNs::new(), NetNs::new());
-    node.link_to("192.168.209.1", &upstream, "192.168.209.2");
-    assert!(
-        std::process::Command::new("ip")
-            .args([
-                "-n",
-                &node.name,
-                "route",
-                "add",
-                "default",
-                "via",
-                "192.168.209.2"
-            ])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let cleanup = NodeCleanup(dir.path().to_path_buf());
-    let registry = Registry::start(&node, &dir.path().join("registry"), None);
-    let layout = Layout::busybox(dir.path());
-    layout.copy(
-        &node,
-        "v1",
-        &format!("docker://{}/test/busybox:v1", Registry::ADDR),
-        None,
-    );
-    let logs = dir.path().join("pod-logs");
-    let server = Server::start_in_with_agent(
-        node,
-        dir,
-        &["--node-name", "n1", "--pod-logs-dir", logs.to_str().unwrap()],
-    );
-    Node {
-        server,
-        _cleanup: cleanup,
-        _registry: registry,
-        _upstream: upstream,
-    }
-}
+use bonsai_e2e::{Server, fails, ok, text, wait_until};
 
 fn wait_ready(server: &Server, pods: &[&str]) {
     let mut args = vec!["wait", "--for=condition=Ready", "--timeout=90s", "pod"];
@@ -90,9 +37,9 @@ fn helpers(server: &Server, verb: &str) -> usize {
 
 #[test]
 fn kubectl_logs_exec_and_port_forward_reach_the_pods() {
-    let node = node_with_busybox();
+    let node = bonsai_e2e::images::AgentNode::with_busybox();
     let server = &node.server;
-    let image = format!("{}/test/busybox:v1", Registry::ADDR);
+    let image = node.image();
     let manifest = format!(
         r#"{{"apiVersion": "v1", "kind": "List", "items": [
       {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "talker"}},

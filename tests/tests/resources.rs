@@ -753,7 +753,7 @@ fn kubectl_scale_and_pod_binding() {
     );
     assert_eq!(code, 201, "{body}");
     fails(server.kubectl(33, &["get", "pod", "q"]));
-    // The node agent's subresources answer 503 until it exists.
+    // The node agent's subresources go to the pod's node: one that does not exist is an error, as in Kubernetes.
     let logs = fails(server.kubectl(33, &["logs", "p"]));
-    assert!(logs.contains("node agent"), "{logs}");
+    assert!(logs.contains(r#"nodes "node-a" not found"#), "{logs}");
 }

@@ -21,18 +21,14 @@ const KUBERNETES_MINOR: &str = "33";
 const KUBERNETES_PATCH: &str = "0";
 
 /// Imports every image tarball in `<data-dir>/agent/images/` into the image store, in the background, as k3s
-/// does at start for air-gapped installs.
-fn import_airgap_images(data_dir: &std::path::Path) {
+/// does at start for air-gapped installs. The store is the node agent's own (one open store per process: opening
+/// one discards unfinished downloads, which would be another opener's).
+fn import_airgap_images(data_dir: &std::path::Path, store: Arc<runtime::store::ContentStore>) {
     let images = data_dir.join("agent/images");
     if !images.is_dir() {
         return;
     }
-    let root = crate::images::store_dir(data_dir);
     tokio::task::spawn_blocking(move || {
-        let store = match runtime::store::ContentStore::open(&root) {
-            Ok(store) => store,
-            Err(e) => return tracing::warn!(error = %e, "cannot open the image store"),
-        };
         for (file, result) in runtime::import::import_directory(&store, &images) {
             match result {
                 Ok(count) => tracing::info!(file = %file.display(), images = count, "imported images"),
@@ -43,7 +39,12 @@ fn import_airgap_images(data_dir: &std::path::Path) {
 }
 
 /// The node agent of the server's own node, in process (k3s runs its agent in the server too).
-async fn start_agent(args: &ServerArgs, advertise: IpAddr, pki: &Pki) -> anyhow::Result<()> {
+async fn start_agent(
+    args: &ServerArgs,
+    advertise: IpAddr,
+    pki: &Pki,
+    store: Arc<runtime::store::ContentStore>,
+) -> anyhow::Result<()> {
     let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
     let name = match &args.node_name {
         Some(name) => name.clone(),
@@ -87,10 +88,6 @@ async fn start_agent(args: &ServerArgs, advertise: IpAddr, pki: &Pki) -> anyhow:
             }
         });
     }
-    let store = std::sync::Arc::new(
-        runtime::store::ContentStore::open(crate::images::store_dir(&args.data_dir))
-            .context("cannot open the image store")?,
-    );
     let shim = std::env::current_exe().context("cannot find the bonsai binary to run shims")?;
     let containers = std::sync::Arc::new(runtime::container::Runtime::new(
         args.data_dir.join("agent/containers"),
@@ -335,9 +332,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let url = format!("https://{local}");
     apiserver::kubeconfig::write(&args.write_kubeconfig, args.write_kubeconfig_mode, &url, &pki)?;
     tracing::info!(url = %url, kubeconfig = %args.write_kubeconfig.display(), "bonsai server ready");
-    import_airgap_images(&args.data_dir);
+    let images = {
+        let root = crate::images::store_dir(&args.data_dir);
+        let opening = tokio::task::spawn_blocking(move || runtime::store::ContentStore::open(&root));
+        Arc::new(
+            opening
+                .await
+                .context("image store open task failed")?
+                .context("cannot open the image store")?,
+        )
+    };
+    import_airgap_images(&args.data_dir, images.clone());
     if !args.disable_agent {
-        start_agent(&args, advertise, &pki).await?;
+        start_agent(&args, advertise, &pki, images).await?;
     }
     let identity = election_identity(&server_dir)?;
     let mut controllers = start_controllers(&args, networks, &identity).await?;
