@@ -494,25 +494,14 @@ pub async fn run(client: kube::Client) {
     };
     let all = {
         let sets = sets.clone();
-        move || -> Vec<Key> {
-            sets.state()
-                .iter()
-                .filter_map(|s| Some((s.metadata.namespace.clone()?, s.metadata.name.clone()?)))
-                .collect()
-        }
+        move || -> Vec<Key> { work::all_keys(&sets) }
     };
     let keys_of = {
         let all = all.clone();
         move |seen: Seen| -> Vec<Key> {
             match seen {
                 Seen::Set(c) => match *c {
-                    Change::Object(s) => s
-                        .metadata
-                        .namespace
-                        .clone()
-                        .zip(s.metadata.name.clone())
-                        .into_iter()
-                        .collect(),
+                    Change::Object(s) => work::key_of(&s.metadata),
                     Change::Relisted => all(),
                 },
                 // A node joining, changing or leaving concerns every daemon set.

@@ -488,25 +488,14 @@ pub async fn run(client: kube::Client) {
     };
     let all = {
         let jobs = jobs.clone();
-        move || -> Vec<Key> {
-            jobs.state()
-                .iter()
-                .filter_map(|j| Some((j.metadata.namespace.clone()?, j.metadata.name.clone()?)))
-                .collect()
-        }
+        move || -> Vec<Key> { work::all_keys(&jobs) }
     };
     let keys_of = {
         let all = all.clone();
         move |seen: Seen| -> Vec<Key> {
             match seen {
                 Seen::Job(c) => match *c {
-                    Change::Object(j) => j
-                        .metadata
-                        .namespace
-                        .clone()
-                        .zip(j.metadata.name.clone())
-                        .into_iter()
-                        .collect(),
+                    Change::Object(j) => work::key_of(&j.metadata),
                     Change::Relisted => all(),
                 },
                 Seen::Pod(c) => match *c {

@@ -135,6 +135,24 @@ pub async fn run_queue<C, Key, Fut>(
     }
 }
 
+/// The (namespace, name) key of a namespaced object, as queues of namespaced kinds hold them.
+pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<(String, String)> {
+    meta.namespace
+        .clone()
+        .zip(meta.name.clone())
+        .into_iter()
+        .collect()
+}
+
+/// Every (namespace, name) key in a cache of namespaced objects.
+pub fn all_keys<K>(cache: &Store<K>) -> Vec<(String, String)>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    cache.state().iter().flat_map(|o| key_of(o.meta())).collect()
+}
+
 /// A label selector's `matchLabels` (a Service's `spec.selector`) against labels.
 pub fn selects(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
     selector
