@@ -35,6 +35,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "tests/run.sh: cargo is missing; install Rust (https://rustup.rs) first" >&2; exit 1; }
 
+# A one-shot build gains nothing from incremental state, which would double the target directory.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h . | tail -1 | awk '{print "disk: " $4 " free before the build"}'
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
