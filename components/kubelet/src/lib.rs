@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod env;
 pub mod node;
+pub mod pod_volumes;
 pub mod pods;
 pub mod probes;
 pub mod sandbox;

@@ -98,6 +98,7 @@ pub struct Pods {
     /// The probe workers of each (pod uid, container name) with probes.
     probers: std::sync::Mutex<BTreeMap<(String, String), crate::probes::ContainerProber>>,
     exec: Arc<CliExec>,
+    volumes: crate::pod_volumes::PodVolumes,
 }
 
 fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeletError {
@@ -268,7 +269,12 @@ impl Pods {
         network_config: watch::Receiver<Option<PodNetworkConfig>>,
         exec: CliExec,
     ) -> Pods {
+        let mut host = crate::volumes::VolumeHost::new(config.data_dir.join("agent"));
+        let (_, allocatable) = crate::node::resources(&crate::node::HostFacts::read(&config.data_dir));
+        host.node_allocatable = serde_json::from_value(allocatable).unwrap_or_default();
+        let volumes = crate::pod_volumes::PodVolumes::new(host, client.clone());
         Pods {
+            volumes,
             client,
             config,
             runtime,
@@ -438,6 +444,11 @@ impl Pods {
                 .await
                 .map_err(|e| KubeletError::Invalid(format!("tearing down the pod network: {e}")))?;
         }
+        // The volumes are unmounted first: removing the pod's directory stops at a mounted tmpfs.
+        self.volumes
+            .remove(uid)
+            .await
+            .map_err(|e| KubeletError::Invalid(format!("removing the pod's volumes: {e}")))?;
         sandbox::remove(&self.config.data_dir, uid)?;
         self.started.lock().await.remove(uid);
         if let Ok(mut probers) = self.probers.lock() {
@@ -556,6 +567,25 @@ impl Pods {
             &crate::dns::pod_resolv_conf(pod, &self.config.dns).render(),
         )?;
         sandbox::write_file(&pod_dir.join("hostname"), &format!("{hostname}\n"))?;
+        // The volumes, before any container: a volume that cannot be made keeps them all waiting
+        // (ContainerCreating), as the kubelet's WaitForAttachAndMount does.
+        let volumes = match self.volumes.ensure(pod).await {
+            Ok(volumes) => volumes,
+            Err(e) => {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "FailedMount");
+                let creating = |c: &Container| {
+                    json!({"name": c.name, "image": c.image, "imageID": "", "ready": false, "started": false,
+                        "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}})
+                };
+                let mut status = json!({"phase": "Pending", "startTime": start_time,
+                    "containerStatuses": spec.containers.iter().map(creating).collect::<Vec<_>>()});
+                if let Some(init) = &spec.init_containers {
+                    status["initContainerStatuses"] = json!(init.iter().map(creating).collect::<Vec<_>>());
+                }
+                self.write_status(pod, status).await?;
+                return Err(KubeletError::Invalid(e.to_string()));
+            }
+        };
 
         let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
         let prefix = format!("{uid}_");
@@ -577,6 +607,7 @@ impl Pods {
             inputs: &inputs,
             namespace: &namespace,
             pod_ips: &pod_ips,
+            volumes: &volumes,
         };
 
         // Init containers, one after another, each to success.
@@ -956,6 +987,10 @@ impl Pods {
             Ok(env) => env,
             Err(e) => return waiting("CreateContainerConfigError", e.to_string()),
         };
+        let volume_mounts = match crate::pod_volumes::container_mounts(container, context.volumes, &env) {
+            Ok(mounts) => mounts,
+            Err(e) => return waiting("CreateContainerConfigError", e.to_string()),
+        };
         let pod = context.pod;
         let id = container_id(context.uid, &container.name, attempt);
         let mut config = ContainerConfig::new(&id, &image);
@@ -994,6 +1029,14 @@ impl Pods {
                 readonly: false,
             },
         ];
+        config.mounts.extend(volume_mounts);
+        // fsGroup and supplementalGroups join the process's groups (the volumes' files are fsGroup's).
+        config.additional_gids = pod_security
+            .fs_group
+            .into_iter()
+            .chain(pod_security.supplemental_groups.iter().flatten().copied())
+            .filter_map(|g| u32::try_from(g).ok())
+            .collect();
         config.resources = container_resources(container);
         config.cgroup_parent = format!("bonsai/pods/pod{}", context.uid);
         config.readonly_rootfs = security.read_only_root_filesystem.unwrap_or(false);
@@ -1125,6 +1168,8 @@ struct StartContext<'a> {
     inputs: &'a tokio::sync::OnceCell<crate::env::EnvInputs>,
     namespace: &'a str,
     pod_ips: &'a [String],
+    /// The pod's volumes, made for this pass.
+    volumes: &'a BTreeMap<String, crate::volumes::PreparedVolume>,
 }
 
 #[cfg(test)]

@@ -94,6 +94,10 @@ pub fn write_file(path: &Path, contents: &str) -> Result<(), KubeletError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
+    // Unchanged files are left alone: every pass writes them, and each write would be a new inode.
+    if std::fs::read(path).is_ok_and(|current| current == contents.as_bytes()) {
+        return Ok(());
+    }
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, contents).map_err(io(&temporary))?;
     std::fs::rename(&temporary, path).map_err(io(path))

@@ -116,6 +116,9 @@ pub struct ContainerConfig {
     /// Start the process only once a client is attached (up to 30 s), so that it sees all the output.
     #[serde(default)]
     pub attach_before_start: bool,
+    /// Groups the process is in besides its own (Kubernetes' fsGroup and supplementalGroups).
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
 }
 
 impl ContainerConfig {
@@ -146,6 +149,7 @@ impl ContainerConfig {
             stdin_once: false,
             tty: false,
             attach_before_start: false,
+            additional_gids: Vec::new(),
             seccomp: seccomp::Seccomp::Unconfined,
         }
     }

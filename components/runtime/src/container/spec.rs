@@ -235,7 +235,7 @@ pub fn runtime_spec(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": config.tty,
-            "user": {"uid": uid, "gid": gid},
+            "user": {"uid": uid, "gid": gid, "additionalGids": config.additional_gids},
             "args": args,
             "env": env,
             "cwd": cwd,
