@@ -46,7 +46,7 @@ impl Layout {
             std::fs::create_dir_all(rootfs.join(dir)).unwrap();
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for tool in ["sh", "echo", "cat", "ls", "sleep", "true"] {
+        for tool in ["sh", "echo", "cat", "ls", "sleep", "true", "tar"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
         }
         std::fs::write(rootfs.join("etc/removed"), "gone in v2\n").unwrap();
@@ -242,11 +242,7 @@ impl AgentNode {
             None,
         );
         let logs = dir.path().join("pod-logs");
-        let server = Server::start_in_with_agent(
-            node,
-            dir,
-            &["--node-name", "n1", "--pod-logs-dir", logs.to_str().unwrap()],
-        );
+        let server = Server::start_in_with_agent(node, dir, &Self::server_args(&logs));
         AgentNode {
             server,
             logs,
@@ -258,7 +254,34 @@ impl AgentNode {
 }
 
 impl AgentNode {
-    /// The image the node's registry holds: busybox (`sh`, `echo`, `cat`, `ls`, `sleep`, `true`).
+    fn server_args(logs: &std::path::Path) -> [&str; 4] {
+        ["--node-name", "n1", "--pod-logs-dir", logs.to_str().unwrap()]
+    }
+
+    /// Stops the server (SIGTERM) and starts it again on the same namespace and data: the node's containers are
+    /// left running in between, as they would be across an upgrade.
+    pub fn restart_server(self) -> AgentNode {
+        let AgentNode {
+            server,
+            logs,
+            _cleanup,
+            _registry,
+            _upstream,
+        } = self;
+        let (netns, dir, status) = server.stop();
+        assert!(status.success(), "the server exited with {status}");
+        let server = Server::start_in_with_agent(netns, dir, &Self::server_args(&logs));
+        AgentNode {
+            server,
+            logs,
+            _cleanup,
+            _registry,
+            _upstream,
+        }
+    }
+
+    /// The image the node's registry holds: busybox (`sh`, `echo`, `cat`, `ls`, `sleep`, `true`, `tar`; `sh` runs
+    /// every other applet by name).
     pub fn image(&self) -> String {
         format!("{}/test/busybox:v1", Registry::ADDR)
     }

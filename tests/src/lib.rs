@@ -95,6 +95,14 @@ impl Running {
         }
     }
 
+    /// Every line of standard error so far (for a failing test's message).
+    pub fn log_so_far(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+
     pub fn signal(&self, signal: i32) {
         let rc = unsafe_free_kill(self.child.id() as i32, signal);
         assert_eq!(rc, 0, "kill failed");
@@ -362,6 +370,11 @@ impl Server {
             .arg("--cache-dir")
             .arg(self.dir.path().join("kube-cache"));
         command
+    }
+
+    /// The server's log so far.
+    pub fn log_so_far(&mut self) -> String {
+        self.process.log_so_far()
     }
 
     /// Stops the server with SIGTERM and hands back its namespace and directory.

@@ -28,6 +28,11 @@ const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often every pod is looked at even when nothing in the API changed (containers exit on their own).
 const RESYNC: Duration = Duration::from_secs(1);
+/// What is left of a grace period after a preStop hook is never less than this (`minimumGracePeriodInSeconds`).
+/// How long a postStart hook may run (the kubelet gives it no limit; one stuck hook must not hold the pod's
+/// passes forever).
+const POST_START_TIMEOUT: Duration = Duration::from_secs(300);
+const MINIMUM_GRACE: Duration = Duration::from_secs(2);
 
 /// Exec probes through a helper process, `bonsai exec -d <data-dir> <id> -- <command>`: the runtime's exec forks,
 /// which is not safe in the agent's multi-threaded process.
@@ -232,7 +237,7 @@ pub fn restarts_after(restart_policy: &str, exit_code: i32) -> bool {
 }
 
 /// The Kubernetes state of one attempt.
-fn state_of(info: &ContainerInfo, id: &str) -> Value {
+fn state_of(info: &ContainerInfo, id: &str, container: &Container) -> Value {
     match &info.state {
         State::Created => json!({"waiting": {"reason": "ContainerCreating"}}),
         State::Running(started) => json!({"running": {"startedAt": started.started_at}}),
@@ -242,7 +247,21 @@ fn state_of(info: &ContainerInfo, id: &str) -> Value {
             if let Some(started) = started {
                 terminated["startedAt"] = json!(started.started_at);
             }
-            if !exited.message.is_empty() {
+            // The container's own termination message first, then what the runtime says (a start error).
+            let file = container
+                .termination_message_path
+                .as_deref()
+                .and_then(|path| info.config.mounts.iter().find(|m| m.destination == path))
+                .map(|m| m.source.as_path());
+            let message = crate::lifecycle::termination_message(
+                file,
+                container.termination_message_policy.as_deref(),
+                exited.exit_code,
+                &info.log_path,
+            );
+            if let Some(message) = message {
+                terminated["message"] = json!(message);
+            } else if !exited.message.is_empty() {
                 terminated["message"] = json!(exited.message);
             }
             json!({"terminated": terminated})
@@ -406,7 +425,7 @@ impl Pods {
             start(
                 uid,
                 Box::pin(async move {
-                    if let Err(e) = this.kill_pod(&id, Duration::from_secs(2)).await {
+                    if let Err(e) = this.kill_pod(&id, None, Duration::from_secs(2)).await {
                         tracing::warn!(uid = %id, error = %e, "removing a gone pod's containers");
                     }
                 }),
@@ -414,27 +433,36 @@ impl Pods {
         }
     }
 
-    /// Stops every container of the pod (SIGTERM, then SIGKILL after `grace`), removes them, and removes the
-    /// sandbox and its network.
-    async fn kill_pod(&self, uid: &str, grace: Duration) -> Result<(), KubeletError> {
+    /// Stops every container of the pod (its preStop hook, SIGTERM, then SIGKILL after `grace`), removes them, and
+    /// removes the sandbox and its network. `pod` is `None` for a pod gone from the API (no hooks then).
+    async fn kill_pod(&self, uid: &str, pod: Option<&Pod>, grace: Duration) -> Result<(), KubeletError> {
         let prefix = format!("{uid}_");
-        let ids: Vec<String> = self
-            .blocking(move |r| r.list_prefixed(&prefix))
-            .await?
-            .into_iter()
-            .map(|c| c.config.id)
-            .collect();
-        let mut stops = tokio::task::JoinSet::new();
-        for id in &ids {
-            let runtime = self.runtime.clone();
-            let id = id.clone();
-            stops.spawn_blocking(move || runtime.stop(&id, grace));
-        }
-        while let Some(stopped) = stops.join_next().await {
-            if let Ok(Err(e)) = stopped {
-                tracing::warn!(error = %e, "stopping a container");
+        let containers = self.blocking(move |r| r.list_prefixed(&prefix)).await?;
+        let spec = pod.and_then(|p| p.spec.as_ref());
+        let stops = containers.iter().map(|info| {
+            let id = info.config.id.clone();
+            // `<uid>_<name>_<attempt>`: the hook is the named container's, run only when it is running.
+            let container = spec
+                .and_then(|s| {
+                    let name = id
+                        .strip_prefix(&format!("{uid}_"))?
+                        .rsplit_once('_')?
+                        .0
+                        .to_string();
+                    s.containers
+                        .iter()
+                        .chain(s.init_containers.iter().flatten())
+                        .find(|c| c.name == name)
+                })
+                .filter(|_| matches!(info.state, State::Running(_)));
+            async move {
+                if let Err(e) = self.stop_container(pod, container, &id, grace).await {
+                    tracing::warn!(container = %id, error = %e, "stopping a container");
+                }
             }
-        }
+        });
+        futures_util::future::join_all(stops).await;
+        let ids: Vec<String> = containers.into_iter().map(|c| c.config.id).collect();
         for id in ids {
             self.blocking(move |r| r.remove(&id)).await?;
         }
@@ -457,6 +485,31 @@ impl Pods {
         Ok(())
     }
 
+    /// Stops a container as the kubelet's `killContainer` does: its preStop hook first (within the grace period),
+    /// then SIGTERM, and SIGKILL when what is left of the grace period (at least 2 s) has passed.
+    async fn stop_container(
+        &self,
+        pod: Option<&Pod>,
+        container: Option<&Container>,
+        id: &str,
+        grace: Duration,
+    ) -> Result<(), KubeletError> {
+        let mut grace = grace;
+        if let (Some(pod), Some(container)) = (pod, container)
+            && let Some(hook) = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
+        {
+            let began = std::time::Instant::now();
+            if let Err(message) =
+                crate::lifecycle::run_hook(pod, container, id, hook, &*self.exec, grace).await
+            {
+                tracing::warn!(container = %id, %message, "FailedPreStopHook");
+            }
+            grace = grace.saturating_sub(began.elapsed()).max(MINIMUM_GRACE);
+        }
+        let id = id.to_string();
+        self.blocking(move |r| r.stop(&id, grace)).await
+    }
+
     /// One pass over one pod.
     async fn sync(&self, pod: &Pod) -> Result<(), KubeletError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -471,7 +524,8 @@ impl Pods {
                 .or(spec.termination_grace_period_seconds)
                 .unwrap_or(30)
                 .max(0);
-            self.kill_pod(&uid, Duration::from_secs(grace as u64)).await?;
+            self.kill_pod(&uid, Some(pod), Duration::from_secs(grace as u64))
+                .await?;
             // Everything is gone from the node: the API object may go now (the kubelet's final delete).
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
@@ -839,11 +893,11 @@ impl Pods {
         let restarts = attempts.map_or(0, |a| a.len().saturating_sub(1) as u32);
         let last_state = attempts
             .and_then(|a| a.len().checked_sub(2).and_then(|i| a.get(i)))
-            .map(|(n, info)| state_of(info, &container_id(context.uid, &container.name, *n)));
+            .map(|(n, info)| state_of(info, &container_id(context.uid, &container.name, *n), container));
         let next_attempt = latest.map_or(0, |(n, _)| n + 1);
         if let Some((n, info)) = latest {
             let id = container_id(context.uid, &container.name, *n);
-            let mut state = state_of(info, &id);
+            let mut state = state_of(info, &id, container);
             match &info.state {
                 State::Running(started) => {
                     let (ready, started_probe, restart) =
@@ -852,10 +906,13 @@ impl Pods {
                         // A failed liveness (or startup) probe: kill it; the next pass restarts it as its policy
                         // says.
                         tracing::info!(container = %id, "failed its liveness probe, will be restarted");
-                        let stopping = id.clone();
-                        let _ = self
-                            .blocking(move |r| r.stop(&stopping, Duration::from_secs(grace.max(0) as u64)))
-                            .await;
+                        let grace = Duration::from_secs(grace.max(0) as u64);
+                        if let Err(e) = self
+                            .stop_container(Some(context.pod), Some(container), &id, grace)
+                            .await
+                        {
+                            tracing::warn!(container = %id, error = %e, "stopping a container");
+                        }
                     }
                     let mut status = base(state, restarts, last_state, ready, started_probe);
                     status["containerID"] = json!(format!("bonsai://{id}"));
@@ -889,7 +946,7 @@ impl Pods {
                             done: None,
                         };
                     }
-                    state = state_of(info, &id);
+                    state = state_of(info, &id, container);
                     return self
                         .start_container(context, container, next_attempt, restarts + 1, Some(state))
                         .await;
@@ -1030,6 +1087,22 @@ impl Pods {
             },
         ];
         config.mounts.extend(volume_mounts);
+        // The termination message file, one per attempt, writable by any user the container runs as.
+        if let Some(path) = container
+            .termination_message_path
+            .as_deref()
+            .filter(|p| !p.is_empty())
+        {
+            let file = context.pod_dir.join("termination").join(&id);
+            if let Err(e) = create_world_writable(&file) {
+                return waiting("CreateContainerConfigError", e.to_string());
+            }
+            config.mounts.push(BindMount {
+                source: file,
+                destination: path.to_string(),
+                readonly: false,
+            });
+        }
         // fsGroup and supplementalGroups join the process's groups (the volumes' files are fsGroup's).
         config.additional_gids = pod_security
             .fs_group
@@ -1068,8 +1141,30 @@ impl Pods {
         ));
         match self.blocking(move |r| r.run(config)).await {
             Ok(info) => {
-                let state = state_of(&info, &id);
                 let running = matches!(info.state, State::Running(_));
+                // postStart runs before the container counts as started; if it fails the container is killed
+                // and restarts as its policy says (kubelet's FailedPostStartHook).
+                if let (true, Some(hook)) = (
+                    running,
+                    container.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()),
+                ) && let Err(message) =
+                    crate::lifecycle::run_hook(pod, container, &id, hook, &*self.exec, POST_START_TIMEOUT)
+                        .await
+                {
+                    tracing::warn!(container = %id, %message, "FailedPostStartHook");
+                    let grace = Duration::from_secs(
+                        pod.spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds)
+                            .unwrap_or(30)
+                            .max(0) as u64,
+                    );
+                    if let Err(e) = self.stop_container(None, None, &id, grace).await {
+                        tracing::warn!(container = %id, error = %e, "stopping a container");
+                    }
+                    return waiting("PostStartHookError", message);
+                }
+                let state = state_of(&info, &id, container);
                 let mut status = json!({"name": container.name, "image": container.image, "imageID": image,
                     "containerID": format!("bonsai://{id}"), "ready": running, "started": running,
                     "restartCount": restarts, "state": state});
@@ -1114,6 +1209,24 @@ impl Pods {
             _ => Ok(name),
         }
     }
+}
+
+/// Makes an empty file anyone may write (the container's user may not be root); an existing one is kept.
+fn create_world_writable(path: &std::path::Path) -> Result<(), KubeletError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |source| KubeletError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(failed)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(failed)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(failed)
 }
 
 /// The pod's status already says everything this pass would write: conditions are compared by their `type`

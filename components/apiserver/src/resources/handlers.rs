@@ -935,7 +935,9 @@ pub(super) async fn replace(
 }
 
 /// True when an update leaves an object marked for deletion with no finalizers left: it is deleted then. A
-/// namespace also waits for its `spec.finalizers` (the namespace controller's, removed through `finalize`).
+/// namespace also waits for its `spec.finalizers` (the namespace controller's, removed through `finalize`). An
+/// object in a grace period (a terminating pod) is not: its status updates keep it until the node agent deletes
+/// it (the registry's `ShouldDeleteDuringUpdate`: no grace period or one of 0).
 fn being_finalized(t: &Target, object: &Value) -> bool {
     let left = |pointer: &str| {
         object
@@ -944,6 +946,10 @@ fn being_finalized(t: &Target, object: &Value) -> bool {
             .is_some_and(|f| !f.is_empty())
     };
     object.pointer("/metadata/deletionTimestamp").is_some()
+        && object
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_none_or(|grace| grace == 0)
         && !left("/metadata/finalizers")
         && (t.resource.kind != "Namespace" || !left("/spec/finalizers"))
 }
@@ -1433,7 +1439,33 @@ async fn delete_once(
             .and_then(Value::as_array)
             .is_none_or(|f| f.is_empty());
     if current.pointer("/metadata/deletionTimestamp").is_some() && !force_pod {
-        return Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &current)))); // already being deleted
+        // A grace period of 0 on a terminating pod that finalizers hold shortens its grace period to 0, so that
+        // it goes once they are removed (the registry's BeforeDelete shortens a pending graceful deletion).
+        let shortens = t.resource.kind == "Pod"
+            && grace == Some(0)
+            && current
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                != Some(0);
+        if !shortens || dry {
+            return Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &current)))); // already being deleted
+        }
+        let mut shortened = current.clone();
+        set_meta(&mut shortened, "deletionGracePeriodSeconds", json!(0));
+        return match store
+            .update(
+                Bytes::from(key_of(t, &name)),
+                Bytes::from(objects::encode(&shortened)),
+                rev,
+            )
+            .await?
+        {
+            WriteOutcome::Written { revision, .. } => Ok(DeleteAttempt::Done(Ok(ok(
+                StatusCode::OK,
+                &at_revision(shortened, revision),
+            )))),
+            WriteOutcome::Conflict { .. } => Ok(DeleteAttempt::Raced),
+        };
     }
     // Foreground and Orphan propagation are finalizers the garbage collector acts on (it removes them once the
     // dependents are gone or released); Background deletes now and leaves the dependents to it.
@@ -1765,6 +1797,29 @@ mod tests {
         );
         assert_eq!(target("/api/v2/pods"), None);
         assert!(matches!(route("/apis/apps/v1"), Some(Route::Discovery(_))));
+    }
+
+    #[test]
+    fn only_objects_without_a_pending_grace_period_go_when_their_finalizers_do() {
+        let Some(Route::Resource(pods)) = route("/api/v1/namespaces/default/pods/p") else {
+            panic!("no route for pods");
+        };
+        let object = |grace: Option<i64>, finalizers: serde_json::Value| {
+            let mut o = json!({"metadata": {"name": "p", "deletionTimestamp": "2026-12-01T00:00:00Z",
+                "finalizers": finalizers}});
+            if let Some(grace) = grace {
+                o["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            }
+            o
+        };
+        assert!(being_finalized(&pods, &object(Some(0), json!([]))));
+        assert!(being_finalized(&pods, &object(None, json!([]))));
+        // A terminating pod's status updates (the node agent's) must not delete it before its containers stop.
+        assert!(!being_finalized(&pods, &object(Some(30), json!([]))));
+        assert!(!being_finalized(
+            &pods,
+            &object(Some(0), json!(["example.com/hold"]))
+        ));
     }
 
     #[test]

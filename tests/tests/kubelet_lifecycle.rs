@@ -1,0 +1,211 @@
+//! Containers' lives on the node agent, against the real binary: lifecycle hooks and graceful termination,
+//! termination messages, a memory limit that kills (OOMKilled), `kubectl cp`, and a server restart that leaves
+//! every container running.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+use std::time::{Duration, Instant};
+
+use bonsai_e2e::as_node::{get, kubectl_file};
+use bonsai_e2e::images::AgentNode;
+use bonsai_e2e::{Server, ok, text};
+use serde_json::Value;
+
+fn wait_for(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn terminated(server: &Server, pod: &str) -> Value {
+    get(server, &["pod", pod])["status"]["containerStatuses"][0]["state"]["terminated"].clone()
+}
+
+#[test]
+fn hooks_termination_messages_oom_and_cp() {
+    let node = AgentNode::with_busybox();
+    let image = node.image();
+    let host = tempfile::tempdir().unwrap();
+    let journal = host.path().join("journal");
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hooks"}},
+       "spec": {{"terminationGracePeriodSeconds": 20, "containers": [{{"name": "c", "image": "{image}",
+         "command": ["sh", "-c", "trap 'echo term >> /host/journal; exit 0' TERM; while true; do sleep 0.2; done"],
+         "lifecycle": {{
+           "postStart": {{"exec": {{"command": ["sh", "-c", "echo started > /tmp/post-start"]}}}},
+           "preStop": {{"exec": {{"command": ["sh", "-c", "echo pre-stop >> /host/journal; sleep 1"]}}}}}},
+         "volumeMounts": [{{"name": "host", "mountPath": "/host"}}]}}],
+         "volumes": [{{"name": "host", "hostPath": {{"path": "{dir}"}}}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "bad-hook"}},
+       "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "c", "image": "{image}",
+         "command": ["sleep", "1000"],
+         "lifecycle": {{"postStart": {{"exec": {{"command": ["sh", "-c", "exit 7"]}}}}}}}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "message"}},
+       "spec": {{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "{image}",
+         "command": ["sh", "-c", "printf 'all done' > /dev/termination-log; exit 2"]}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "fallback"}},
+       "spec": {{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "{image}",
+         "terminationMessagePolicy": "FallbackToLogsOnError",
+         "command": ["sh", "-c", "echo first; echo last words >&2; exit 1"]}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hungry"}},
+       "spec": {{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "{image}",
+         "command": ["sh", "-c", "tail /dev/zero"],
+         "resources": {{"limits": {{"memory": "32Mi"}}}}}}]}}}}]}}"#,
+        dir = host.path().display(),
+    );
+    let server = &node.server;
+    kubectl_file(server, "apply", "lifecycle.json", &manifest);
+
+    // postStart ran before the container counted as started.
+    let waited = server.kubectl(
+        33,
+        &["wait", "--for=condition=Ready", "pod/hooks", "--timeout=90s"],
+    );
+    assert!(waited.status.success(), "{}", text(&waited));
+    let started = ok(server.kubectl(33, &["exec", "hooks", "--", "cat", "/tmp/post-start"]));
+    assert_eq!(started, "started\n");
+
+    // A failing postStart hook kills the container, which restarts (and backs off).
+    wait_for(60, "the failed postStart hook to restart its container", || {
+        let status = &get(server, &["pod", "bad-hook"])["status"]["containerStatuses"][0];
+        status["restartCount"].as_i64().unwrap_or(0) >= 1
+    });
+
+    // Termination messages: the file's, or the end of the log when the policy says so.
+    wait_for(60, "the message pod to finish", || {
+        terminated(server, "message").is_object()
+    });
+    let message = terminated(server, "message");
+    assert_eq!(message["exitCode"], 2, "{message}");
+    assert_eq!(message["message"], "all done", "{message}");
+    wait_for(60, "the fallback pod to finish", || {
+        terminated(server, "fallback").is_object()
+    });
+    let fallback = terminated(server, "fallback");
+    assert_eq!(fallback["message"], "first\nlast words\n", "{fallback}");
+
+    // Past its memory limit the container is killed by the kernel, and says so.
+    wait_for(60, "the hungry pod to be killed", || {
+        terminated(server, "hungry").is_object()
+    });
+    let hungry = terminated(server, "hungry");
+    assert_eq!(hungry["reason"], "OOMKilled", "{hungry}");
+    assert_eq!(hungry["exitCode"], 137, "{hungry}");
+    assert_eq!(get(server, &["pod", "hungry"])["status"]["phase"], "Failed");
+
+    // kubectl cp both ways (tar through exec).
+    let local = host.path().join("upload.txt");
+    std::fs::write(&local, "copied in\n").unwrap();
+    ok(server.kubectl(33, &["cp", local.to_str().unwrap(), "hooks:/tmp/upload.txt"]));
+    let inside = ok(server.kubectl(33, &["exec", "hooks", "--", "cat", "/tmp/upload.txt"]));
+    assert_eq!(inside, "copied in\n");
+    let back = host.path().join("download.txt");
+    ok(server.kubectl(33, &["cp", "hooks:/tmp/post-start", back.to_str().unwrap()]));
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "started\n");
+
+    // Deleting runs preStop, then SIGTERM, which the container handles and exits on well before its grace period.
+    let began = Instant::now();
+    ok(server.kubectl(33, &["delete", "pod", "hooks", "--wait=true", "--timeout=60s"]));
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), "pre-stop\nterm\n");
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "the pod took its whole grace period: {:?}",
+        began.elapsed()
+    );
+}
+
+#[test]
+fn a_server_restart_leaves_containers_running() {
+    let node = AgentNode::with_busybox();
+    let image = node.image();
+    let manifest = format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "steady"}},
+       "spec": {{"replicas": 2, "selector": {{"matchLabels": {{"app": "steady"}}}},
+         "template": {{"metadata": {{"labels": {{"app": "steady"}}}},
+           "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "c", "image": "{image}",
+             "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"],
+             "readinessProbe": {{"tcpSocket": {{"port": 8080}}, "periodSeconds": 1}}}}]}}}}}}}}"#
+    );
+    kubectl_file(&node.server, "apply", "steady.json", &manifest);
+    wait_for(30, "the deployment's pods", || {
+        get(&node.server, &["pods", "-l", "app=steady"])["items"]
+            .as_array()
+            .is_some_and(|i| i.len() == 2)
+    });
+    let waited = node.server.kubectl(
+        33,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "app=steady",
+            "--timeout=90s",
+        ],
+    );
+    assert!(waited.status.success(), "{}", text(&waited));
+    // What identifies each running container: its ID, start time, restart count, the pod's IP and the process.
+    let snapshot = |server: &Server| -> Vec<(String, Value, Value, Value, Value)> {
+        let pods = get(server, &["pods", "-l", "app=steady"]);
+        let mut seen: Vec<_> = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let c = &p["status"]["containerStatuses"][0];
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    c["containerID"].clone(),
+                    c["state"]["running"]["startedAt"].clone(),
+                    c["restartCount"].clone(),
+                    p["status"]["podIP"].clone(),
+                )
+            })
+            .collect();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        seen
+    };
+    let before = snapshot(&node.server);
+    assert_eq!(before.len(), 2);
+    let shims = |node: &AgentNode| -> Vec<String> {
+        let mut pids: Vec<String> = std::fs::read_dir(node.server.data_dir().join("agent/containers"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path().join("state.json")).unwrap_or_default())
+            .collect();
+        pids.sort();
+        pids
+    };
+    let states = shims(&node);
+
+    let node = node.restart_server();
+    let server = &node.server;
+    // The restarted agent adopts them: the pods stay Ready with the same containers, nothing restarts.
+    let waited = server.kubectl(
+        33,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "app=steady",
+            "--timeout=60s",
+        ],
+    );
+    assert!(waited.status.success(), "{}", text(&waited));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(snapshot(server), before);
+    assert_eq!(shims(&node), states, "the containers' recorded states changed");
+    for (_, _, _, _, ip) in &before {
+        let url = format!("http://{}:8080/hostname", ip.as_str().unwrap());
+        let answer = server
+            .netns
+            .net_command("curl")
+            .args(["-s", "--max-time", "5", &url])
+            .output()
+            .unwrap();
+        assert!(answer.status.success(), "{}", text(&answer));
+    }
+}
