@@ -52,7 +52,16 @@ fn hooks_termination_messages_oom_and_cp() {
       {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hungry"}},
        "spec": {{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "{image}",
          "command": ["sh", "-c", "tail /dev/zero"],
-         "resources": {{"limits": {{"memory": "32Mi"}}}}}}]}}}}]}}"#,
+         "resources": {{"limits": {{"memory": "32Mi"}}}}}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "as-root"}},
+       "spec": {{"securityContext": {{"runAsNonRoot": true}}, "containers": [{{"name": "c", "image": "{image}",
+         "command": ["sleep", "1000"]}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "as-user"}},
+       "spec": {{"terminationGracePeriodSeconds": 1, "securityContext": {{"runAsNonRoot": true, "runAsUser": 1000}},
+         "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "1000"],
+           "resources": {{"limits": {{"memory": "48Mi", "cpu": "250m"}}}},
+           "env": [{{"name": "MEM_MI", "valueFrom": {{"resourceFieldRef": {{"resource": "limits.memory", "divisor": "1Mi"}}}}}},
+                   {{"name": "MILLICORES", "valueFrom": {{"resourceFieldRef": {{"resource": "limits.cpu", "divisor": "1m"}}}}}}]}}]}}}}]}}"#,
         dir = host.path().display(),
     );
     let server = &node.server;
@@ -94,6 +103,35 @@ fn hooks_termination_messages_oom_and_cp() {
     assert_eq!(hungry["reason"], "OOMKilled", "{hungry}");
     assert_eq!(hungry["exitCode"], 137, "{hungry}");
     assert_eq!(get(server, &["pod", "hungry"])["status"]["phase"], "Failed");
+
+    // runAsNonRoot: an image running as root is refused; a non-root runAsUser runs. resourceFieldRef reads the
+    // container's limits.
+    wait_for(60, "the root pod to be refused", || {
+        let status = &get(server, &["pod", "as-root"])["status"]["containerStatuses"][0]["state"]["waiting"];
+        status["reason"] == "CreateContainerConfigError"
+            && status["message"].as_str().is_some_and(|m| {
+                m.starts_with(
+                    "container has runAsNonRoot and image will run as root (pod: \"as-root_default(",
+                )
+            })
+    });
+    let waited = server.kubectl(
+        33,
+        &["wait", "--for=condition=Ready", "pod/as-user", "--timeout=60s"],
+    );
+    assert!(waited.status.success(), "{}", text(&waited));
+    let who = ok(server.kubectl(
+        33,
+        &[
+            "exec",
+            "as-user",
+            "--",
+            "sh",
+            "-c",
+            "id -u; echo $MEM_MI $MILLICORES",
+        ],
+    ));
+    assert_eq!(who, "1000\n48 250\n");
 
     // kubectl cp both ways (tar through exec).
     let local = host.path().join("upload.txt");

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// Why a container's environment cannot be made; the kubelet reports it as `CreateContainerConfigError`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,8 +32,9 @@ pub enum EnvError {
     },
     #[error("unsupported fieldPath: {0}")]
     UnsupportedFieldPath(String),
-    #[error("resourceFieldRef {0} is not supported yet")]
-    UnsupportedResourceField(String),
+    /// A resourceFieldRef that cannot be read (an unknown resource or container, a bad divisor).
+    #[error("{0}")]
+    ResourceField(String),
 }
 
 /// The objects a container's environment refers to: ConfigMap and Secret names in the pod's namespace.
@@ -65,6 +67,8 @@ pub struct EnvInputs {
     pub services: Vec<Service>,
     pub host_ips: Vec<String>,
     pub pod_ips: Vec<String>,
+    /// The node's allocatable resources: what a limit that is not set reads as.
+    pub node_allocatable: BTreeMap<String, Quantity>,
 }
 
 /// `$(VAR)` expansion as Kubernetes does it: a defined name is replaced, an undefined one kept as written,
@@ -298,7 +302,24 @@ pub fn container_environment(
                 if let Some(field) = &from.field_ref {
                     field_value(pod, &field.field_path, inputs)?
                 } else if let Some(resource) = &from.resource_field_ref {
-                    return Err(EnvError::UnsupportedResourceField(resource.resource.clone()));
+                    // The container itself unless the selector names another of the pod's (kubelet's
+                    // containerResourceRuntimeValue).
+                    let value = match resource.container_name.as_deref().filter(|n| !n.is_empty()) {
+                        Some(name) => {
+                            crate::volumes::resource_value(resource, pod, name, &inputs.node_allocatable)
+                        }
+                        None => {
+                            let mut alone = Pod::default();
+                            alone.spec.get_or_insert_default().containers = vec![container.clone()];
+                            crate::volumes::resource_value(
+                                resource,
+                                &alone,
+                                &container.name,
+                                &inputs.node_allocatable,
+                            )
+                        }
+                    };
+                    value.map_err(|e| EnvError::ResourceField(e.to_string()))?
                 } else if let Some(key_ref) = &from.config_map_key_ref {
                     let optional = key_ref.optional == Some(true);
                     match inputs.config_maps.get(&key_ref.name) {
@@ -445,7 +466,10 @@ mod tests {
                 {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
                 {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
                 {"name": "MAYBE", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k", "optional": true}}},
-                {"name": "CFG_who", "value": "again"}]}))
+                {"name": "CFG_who", "value": "again"},
+                {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}],
+            "resources": {"limits": {"memory": "64Mi"}}}))
         .unwrap();
         let mut inputs = EnvInputs {
             services: vec![service(
@@ -454,6 +478,7 @@ mod tests {
                 "10.43.0.1",
                 json!([{"name": "https", "port": 443}]),
             )],
+            node_allocatable: [("cpu".to_string(), Quantity("2".into()))].into(),
             ..EnvInputs::default()
         };
         inputs.config_maps.insert(
@@ -487,6 +512,12 @@ mod tests {
             "an optional missing reference defines nothing"
         );
         assert_eq!(get("CFG_who"), Some("again"), "env replaces envFrom");
+        assert_eq!(get("MEM_MI"), Some("64"));
+        assert_eq!(
+            get("CPUS"),
+            Some("2"),
+            "an unset limit reads as the node's allocatable"
+        );
         assert_eq!(env[0].0, "CFG_who", "first-defined order");
         assert!(env.iter().any(|(n, _)| n == "KUBERNETES_PORT"));
 

@@ -104,6 +104,8 @@ pub struct Pods {
     probers: std::sync::Mutex<BTreeMap<(String, String), crate::probes::ContainerProber>>,
     exec: Arc<CliExec>,
     volumes: crate::pod_volumes::PodVolumes,
+    /// The node's allocatable resources (what a container's unset limits read as in the downward API).
+    node_allocatable: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeletError {
@@ -291,8 +293,10 @@ impl Pods {
         let mut host = crate::volumes::VolumeHost::new(config.data_dir.join("agent"));
         let (_, allocatable) = crate::node::resources(&crate::node::HostFacts::read(&config.data_dir));
         host.node_allocatable = serde_json::from_value(allocatable).unwrap_or_default();
+        let node_allocatable = host.node_allocatable.clone();
         let volumes = crate::pod_volumes::PodVolumes::new(host, client.clone());
         Pods {
+            node_allocatable,
             volumes,
             client,
             config,
@@ -801,6 +805,7 @@ impl Pods {
         let mut inputs = crate::env::EnvInputs {
             host_ips: self.config.host_ips.clone(),
             pod_ips: pod_ips.to_vec(),
+            node_allocatable: self.node_allocatable.clone(),
             ..Default::default()
         };
         let (mut config_maps, mut secrets) = (BTreeSet::new(), BTreeSet::new());
@@ -1067,6 +1072,10 @@ impl Pods {
             Some(g) => format!("{u}:{g}"),
             None => u.to_string(),
         });
+        let non_root = security.run_as_non_root.or(pod_security.run_as_non_root) == Some(true);
+        if non_root && let Err(message) = self.verify_run_as_non_root(context.pod, container, &image, user) {
+            return waiting("CreateContainerConfigError", message);
+        }
         config.hostname = Some(context.hostname.to_string());
         config.network_namespace = Some(context.network_namespace.to_path_buf());
         config.mounts = vec![
@@ -1178,6 +1187,62 @@ impl Pods {
                 }
             }
             Err(e) => waiting("RunContainerError", e.to_string()),
+        }
+    }
+
+    /// kubelet's `verifyRunAsNonRoot`: the user the container runs as must be known not to be root, from
+    /// `runAsUser` or else from the image's numeric `User` (a name cannot be verified; /etc/passwd is not read).
+    fn verify_run_as_non_root(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        image: &str,
+        run_as_user: Option<i64>,
+    ) -> Result<(), String> {
+        let who = format!(
+            "(pod: {:?}, container: {})",
+            format!(
+                "{}_{}({})",
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.uid.as_deref().unwrap_or_default()
+            ),
+            container.name
+        );
+        if let Some(uid) = run_as_user {
+            return if uid == 0 {
+                Err(format!("container's runAsUser breaks non-root policy {who}"))
+            } else {
+                Ok(())
+            };
+        }
+        let user = self
+            .store
+            .image(image)
+            .ok()
+            .flatten()
+            .and_then(|record| self.store.read_blob(&record.config_digest).ok())
+            .and_then(|blob| serde_json::from_slice::<Value>(&blob).ok())
+            .and_then(|config| {
+                config
+                    .pointer("/config/User")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .unwrap_or_default();
+        let name = user.split(':').next().unwrap_or_default();
+        match name.parse::<u64>() {
+            Ok(0) => Err(format!(
+                "container has runAsNonRoot and image will run as root {who}"
+            )),
+            Ok(_) => Ok(()),
+            Err(_) if name.is_empty() => Err(format!(
+                "container has runAsNonRoot and image will run as root {who}"
+            )),
+            Err(_) => Err(format!(
+                "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root \
+                 {who}"
+            )),
         }
     }
 

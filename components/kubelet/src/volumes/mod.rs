@@ -31,6 +31,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 pub use atomic_writer::{AtomicWriter, FileProjection, Payload};
+pub(crate) use downward_api::extract_resource_value as resource_value;
 pub use empty_dir::TmpfsPolicy;
 
 /// The mode of projected files when a volume gives none (the API server defaults `defaultMode` to this).
