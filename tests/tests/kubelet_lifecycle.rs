@@ -53,6 +53,17 @@ fn hooks_termination_messages_oom_and_cp() {
        "spec": {{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "{image}",
          "command": ["sh", "-c", "tail /dev/zero"],
          "resources": {{"limits": {{"memory": "32Mi"}}}}}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "sidecar"}},
+       "spec": {{"terminationGracePeriodSeconds": 1,
+         "initContainers": [
+           {{"name": "side", "image": "{image}", "restartPolicy": "Always", "command": ["sleep", "1000"]}},
+           {{"name": "after", "image": "{image}", "command": ["true"]}}],
+         "containers": [{{"name": "app", "image": "{image}", "command": ["sleep", "1000"]}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "sidecar-job"}},
+       "spec": {{"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+         "initContainers": [
+           {{"name": "side", "image": "{image}", "restartPolicy": "Always", "command": ["sleep", "1000"]}}],
+         "containers": [{{"name": "app", "image": "{image}", "command": ["sh", "-c", "sleep 1"]}}]}}}},
       {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "as-root"}},
        "spec": {{"securityContext": {{"runAsNonRoot": true}}, "containers": [{{"name": "c", "image": "{image}",
          "command": ["sleep", "1000"]}}]}}}},
@@ -132,6 +143,35 @@ fn hooks_termination_messages_oom_and_cp() {
         ],
     ));
     assert_eq!(who, "1000\n48 250\n");
+
+    // A sidecar starts before the next init container and keeps running beside the app container; in a pod that
+    // runs to completion it is stopped once the app container is done.
+    let waited = server.kubectl(
+        33,
+        &["wait", "--for=condition=Ready", "pod/sidecar", "--timeout=60s"],
+    );
+    assert!(waited.status.success(), "{}", text(&waited));
+    let sidecar = get(server, &["pod", "sidecar"]);
+    let inits = &sidecar["status"]["initContainerStatuses"];
+    assert!(inits[0]["state"]["running"].is_object(), "{inits}");
+    assert_eq!(inits[1]["state"]["terminated"]["exitCode"], 0, "{inits}");
+    wait_for(60, "the job-like pod to succeed", || {
+        get(server, &["pod", "sidecar-job"])["status"]["phase"] == "Succeeded"
+    });
+    wait_for(30, "its sidecar to stop", || {
+        let job = get(server, &["pod", "sidecar-job"]);
+        let uid = job["metadata"]["uid"].as_str().unwrap().to_string();
+        let state = std::fs::read_dir(server.data_dir().join("agent/containers"))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{uid}_side_"))
+            })
+            .all(|e| e.path().join("exit.json").exists());
+        state
+    });
 
     // kubectl cp both ways (tar through exec).
     let local = host.path().join("upload.txt");

@@ -668,16 +668,32 @@ impl Pods {
             volumes: &volumes,
         };
 
-        // Init containers, one after another, each to success.
+        // Init containers, one after another, each to success; a restartable one (a sidecar, `restartPolicy:
+        // Always`) only to started, and it keeps running beside the app containers. Once an app container has
+        // been started the pod stays initialized: a sidecar's restart does not hold the app containers back.
+        let app_started = spec.containers.iter().any(|c| attempts.contains_key(&c.name));
         let mut init_statuses = Vec::new();
+        let mut sidecars = Vec::new();
         let mut initialized = true;
         let mut init_failed = false;
         for container in spec.init_containers.iter().flatten() {
-            if !initialized {
+            let sidecar = container.restart_policy.as_deref() == Some("Always");
+            if !initialized && !(sidecar && app_started) {
                 init_statuses.push(
                     json!({"name": container.name, "image": container.image, "ready": false,
                     "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}),
                 );
+                continue;
+            }
+            if sidecar {
+                let view = self
+                    .keep_container(&context, container, attempts.get(&container.name), "Always")
+                    .await;
+                if !(view.running && view.status["started"] == true) && !app_started {
+                    initialized = false;
+                }
+                init_statuses.push(view.status.clone());
+                sidecars.push((container, view));
                 continue;
             }
             // Init containers restart on failure unless the pod never restarts.
@@ -746,7 +762,25 @@ impl Pods {
             // Something runs, or everything is being restarted.
             "Running"
         };
-        let all_ready = statuses.iter().all(|s| s["ready"] == true) && !statuses.is_empty();
+        // Sidecars count towards readiness; once the app containers are done for good, they are stopped too.
+        let all_ready = statuses.iter().all(|s| s["ready"] == true)
+            && sidecars.iter().all(|(_, view)| view.status["ready"] == true)
+            && !statuses.is_empty();
+        if phase == "Succeeded" || phase == "Failed" {
+            let grace =
+                Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+            for (container, view) in sidecars.iter().filter(|(_, view)| view.running) {
+                let Some(id) = view.status["containerID"]
+                    .as_str()
+                    .and_then(|c| c.strip_prefix("bonsai://"))
+                else {
+                    continue;
+                };
+                if let Err(e) = self.stop_container(Some(pod), Some(container), id, grace).await {
+                    tracing::warn!(container = %id, error = %e, "stopping a sidecar");
+                }
+            }
+        }
         let now = now_rfc3339();
         let condition = |kind: &str, ok: bool, reason: Option<&str>| {
             let previous = pod
