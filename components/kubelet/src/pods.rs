@@ -678,7 +678,8 @@ impl Pods {
         let mut init_failed = false;
         for container in spec.init_containers.iter().flatten() {
             let sidecar = container.restart_policy.as_deref() == Some("Always");
-            if !initialized && !(sidecar && app_started) {
+            let kept_anyway = sidecar && app_started;
+            if !(initialized || kept_anyway) {
                 init_statuses.push(
                     json!({"name": container.name, "image": container.image, "ready": false,
                     "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}),
@@ -689,7 +690,8 @@ impl Pods {
                 let view = self
                     .keep_container(&context, container, attempts.get(&container.name), "Always")
                     .await;
-                if !(view.running && view.status["started"] == true) && !app_started {
+                let started = view.running && view.status["started"] == true;
+                if !(started || app_started) {
                     initialized = false;
                 }
                 init_statuses.push(view.status.clone());
