@@ -161,7 +161,7 @@ fn hooks_termination_messages_oom_and_cp() {
     wait_for(30, "its sidecar to stop", || {
         let job = get(server, &["pod", "sidecar-job"]);
         let uid = job["metadata"]["uid"].as_str().unwrap().to_string();
-        let state = std::fs::read_dir(server.data_dir().join("agent/containers"))
+        std::fs::read_dir(server.data_dir().join("agent/containers"))
             .unwrap()
             .flatten()
             .filter(|e| {
@@ -169,8 +169,7 @@ fn hooks_termination_messages_oom_and_cp() {
                     .to_string_lossy()
                     .starts_with(&format!("{uid}_side_"))
             })
-            .all(|e| e.path().join("exit.json").exists());
-        state
+            .all(|e| e.path().join("exit.json").exists())
     });
 
     // kubectl cp both ways (tar through exec).
