@@ -89,6 +89,19 @@ fn the_server_registers_its_node_and_keeps_its_lease_fresh() {
     }
 }
 
+/// Waits for the pod's events (as `kubectl describe` lists them) to mention each of `needles`.
+fn wait_for_events(server: &Server, pod: &str, needles: &[&str]) {
+    let mut described = String::new();
+    for _ in 0..60 {
+        described = ok(server.kubectl(33, &["describe", "pod", pod]));
+        if needles.iter().all(|n| described.contains(n)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("the events of {pod} do not mention {needles:?}:\n{described}");
+}
+
 fn in_node(server: &Server, program: &str, args: &[&str]) -> std::process::Output {
     server.netns.net_command(program).args(args).output().unwrap()
 }
@@ -201,6 +214,15 @@ fn pods_run_serve_restart_and_stop_for_real() {
         let c = &pod["status"]["containerStatuses"][0];
         c["restartCount"].as_i64().unwrap_or(0) >= 1 && c["lastState"]["terminated"].is_object()
     });
+    wait_for_events(
+        server,
+        "probed",
+        &[
+            "Unhealthy",
+            "Liveness probe failed",
+            "failed liveness probe, will be restarted",
+        ],
+    );
     let never = get(server, &["pod", "never-ready"]);
     assert_eq!(never["status"]["phase"], "Running", "{never}");
     assert_eq!(never["status"]["containerStatuses"][0]["ready"], false);
@@ -219,6 +241,11 @@ fn pods_run_serve_restart_and_stop_for_real() {
         let c = &pod["status"]["containerStatuses"][0];
         c["restartCount"].as_i64().unwrap_or(0) >= 1 && c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     });
+    wait_for_events(
+        server,
+        "crasher",
+        &["Back-off restarting failed container c in pod crasher_default("],
+    );
     let crasher = get(server, &["pod", "crasher"]);
     assert_eq!(
         crasher["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],

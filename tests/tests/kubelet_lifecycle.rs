@@ -92,6 +92,17 @@ fn hooks_termination_messages_oom_and_cp() {
         let status = &get(server, &["pod", "bad-hook"])["status"]["containerStatuses"][0];
         status["restartCount"].as_i64().unwrap_or(0) >= 1
     });
+    // What happened is in the pods' events, as `kubectl describe` shows them.
+    wait_for(30, "the pods' events", || {
+        let described = ok(server.kubectl(33, &["describe", "pod", "hooks"]));
+        let bad = ok(server.kubectl(33, &["describe", "pod", "bad-hook"]));
+        described.contains("Started container c")
+            && described.contains("Pulled")
+            && !described.contains("FailedPostStartHook")
+            && bad.contains("FailedPostStartHook")
+            && bad.contains("exited with 7")
+            && bad.contains("already present on machine")
+    });
 
     // Termination messages: the file's, or the end of the log when the policy says so.
     wait_for(60, "the message pod to finish", || {

@@ -11,7 +11,8 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
-pub mod events;
+/// The event recorder, its own crate (the scheduler and the node agent record events too).
+pub use events;
 pub mod gc;
 pub mod job;
 pub mod leader;

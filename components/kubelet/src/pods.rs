@@ -104,6 +104,10 @@ pub struct Pods {
     probers: std::sync::Mutex<BTreeMap<(String, String), crate::probes::ContainerProber>>,
     exec: Arc<CliExec>,
     volumes: crate::pod_volumes::PodVolumes,
+    /// Failed pulls by image reference: how many in a row, and when the last one failed.
+    pull_failures: std::sync::Mutex<BTreeMap<String, (u32, std::time::Instant)>>,
+    /// Events about the pods (`kubectl describe pod`), from `kubelet` on this node.
+    events: Arc<events::Recorder>,
     /// The node's allocatable resources (what a container's unset limits read as in the downward API).
     node_allocatable: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
@@ -296,6 +300,12 @@ impl Pods {
         let node_allocatable = host.node_allocatable.clone();
         let volumes = crate::pod_volumes::PodVolumes::new(host, client.clone());
         Pods {
+            events: Arc::new(events::Recorder::on_host(
+                client.clone(),
+                "kubelet",
+                &config.node_name,
+            )),
+            pull_failures: std::sync::Mutex::new(BTreeMap::new()),
             node_allocatable,
             volumes,
             client,
@@ -489,6 +499,18 @@ impl Pods {
         Ok(())
     }
 
+    /// Records an event in the background: a pod's pass never waits for one.
+    fn event(&self, type_: &'static str, about: &events::Involved, reason: &str, message: String) {
+        let (recorder, about, reason) = (self.events.clone(), about.clone(), reason.to_string());
+        tokio::spawn(async move {
+            if type_ == "Warning" {
+                recorder.warning(&about, &reason, message).await;
+            } else {
+                recorder.normal(&about, &reason, message).await;
+            }
+        });
+    }
+
     /// Stops a container as the kubelet's `killContainer` does: its preStop hook first (within the grace period),
     /// then SIGTERM, and SIGKILL when what is left of the grace period (at least 2 s) has passed.
     async fn stop_container(
@@ -499,6 +521,14 @@ impl Pods {
         grace: Duration,
     ) -> Result<(), KubeletError> {
         let mut grace = grace;
+        if let (Some(pod), Some(container)) = (pod, container) {
+            self.event(
+                "Normal",
+                &events::Involved::of(pod),
+                "Killing",
+                format!("Stopping container {}", container.name),
+            );
+        }
         if let (Some(pod), Some(container)) = (pod, container)
             && let Some(hook) = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
         {
@@ -507,6 +537,12 @@ impl Pods {
                 crate::lifecycle::run_hook(pod, container, id, hook, &*self.exec, grace).await
             {
                 tracing::warn!(container = %id, %message, "FailedPreStopHook");
+                self.event(
+                    "Warning",
+                    &events::Involved::of(pod),
+                    "FailedPreStopHook",
+                    message,
+                );
             }
             grace = grace.saturating_sub(began.elapsed()).max(MINIMUM_GRACE);
         }
@@ -631,6 +667,12 @@ impl Pods {
             Ok(volumes) => volumes,
             Err(e) => {
                 tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "FailedMount");
+                self.event(
+                    "Warning",
+                    &events::Involved::of(pod),
+                    "FailedMount",
+                    e.to_string(),
+                );
                 let creating = |c: &Container| {
                     json!({"name": c.name, "image": c.image, "imageID": "", "ready": false, "started": false,
                         "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}})
@@ -941,9 +983,22 @@ impl Pods {
             let mut state = state_of(info, &id, container);
             match &info.state {
                 State::Running(started) => {
-                    let (ready, started_probe, restart) =
+                    let (ready, started_probe, restart, probe_events) =
                         self.probe(context, container, &id, &started.started_at);
+                    let about = events::Involved::of(context.pod);
+                    for event in probe_events {
+                        self.event("Warning", &about, event.reason, event.message);
+                    }
                     if let Some(grace) = restart {
+                        self.event(
+                            "Normal",
+                            &about,
+                            "Killing",
+                            format!(
+                                "Container {} failed liveness probe, will be restarted",
+                                container.name
+                            ),
+                        );
                         // A failed liveness (or startup) probe: kill it; the next pass restarts it as its policy
                         // says.
                         tracing::info!(container = %id, "failed its liveness probe, will be restarted");
@@ -977,6 +1032,19 @@ impl Pods {
                     // Back off before starting it again.
                     let delay = backoff(restarts);
                     if seconds_since(&exited.finished_at).is_some_and(|s| s < delay.as_secs_f64()) {
+                        // One event per back-off (its count rises while it lasts), as the kubelet's BackOff.
+                        self.event(
+                            "Warning",
+                            &events::Involved::of(context.pod),
+                            "BackOff",
+                            format!(
+                                "Back-off restarting failed container {} in pod {}_{}({})",
+                                container.name,
+                                context.pod.metadata.name.clone().unwrap_or_default(),
+                                context.pod.metadata.namespace.clone().unwrap_or_default(),
+                                context.uid
+                            ),
+                        );
                         let waiting = json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!(
                             "back-off {}s restarting failed container={} pod={}_{}({})", delay.as_secs(), container.name,
                             context.pod.metadata.name.clone().unwrap_or_default(),
@@ -1007,12 +1075,12 @@ impl Pods {
         container: &Container,
         id: &str,
         started_at: &str,
-    ) -> (bool, bool, Option<i64>) {
+    ) -> (bool, bool, Option<i64>, Vec<crate::probes::ProbeEvent>) {
         let has_probes = container.liveness_probe.is_some()
             || container.readiness_probe.is_some()
             || container.startup_probe.is_some();
         if !has_probes {
-            return (true, true, None);
+            return (true, true, None, Vec::new());
         }
         let running_for = seconds_since(started_at).unwrap_or(0.0).max(0.0);
         let started = tokio::time::Instant::now()
@@ -1026,7 +1094,7 @@ impl Pods {
             pod_deleting: false,
         };
         let Ok(mut probers) = self.probers.lock() else {
-            return (false, false, None);
+            return (false, false, None, Vec::new());
         };
         let key = (context.uid.to_string(), container.name.clone());
         let prober = probers.entry(key).or_insert_with(|| {
@@ -1037,15 +1105,19 @@ impl Pods {
             )
         });
         prober.observe(observed);
+        let mut events = Vec::new();
+        while let Ok(event) = prober.events().try_recv() {
+            events.push(event);
+        }
         let status = prober.current();
         if status.container_id.as_deref() != Some(id) {
-            return (false, false, None);
+            return (false, false, None, events);
         }
         let restart = status
             .restart
             .filter(|verdict| verdict.container_id == id)
             .map(|verdict| verdict.grace_period_seconds);
-        (status.ready, status.started, restart)
+        (status.ready, status.started, restart, events)
     }
 
     async fn start_container(
@@ -1069,7 +1141,7 @@ impl Pods {
                 done: None,
             }
         };
-        let image = match self.ensure_image(container).await {
+        let image = match self.ensure_image(context.pod, container).await {
             Ok(image) => image,
             Err((reason, message)) => return waiting(reason, message),
         };
@@ -1187,6 +1259,21 @@ impl Pods {
         match self.blocking(move |r| r.run(config)).await {
             Ok(info) => {
                 let running = matches!(info.state, State::Running(_));
+                if running {
+                    let about = events::Involved::of(pod);
+                    self.event(
+                        "Normal",
+                        &about,
+                        "Created",
+                        format!("Created container: {}", container.name),
+                    );
+                    self.event(
+                        "Normal",
+                        &about,
+                        "Started",
+                        format!("Started container {}", container.name),
+                    );
+                }
                 // postStart runs before the container counts as started; if it fails the container is killed
                 // and restarts as its policy says (kubelet's FailedPostStartHook).
                 if let (true, Some(hook)) = (
@@ -1197,6 +1284,12 @@ impl Pods {
                         .await
                 {
                     tracing::warn!(container = %id, %message, "FailedPostStartHook");
+                    self.event(
+                        "Warning",
+                        &events::Involved::of(pod),
+                        "FailedPostStartHook",
+                        message.clone(),
+                    );
                     let grace = Duration::from_secs(
                         pod.spec
                             .as_ref()
@@ -1282,8 +1375,11 @@ impl Pods {
         }
     }
 
-    /// The image in the store under its full name, pulled first when absent or when the policy says Always.
-    async fn ensure_image(&self, container: &Container) -> Result<String, (&'static str, String)> {
+    /// The image in the store under its full name, pulled first when absent or when the policy says Always. A
+    /// failed pull is not tried again before its back-off (10 s doubling to 5 min, per image), as the kubelet's
+    /// image puller: in between the container waits in ImagePullBackOff.
+    async fn ensure_image(&self, pod: &Pod, container: &Container) -> Result<String, (&'static str, String)> {
+        let about = events::Involved::of(pod);
         let reference = container.image.clone().unwrap_or_default();
         let name = runtime::image_name(&reference).map_err(|e| ("InvalidImageName", e.to_string()))?;
         let present = self
@@ -1296,18 +1392,67 @@ impl Pods {
             .clone()
             .unwrap_or_else(|| "IfNotPresent".into());
         match (policy.as_str(), present) {
-            ("Never", false) => Err((
-                "ErrImageNeverPull",
-                format!("Container image \"{reference}\" is not present with pull policy of Never"),
-            )),
-            ("Always", _) | (_, false) => match self.puller.pull(&reference, &runtime::pull::Quiet).await {
-                Ok(record) => Ok(record.name),
-                Err(e) => Err((
-                    "ErrImagePull",
-                    format!("failed to pull image \"{reference}\": {e}"),
-                )),
-            },
-            _ => Ok(name),
+            ("Never", false) => {
+                let message =
+                    format!("Container image \"{reference}\" is not present with pull policy of Never");
+                self.event("Warning", &about, "ErrImageNeverPull", message.clone());
+                Err(("ErrImageNeverPull", message))
+            }
+            ("Always", _) | (_, false) => {
+                let backing_off = self.pull_failures.lock().ok().and_then(|failures| {
+                    failures
+                        .get(&reference)
+                        .filter(|(count, at)| at.elapsed() < backoff(*count))
+                        .map(|_| ())
+                });
+                if backing_off.is_some() {
+                    let message = format!("Back-off pulling image \"{reference}\"");
+                    self.event("Normal", &about, "BackOff", message.clone());
+                    return Err(("ImagePullBackOff", message));
+                }
+                self.event(
+                    "Normal",
+                    &about,
+                    "Pulling",
+                    format!("Pulling image \"{reference}\""),
+                );
+                let began = std::time::Instant::now();
+                match self.puller.pull(&reference, &runtime::pull::Quiet).await {
+                    Ok(record) => {
+                        if let Ok(mut failures) = self.pull_failures.lock() {
+                            failures.remove(&reference);
+                        }
+                        let took = began.elapsed().as_secs_f64();
+                        self.event("Normal", 
+                                &about,
+                                "Pulled",
+                                format!(
+                                    "Successfully pulled image \"{reference}\" in {took:.3}s. Image size: {} bytes.",
+                                    record.size
+                                ),
+                            );
+                        Ok(record.name)
+                    }
+                    Err(e) => {
+                        if let Ok(mut failures) = self.pull_failures.lock() {
+                            let entry = failures.entry(reference.clone()).or_insert((0, began));
+                            *entry = (entry.0 + 1, std::time::Instant::now());
+                        }
+                        let message = format!("Failed to pull image \"{reference}\": {e}");
+                        self.event("Warning", &about, "Failed", message.clone());
+                        Err(("ErrImagePull", message))
+                    }
+                }
+            }
+            _ => {
+                self.event(
+                    "Normal",
+                    &about,
+                    "Pulled",
+                    format!("Container image \"{reference}\" already present on machine"),
+                );
+                Ok(name)
+            }
         }
     }
 }

@@ -12,9 +12,9 @@ pub mod resources;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use controllers::events::{Involved, Recorder};
 use controllers::volumebinding;
 use controllers::work::{self, Change};
+use events::{Involved, Recorder};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};

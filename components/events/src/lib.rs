@@ -1,4 +1,4 @@
-//! Events, as Kubernetes' controllers record them (`kubectl describe` lists them): a core/v1 Event per
+//! Events, as Kubernetes' components record them (`kubectl describe` lists them): a core/v1 Event per
 //! (object, reason, message), its count raised when it happens again.
 
 use std::collections::BTreeMap;
@@ -40,6 +40,8 @@ type EventKey = (String, String, String);
 pub struct Recorder {
     client: kube::Client,
     component: &'static str,
+    /// The node a node agent's events come from (`source.host`).
+    host: Option<String>,
     /// (uid, reason, message) -> (event name, count) of events this recorder made.
     seen: Mutex<BTreeMap<EventKey, (String, i32)>>,
 }
@@ -49,7 +51,16 @@ impl Recorder {
         Recorder {
             client,
             component,
+            host: None,
             seen: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A recorder whose events say they come from `host` (the kubelet's: `source.host` is its node).
+    pub fn on_host(client: kube::Client, component: &'static str, host: &str) -> Recorder {
+        Recorder {
+            host: Some(host.to_string()),
+            ..Recorder::new(client, component)
         }
     }
 
@@ -93,6 +104,11 @@ impl Recorder {
             "firstTimestamp": now, "lastTimestamp": now,
             "source": {"component": self.component}, "reportingComponent": self.component,
         });
+        let mut event = event;
+        if let Some(host) = &self.host {
+            event["source"]["host"] = json!(host);
+            event["reportingInstance"] = json!(host);
+        }
         let Ok(event) = serde_json::from_value::<Event>(event) else {
             return;
         };
