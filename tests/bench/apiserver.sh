@@ -15,6 +15,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # a signal exits, and so cleans up too
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 rss() { awk '/^VmRSS/{printf "%.1f MB", $2/1024}' "/proc/$1/status"; }

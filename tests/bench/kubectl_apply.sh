@@ -19,6 +19,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # a signal exits, and so cleans up too
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 ip netns exec "$ns" target/release/bonsai server --disable-agent -d "$dir/data" -o "$dir/kubeconfig" >"$dir/log" 2>&1 &

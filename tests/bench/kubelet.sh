@@ -29,6 +29,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # a signal exits, and so cleans up too
 ip netns add "$ns"; ip netns add "$up"
 ip -n "$ns" link set lo up
 ip link add uplink netns "$ns" type veth peer name uplink netns "$up"

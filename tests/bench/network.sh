@@ -23,6 +23,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # a signal exits, and so cleans up too
 for n in "${names[@]}"; do ip netns add "$p$n"; ip -n "$p$n" link set lo up; done
 in_ns() { local n=$1; shift; nsenter --net="/var/run/netns/$p$n" -- "$@"; }
 

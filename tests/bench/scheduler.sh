@@ -22,6 +22,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # a signal exits, and so cleans up too
 ip netns add "$ns"; ip -n "$ns" link set lo up
 in_ns() { nsenter --net="/var/run/netns/$ns" -- "$@"; }
 k() { in_ns kubectl --kubeconfig "$dir/kc.yaml" "$@"; }

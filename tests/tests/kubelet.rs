@@ -190,6 +190,18 @@ fn pods_run_serve_restart_and_stop_for_real() {
         let answer = ok(in_node(server, "curl", &["-s", "--max-time", "5", &url]));
         assert_eq!(answer.trim(), name);
     }
+    // A running pod whose state does not change is not written again: its resourceVersion stays (each write
+    // would be a watch event for every client of the cluster).
+    let name = pods[0]["metadata"]["name"].as_str().unwrap();
+    let version = |server: &Server| get(server, &["pod", name])["metadata"]["resourceVersion"].clone();
+    let before = version(server);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        version(server),
+        before,
+        "the pod's status was written again unchanged"
+    );
+
     // The Service reaches them through its cluster IP, on the node's proxy.
     let cluster_ip = ok(server.kubectl(33, &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]));
     wait_until("the service to answer", || {

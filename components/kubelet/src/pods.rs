@@ -124,6 +124,16 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// A time as the API writes one (`metav1.Time`: RFC 3339 in whole seconds). The runtime records nanoseconds; a
+/// status carrying them would never equal what the API gives back, and would be written again every pass.
+fn whole_seconds(rfc3339: &str) -> String {
+    rfc3339
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t.as_second()).ok())
+        .map_or_else(|| rfc3339.to_string(), |t| t.to_string())
+}
+
 fn seconds_since(rfc3339: &str) -> Option<f64> {
     let then: k8s_openapi::jiff::Timestamp = rfc3339.parse().ok()?;
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -246,12 +256,12 @@ pub fn restarts_after(restart_policy: &str, exit_code: i32) -> bool {
 fn state_of(info: &ContainerInfo, id: &str, container: &Container) -> Value {
     match &info.state {
         State::Created => json!({"waiting": {"reason": "ContainerCreating"}}),
-        State::Running(started) => json!({"running": {"startedAt": started.started_at}}),
+        State::Running(started) => json!({"running": {"startedAt": whole_seconds(&started.started_at)}}),
         State::Exited(started, exited) => {
             let mut terminated = json!({"exitCode": exited.exit_code, "reason": exited.reason,
-                "finishedAt": exited.finished_at, "containerID": format!("bonsai://{id}")});
+                "finishedAt": whole_seconds(&exited.finished_at), "containerID": format!("bonsai://{id}")});
             if let Some(started) = started {
-                terminated["startedAt"] = json!(started.started_at);
+                terminated["startedAt"] = json!(whole_seconds(&started.started_at));
             }
             // The container's own termination message first, then what the runtime says (a start error).
             let file = container
@@ -1604,6 +1614,23 @@ mod tests {
         let changed = json!({"conditions": [{"type": "Ready", "status": "False"}]});
         assert!(!status_unchanged(&current, &changed));
         assert!(!status_unchanged(&current, &json!({"phase": "Failed"})));
+    }
+
+    #[test]
+    fn times_are_written_in_whole_seconds_as_the_api_gives_them_back() {
+        assert_eq!(
+            whole_seconds("2026-12-01T23:37:53.208996035Z"),
+            "2026-12-01T23:37:53Z"
+        );
+        assert_eq!(whole_seconds("2026-12-01T23:37:53Z"), "2026-12-01T23:37:53Z");
+        // What the API returns for the status this pass writes must compare equal, or every pass writes again.
+        let written = json!({"state": {"running": {"startedAt": whole_seconds("2026-12-01T23:37:53.9Z")}}});
+        let status: k8s_openapi::api::core::v1::ContainerStatus =
+            serde_json::from_value(json!({"name": "c", "image": "i", "imageID": "", "ready": true,
+                "restartCount": 0, "state": written["state"]}))
+            .unwrap();
+        let back = serde_json::to_value(&status).unwrap();
+        assert!(controllers_free_covers(&back, &written), "{back} vs {written}");
     }
 
     #[test]

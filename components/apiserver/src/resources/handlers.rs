@@ -921,6 +921,11 @@ pub(super) async fn replace(
             DeleteOutcome::Conflict { .. } => Err(conflict(t, &name)),
         };
     }
+    if is_no_op(&current, &new) {
+        // kube-apiserver skips the write of an update that changes nothing (managed fields' times aside): the
+        // resourceVersion stays and no watch event goes out.
+        return Ok(at_revision(current, current_rev));
+    }
     match store
         .update(key, Bytes::from(objects::encode(&new)), current_rev)
         .await?
@@ -932,6 +937,22 @@ pub(super) async fn replace(
         }),
         WriteOutcome::Conflict { .. } => Err(conflict(t, &name)),
     }
+}
+
+/// True when `new` is `current` but for its resourceVersion and the times of its managed fields
+/// (`IgnoreManagedFieldsTimestampsTransformer`).
+fn is_no_op(current: &Value, new: &Value) -> bool {
+    let comparable = |object: &Value| {
+        let mut object = object.clone();
+        remove_meta(&mut object, "resourceVersion");
+        if let Some(Value::Array(entries)) = object.pointer_mut("/metadata/managedFields") {
+            for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+                entry.remove("time");
+            }
+        }
+        object
+    };
+    comparable(current) == comparable(new)
 }
 
 /// True when an update leaves an object marked for deletion with no finalizers left: it is deleted then. A
@@ -1797,6 +1818,22 @@ mod tests {
         );
         assert_eq!(target("/api/v2/pods"), None);
         assert!(matches!(route("/apis/apps/v1"), Some(Route::Discovery(_))));
+    }
+
+    #[test]
+    fn updates_that_change_nothing_but_versions_and_times_are_no_ops() {
+        let current = json!({"metadata": {"name": "p", "resourceVersion": "7",
+            "managedFields": [{"manager": "kubelet", "time": "2026-12-01T00:00:00Z"}]}, "status": {"phase": "Running"}});
+        let mut same = current.clone();
+        same["metadata"]["resourceVersion"] = json!("8");
+        same["metadata"]["managedFields"][0]["time"] = json!("2026-12-01T00:00:09Z");
+        assert!(is_no_op(&current, &same));
+        let mut changed = same.clone();
+        changed["status"]["phase"] = json!("Succeeded");
+        assert!(!is_no_op(&current, &changed));
+        let mut other_manager = same;
+        other_manager["metadata"]["managedFields"][0]["manager"] = json!("kubectl");
+        assert!(!is_no_op(&current, &other_manager));
     }
 
     #[test]
