@@ -280,6 +280,11 @@ impl AgentNode {
         }
     }
 
+    /// The namespace on the other end of the node's uplink (where traffic from outside the node comes from).
+    pub fn upstream(&self) -> &NetNs {
+        &self._upstream
+    }
+
     /// The image the node's registry holds: busybox (`sh`, `echo`, `cat`, `ls`, `sleep`, `true`, `tar`; `sh` runs
     /// every other applet by name).
     pub fn image(&self) -> String {

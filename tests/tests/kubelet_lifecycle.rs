@@ -64,6 +64,10 @@ fn hooks_termination_messages_oom_and_cp() {
          "initContainers": [
            {{"name": "side", "image": "{image}", "restartPolicy": "Always", "command": ["sleep", "1000"]}}],
          "containers": [{{"name": "app", "image": "{image}", "command": ["sh", "-c", "sleep 1"]}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "host-port"}},
+       "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "c", "image": "{image}",
+         "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"],
+         "ports": [{{"containerPort": 8080, "hostPort": 30080}}]}}]}}}},
       {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "as-root"}},
        "spec": {{"securityContext": {{"runAsNonRoot": true}}, "containers": [{{"name": "c", "image": "{image}",
          "command": ["sleep", "1000"]}}]}}}},
@@ -182,6 +186,22 @@ fn hooks_termination_messages_oom_and_cp() {
             })
             .all(|e| e.path().join("exit.json").exists())
     });
+
+    // A host port reaches the pod from outside the node and from the node itself.
+    let waited = server.kubectl(
+        33,
+        &["wait", "--for=condition=Ready", "pod/host-port", "--timeout=60s"],
+    );
+    assert!(waited.status.success(), "{}", text(&waited));
+    let url = "http://192.168.209.1:30080/hostname";
+    for (from, netns) in [("outside", node.upstream()), ("the node", &server.netns)] {
+        let answer = netns
+            .net_command("curl")
+            .args(["-s", "--max-time", "5", url])
+            .output()
+            .unwrap();
+        assert_eq!(text(&answer).trim(), "host-port", "from {from}");
+    }
 
     // kubectl cp both ways (tar through exec).
     let local = host.path().join("upload.txt");

@@ -104,6 +104,8 @@ pub struct Pods {
     probers: std::sync::Mutex<BTreeMap<(String, String), crate::probes::ContainerProber>>,
     exec: Arc<CliExec>,
     volumes: crate::pod_volumes::PodVolumes,
+    /// Each pod's host ports, as programmed into the node's nft chains.
+    host_ports: Mutex<BTreeMap<String, Vec<network::hostports::HostPort>>>,
     /// Failed pulls by image reference: how many in a row, and when the last one failed.
     pull_failures: std::sync::Mutex<BTreeMap<String, (u32, std::time::Instant)>>,
     /// Events about the pods (`kubectl describe pod`), from `kubelet` on this node.
@@ -316,6 +318,7 @@ impl Pods {
                 &config.node_name,
             )),
             pull_failures: std::sync::Mutex::new(BTreeMap::new()),
+            host_ports: Mutex::new(BTreeMap::new()),
             node_allocatable,
             volumes,
             client,
@@ -496,6 +499,7 @@ impl Pods {
                 .await
                 .map_err(|e| KubeletError::Invalid(format!("tearing down the pod network: {e}")))?;
         }
+        self.set_host_ports(uid, Vec::new()).await?;
         // The volumes are unmounted first: removing the pod's directory stops at a mounted tmpfs.
         self.volumes
             .remove(uid)
@@ -506,6 +510,34 @@ impl Pods {
         if let Ok(mut probers) = self.probers.lock() {
             probers.retain(|(pod, _), _| pod != uid);
         }
+        Ok(())
+    }
+
+    /// Makes the node's host-port mappings hold `wanted` for the pod (the chains are rewritten only on a change).
+    async fn set_host_ports(
+        &self,
+        uid: &str,
+        wanted: Vec<network::hostports::HostPort>,
+    ) -> Result<(), KubeletError> {
+        let mut all = self.host_ports.lock().await;
+        let current = all.get(uid).cloned().unwrap_or_default();
+        if current == wanted {
+            return Ok(());
+        }
+        let mut next = all.clone();
+        if wanted.is_empty() {
+            next.remove(uid);
+        } else {
+            next.insert(uid.to_string(), wanted);
+        }
+        let mut ports: Vec<_> = next.values().flatten().cloned().collect();
+        ports.sort();
+        tokio::task::spawn_blocking(move || network::hostports::apply(&ports))
+            .await
+            .map_err(|e| KubeletError::Invalid(format!("host ports: {e}")))?
+            .map_err(|e| KubeletError::Invalid(format!("programming host ports: {e}")))?;
+        // Recorded only once programmed: a failure is tried again on the next pass.
+        *all = next;
         Ok(())
     }
 
@@ -658,6 +690,10 @@ impl Pods {
                 }
             };
             let _ = addresses;
+        }
+        if !host_network {
+            let wanted = pod_host_ports(&spec, pod_ips.first().and_then(|ip| ip.parse().ok()));
+            self.set_host_ports(&uid, wanted).await?;
         }
         let domain = self.config.dns.domain.clone();
         let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
@@ -877,6 +913,7 @@ impl Pods {
                 let _ = network.teardown(&uid).await;
             }
             let _ = std::fs::remove_file(pod_dir.join("network.json"));
+            self.set_host_ports(&uid, Vec::new()).await?;
             sandbox::remove_netns(&netns)?;
         }
         Ok(())
@@ -1465,6 +1502,38 @@ impl Pods {
             }
         }
     }
+}
+
+/// The host ports a pod's containers ask for, mapped to its address (none before it has one).
+fn pod_host_ports(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    pod_ip: Option<std::net::Ipv4Addr>,
+) -> Vec<network::hostports::HostPort> {
+    let Some(pod_ip) = pod_ip else {
+        return Vec::new();
+    };
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let mut ports: Vec<_> = spec
+        .containers
+        .iter()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(network::hostports::HostPort {
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                host_ip: p.host_ip.as_deref().and_then(|ip| ip.parse().ok()),
+                host_port: u16::try_from(p.host_port.filter(|port| *port > 0)?).ok()?,
+                pod_ip,
+                container_port: u16::try_from(p.container_port).ok()?,
+            })
+        })
+        .collect();
+    ports.sort();
+    ports
 }
 
 /// Makes an empty file anyone may write (the container's user may not be root); an existing one is kept.

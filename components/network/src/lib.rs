@@ -5,6 +5,7 @@
 pub mod config;
 pub mod controllers;
 pub mod flannel;
+pub mod hostports;
 pub mod ipam;
 pub mod netlink;
 pub mod nft;
