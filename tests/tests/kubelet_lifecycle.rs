@@ -203,6 +203,30 @@ fn hooks_termination_messages_oom_and_cp() {
         assert_eq!(text(&answer).trim(), "host-port", "from {from}");
     }
 
+    // `kubectl exec -it` from a terminal (script(1) gives it one, of 40 rows and 132 columns): the command gets a
+    // terminal of the client's size, relayed by the node agent.
+    for minor in [27, 33] {
+        let inner = format!(
+            "stty rows 40 cols 132; {} --kubeconfig {} --cache-dir {} exec -it hooks -- sh -c 'stty size'",
+            bonsai_e2e::kubectl_bin(minor).display(),
+            server
+                .data_dir()
+                .parent()
+                .unwrap()
+                .join("kubeconfig.yaml")
+                .display(),
+            server.data_dir().parent().unwrap().join("kube-cache").display(),
+        );
+        let out = server
+            .netns
+            .command("script")
+            .args(["-qec", &inner, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(text(&out).contains("40 132"), "kubectl 1.{minor}: {}", text(&out));
+    }
+
     // kubectl cp both ways (tar through exec).
     let local = host.path().join("upload.txt");
     std::fs::write(&local, "copied in\n").unwrap();

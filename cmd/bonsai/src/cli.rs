@@ -51,6 +51,10 @@ pub enum Command {
         /// Give the command a terminal (this one, in raw mode, when standard input is a terminal).
         #[arg(short = 't', long)]
         tty: bool,
+        /// With -t: take the terminal's sizes from this FIFO (lines of `ROWS COLS`, the node agent's relay of
+        /// the client's resizes) instead of from this process's terminal.
+        #[arg(long, requires = "tty", hide = true)]
+        resize_fifo: Option<PathBuf>,
         /// The container's id.
         id: String,
         #[arg(last = true, required = true)]

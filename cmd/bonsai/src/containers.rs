@@ -91,12 +91,30 @@ fn follow_terminal_size(mut apply: impl FnMut(u16, u16) -> bool + Send + 'static
     });
 }
 
+/// Reads `ROWS COLS` lines from `fifo` and hands each size to `apply`, until the writer goes away.
+fn follow_resize_fifo(fifo: std::path::PathBuf, mut apply: impl FnMut(u16, u16) -> bool + Send + 'static) {
+    std::thread::spawn(move || {
+        let Ok(file) = std::fs::File::open(&fifo) else {
+            return;
+        };
+        for line in std::io::BufRead::lines(std::io::BufReader::new(file)).map_while(Result::ok) {
+            let mut numbers = line.split_whitespace().map(str::parse::<u16>);
+            if let (Some(Ok(rows)), Some(Ok(cols))) = (numbers.next(), numbers.next())
+                && !apply(rows, cols)
+            {
+                return;
+            }
+        }
+    });
+}
+
 pub fn exec(
     data_dir: &Path,
     id: &str,
     command: Vec<String>,
     env: Vec<String>,
     tty: bool,
+    resize_fifo: Option<&Path>,
 ) -> anyhow::Result<i32> {
     let request = ExecRequest {
         args: command,
@@ -113,7 +131,11 @@ pub fn exec(
     let mut input = std::fs::File::from(master.try_clone()?);
     let mut output = std::fs::File::from(master.try_clone()?);
     let resized = master.try_clone()?;
-    follow_terminal_size(move |rows, cols| terminal::resize(&resized, rows, cols).is_ok());
+    let apply = move |rows, cols| terminal::resize(&resized, rows, cols).is_ok();
+    match resize_fifo {
+        Some(fifo) => follow_resize_fifo(fifo.to_path_buf(), apply),
+        None => follow_terminal_size(apply),
+    }
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
     });

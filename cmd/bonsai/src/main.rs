@@ -81,11 +81,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             env,
             tty,
+            resize_fifo,
             id,
             command,
         } => {
             // The command's own exit code, as `kubectl exec` and `crictl exec` pass it on.
-            containers::exit_with(containers::exec(&data_dir, &id, command, env, tty)?)
+            containers::exit_with(containers::exec(
+                &data_dir,
+                &id,
+                command,
+                env,
+                tty,
+                resize_fifo.as_deref(),
+            )?)
         }
         Command::Attach { data_dir, stdin, id } => {
             containers::exit_with(containers::attach(&data_dir, &id, stdin)?)

@@ -295,6 +295,7 @@ impl Kubelet {
             )));
         }
         let mut helper = tokio::process::Command::new(&self.config.bonsai);
+        let mut resize_fifo = None;
         match subresource {
             streaming::Subresource::Attach => {
                 helper.arg("attach").arg("-d").arg(&self.config.data_dir);
@@ -306,8 +307,17 @@ impl Kubelet {
             _ => {
                 helper.arg("exec").arg("-d").arg(&self.config.data_dir);
                 if options.tty {
-                    // The helper gives the command a terminal and bridges it to its pipes (no resizes yet).
+                    // The helper gives the command a terminal and bridges it to its pipes; the client's resizes
+                    // reach it through a FIFO.
                     helper.arg("-t");
+                    let fifo = resize_fifo_path(&self.config.data_dir);
+                    match make_fifo(&fifo) {
+                        Ok(()) => {
+                            helper.arg("--resize-fifo").arg(&fifo);
+                            resize_fifo = Some(fifo);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "no terminal resizes for this exec"),
+                    }
                 }
                 helper.arg(&info.config.id).arg("--").args(&options.command);
             }
@@ -341,7 +351,7 @@ impl Kubelet {
                     return;
                 }
             };
-            run_helper(helper, command).await;
+            run_helper(helper, command, resize_fifo).await;
         });
         Ok(response)
     }
@@ -385,6 +395,32 @@ impl Kubelet {
     }
 }
 
+/// A fresh FIFO path for one exec's terminal sizes, under `<data-dir>/agent/exec`.
+fn resize_fifo_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    data_dir
+        .join("agent/exec")
+        .join(format!("{}-{n}.resize", std::process::id()))
+}
+
+fn make_fifo(path: &std::path::Path) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
@@ -392,7 +428,32 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 /// Bridges the helper process's stdio to the client's streams and ends the session with its exit code.
-async fn run_helper(mut helper: tokio::process::Command, mut command: streaming::RemoteCommand) {
+async fn run_helper(
+    mut helper: tokio::process::Command,
+    mut command: streaming::RemoteCommand,
+    resize_fifo: Option<std::path::PathBuf>,
+) {
+    // Removed when the session ends, however it ends.
+    let _fifo = resize_fifo.as_ref().map(|path| RemoveOnDrop(path.clone()));
+    if let (Some(path), Some(mut sizes)) = (resize_fifo, command.resize.take()) {
+        // Opened read-write so that opening never waits for (or fails without) the helper's reading end.
+        match tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&path)
+        {
+            Ok(mut fifo) => {
+                tokio::spawn(async move {
+                    while let Some(size) = sizes.recv().await {
+                        let line = format!("{} {}\n", size.height, size.width);
+                        if fifo.write_all(line.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "opening the resize FIFO"),
+        }
+    }
     let mut child = match helper.spawn() {
         Ok(child) => child,
         Err(e) => {
