@@ -206,6 +206,8 @@ pub struct AgentNode {
     pub server: Server,
     /// Where its containers' logs go (`--pod-logs-dir`).
     pub logs: std::path::PathBuf,
+    /// The server's extra arguments, kept for restarts.
+    extra: Vec<String>,
     _cleanup: NodeCleanup,
     _registry: Registry,
     _upstream: NetNs,
@@ -214,6 +216,11 @@ pub struct AgentNode {
 impl AgentNode {
     /// The node, ready.
     pub fn with_busybox() -> AgentNode {
+        Self::with_busybox_and(&[])
+    }
+
+    /// The node, its server started with `extra` arguments too.
+    pub fn with_busybox_and(extra: &[&str]) -> AgentNode {
         let (node, upstream) = (NetNs::new(), NetNs::new());
         node.link_to("192.168.209.1", &upstream, "192.168.209.2");
         assert!(
@@ -242,10 +249,12 @@ impl AgentNode {
             None,
         );
         let logs = dir.path().join("pod-logs");
-        let server = Server::start_in_with_agent(node, dir, &Self::server_args(&logs));
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let server = Server::start_in_with_agent(node, dir, &Self::server_args(&logs, &extra));
         AgentNode {
             server,
             logs,
+            extra,
             _cleanup: cleanup,
             _registry: registry,
             _upstream: upstream,
@@ -254,8 +263,10 @@ impl AgentNode {
 }
 
 impl AgentNode {
-    fn server_args(logs: &std::path::Path) -> [&str; 4] {
-        ["--node-name", "n1", "--pod-logs-dir", logs.to_str().unwrap()]
+    fn server_args<'a>(logs: &'a std::path::Path, extra: &'a [String]) -> Vec<&'a str> {
+        let mut args = vec!["--node-name", "n1", "--pod-logs-dir", logs.to_str().unwrap()];
+        args.extend(extra.iter().map(String::as_str));
+        args
     }
 
     /// Stops the server (SIGTERM) and starts it again on the same namespace and data: the node's containers are
@@ -264,16 +275,18 @@ impl AgentNode {
         let AgentNode {
             server,
             logs,
+            extra,
             _cleanup,
             _registry,
             _upstream,
         } = self;
         let (netns, dir, status) = server.stop();
         assert!(status.success(), "the server exited with {status}");
-        let server = Server::start_in_with_agent(netns, dir, &Self::server_args(&logs));
+        let server = Server::start_in_with_agent(netns, dir, &Self::server_args(&logs, &extra));
         AgentNode {
             server,
             logs,
+            extra,
             _cleanup,
             _registry,
             _upstream,

@@ -341,3 +341,59 @@ fn a_server_restart_leaves_containers_running() {
         assert!(answer.status.success(), "{}", text(&answer));
     }
 }
+
+#[test]
+fn disk_pressure_collects_unused_images_then_evicts_pods() {
+    // A threshold the node is always past: it is under disk pressure from the first round on (and tainted
+    // node.kubernetes.io/disk-pressure, which the pod tolerates).
+    let node = AgentNode::with_busybox_and(&["--kubelet-arg", "eviction-hard=nodefs.available<100%"]);
+    let server = &node.server;
+    let image = node.image();
+    wait_for(40, "the node's DiskPressure condition", || {
+        get(server, &["node", "n1"])["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "DiskPressure" && c["status"] == "True")
+            })
+    });
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "victim"}},
+       "spec": {{"terminationGracePeriodSeconds": 30, "containers": [{{"name": "c", "image": "{image}",
+         "command": ["sleep", "1000"]}}],
+         "tolerations": [{{"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"}}]}}}}"#
+    );
+    kubectl_file(server, "apply", "victim.json", &manifest);
+    // The image is in use while the pod runs; reclaiming it is not enough, so the pod is evicted.
+    wait_for(60, "the pod to be evicted", || {
+        get(server, &["pod", "victim"])["status"]["reason"] == "Evicted"
+    });
+    let victim = get(server, &["pod", "victim"]);
+    let status = &victim["status"];
+    assert_eq!(status["phase"], "Failed", "{status}");
+    assert!(
+        status["message"].as_str().unwrap().starts_with(
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 100%, available: "
+        ),
+        "{status}"
+    );
+    let disruption = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DisruptionTarget")
+        .cloned()
+        .unwrap();
+    assert_eq!(disruption["reason"], "TerminationByKubelet");
+    // Its containers are gone, and then the image no container uses any more.
+    let data = server.data_dir();
+    wait_for(30, "the pod's containers to go", || {
+        std::fs::read_dir(data.join("agent/containers")).is_ok_and(|mut d| d.next().is_none())
+    });
+    wait_for(30, "the unused image to be collected", || {
+        let listed = bonsai_e2e::bonsai(&["images", "-d", data.to_str().unwrap(), "ls"]);
+        listed.status.success() && !String::from_utf8_lossy(&listed.stdout).contains("busybox")
+    });
+    let described = ok(server.kubectl(33, &["describe", "pod", "victim"]));
+    assert!(described.contains("Evicted"), "{described}");
+}

@@ -415,6 +415,29 @@ pub struct ServerArgs {
     /// (default 50s) and terminated-pod-gc-threshold (default 12500; 0 keeps every terminated pod).
     #[arg(long = "kube-controller-manager-arg", value_parser = parse_controller_manager_arg)]
     pub kube_controller_manager_args: Vec<ControllerManagerArg>,
+
+    /// A kubelet flag as k3s passes it, `NAME=VALUE` (repeatable): eviction-hard (default
+    /// memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,imagefs.available<15%).
+    #[arg(long = "kubelet-arg", value_parser = parse_kubelet_arg)]
+    pub kubelet_args: Vec<KubeletArg>,
+}
+
+#[derive(Clone, Debug)]
+pub enum KubeletArg {
+    EvictionHard(kubelet::eviction::EvictionConfig),
+}
+
+fn parse_kubelet_arg(s: &str) -> Result<KubeletArg, String> {
+    let (name, value) = s
+        .trim_start_matches("--")
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE, such as eviction-hard=memory.available<200Mi"))?;
+    match name {
+        "eviction-hard" => kubelet::eviction::EvictionConfig::parse(value).map(KubeletArg::EvictionHard),
+        _ => Err(format!(
+            "{name:?} is not a kubelet flag bonsai takes: eviction-hard"
+        )),
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -455,6 +478,15 @@ fn parse_controller_manager_arg(s: &str) -> Result<ControllerManagerArg, String>
 }
 
 impl ServerArgs {
+    /// The node agent's hard eviction thresholds: the kubelet's defaults, or the last `eviction-hard`.
+    pub fn eviction(&self) -> kubelet::eviction::EvictionConfig {
+        self.kubelet_args
+            .iter()
+            .map(|KubeletArg::EvictionHard(config)| config.clone())
+            .next_back()
+            .unwrap_or_default()
+    }
+
     /// The controllers' options: kube-controller-manager's defaults, then each `--kube-controller-manager-arg`.
     pub fn controller_options(&self) -> controllers::ControllerOptions {
         let mut options = controllers::ControllerOptions::default();

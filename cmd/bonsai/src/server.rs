@@ -64,7 +64,9 @@ async fn start_agent(
         labels: args.node_labels.iter().cloned().collect(),
     };
     let name = config.name.clone();
-    tokio::spawn(kubelet::node::run(client.clone(), config));
+    // The eviction manager (in the pods' loop) tells the node's heartbeat about memory and disk pressure.
+    let (pressure, pressure_seen) = tokio::sync::watch::channel(kubelet::eviction::Pressure::default());
+    tokio::spawn(kubelet::node::run(client.clone(), config, pressure_seen));
 
     // The node's network (overlay, pod bridge, service proxy), and its pods once that is ready.
     let node_ip = match args.node_ip.unwrap_or(advertise) {
@@ -112,6 +114,8 @@ async fn start_agent(
                 host: kubelet::dns::ResolvConf::parse(&host_resolv),
             },
             host_ips: vec![args.node_ip.unwrap_or(advertise).to_string()],
+            eviction: args.eviction(),
+            pressure: std::sync::Arc::new(pressure),
         },
         containers,
         store.clone(),

@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod env;
+pub mod eviction;
 pub mod lifecycle;
 pub mod node;
 pub mod pod_volumes;

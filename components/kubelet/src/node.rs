@@ -13,7 +13,10 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use tokio::sync::watch;
+
 use crate::KubeletError;
+use crate::eviction::Pressure;
 
 /// How often the Lease is renewed (kubelet's `nodeLeaseDurationSeconds` is 40 s, renewed every quarter of it).
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
@@ -196,21 +199,39 @@ pub fn resources(facts: &HostFacts) -> (Value, Value) {
     (capacity, allocatable)
 }
 
-/// The conditions a healthy node reports, in kubelet's order and words.
-fn healthy_conditions() -> [(&'static str, &'static str, &'static str, &'static str); 4] {
+/// The node's conditions, in kubelet's order and words, under `pressure` (the eviction manager's).
+fn node_conditions(pressure: Pressure) -> [(&'static str, &'static str, &'static str, &'static str); 4] {
     [
-        (
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-        ),
-        (
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-        ),
+        if pressure.memory {
+            (
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
+        } else {
+            (
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
+        },
+        if pressure.disk {
+            (
+                "DiskPressure",
+                "True",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
+        } else {
+            (
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
+        },
         (
             "PIDPressure",
             "False",
@@ -222,8 +243,8 @@ fn healthy_conditions() -> [(&'static str, &'static str, &'static str, &'static 
 }
 
 /// The conditions with this heartbeat's time; a condition keeps its transition time while its status holds.
-pub fn conditions(previous: &[Value], now: &str) -> Vec<Value> {
-    healthy_conditions()
+pub fn conditions(previous: &[Value], now: &str, pressure: Pressure) -> Vec<Value> {
+    node_conditions(pressure)
         .iter()
         .map(|(kind, status, reason, message)| {
             let transition = previous
@@ -312,7 +333,12 @@ pub async fn register(client: &kube::Client, config: &NodeConfig) -> Result<Stri
 }
 
 /// Writes the Node's status: `body` plus conditions stamped `now`.
-async fn report_status(client: &kube::Client, config: &NodeConfig, body: &Value) -> Result<(), KubeletError> {
+async fn report_status(
+    client: &kube::Client,
+    config: &NodeConfig,
+    body: &Value,
+    pressure: Pressure,
+) -> Result<(), KubeletError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let current = nodes
         .get_status(&config.name)
@@ -326,7 +352,7 @@ async fn report_status(client: &kube::Client, config: &NodeConfig, body: &Value)
         .filter_map(|c| serde_json::to_value(c).ok())
         .collect();
     let mut status = body.clone();
-    status["conditions"] = json!(conditions(&previous, &now_rfc3339()));
+    status["conditions"] = json!(conditions(&previous, &now_rfc3339(), pressure));
     nodes
         .patch_status(
             &config.name,
@@ -372,9 +398,9 @@ async fn renew_lease(client: &kube::Client, config: &NodeConfig, node_uid: &str)
 
 /// Registers the node, then heartbeats forever: the Lease every 10 s, the status when it changes and at least
 /// every minute. Failures are logged and retried at the next beat (the API server may be restarting).
-pub async fn run(client: kube::Client, config: NodeConfig) {
+pub async fn run(client: kube::Client, config: NodeConfig, mut pressure: watch::Receiver<Pressure>) {
     let mut node_uid: Option<String> = None;
-    let mut reported: Option<(Value, tokio::time::Instant)> = None;
+    let mut reported: Option<(Value, Pressure, tokio::time::Instant)> = None;
     loop {
         if node_uid.is_none() {
             match register(&client, &config).await {
@@ -384,12 +410,13 @@ pub async fn run(client: kube::Client, config: NodeConfig) {
         }
         if let Some(uid) = node_uid.clone() {
             let body = status_body(&config, &HostFacts::read(&config.root_dir));
-            let due = reported
-                .as_ref()
-                .is_none_or(|(last, at)| *last != body || at.elapsed() >= STATUS_REPORT_INTERVAL);
+            let under = *pressure.borrow_and_update();
+            let due = reported.as_ref().is_none_or(|(last, last_pressure, at)| {
+                *last != body || *last_pressure != under || at.elapsed() >= STATUS_REPORT_INTERVAL
+            });
             if due {
-                match report_status(&client, &config, &body).await {
-                    Ok(()) => reported = Some((body, tokio::time::Instant::now())),
+                match report_status(&client, &config, &body, under).await {
+                    Ok(()) => reported = Some((body, under, tokio::time::Instant::now())),
                     // As the kubelet, a Node deleted by hand is not registered again until the agent restarts.
                     Err(e) => {
                         tracing::warn!(node = %config.name, error = %e, "cannot report the node's status")
@@ -400,7 +427,16 @@ pub async fn run(client: kube::Client, config: NodeConfig) {
                 tracing::warn!(node = %config.name, error = %e, "cannot renew the node's lease");
             }
         }
-        tokio::time::sleep(LEASE_RENEW_INTERVAL).await;
+        // A change of pressure is reported at once, not at the next beat.
+        tokio::select! {
+            () = tokio::time::sleep(LEASE_RENEW_INTERVAL) => {}
+            changed = pressure.changed() => {
+                if changed.is_err() {
+                    // The eviction manager is gone: keep beating on the last pressure seen.
+                    tokio::time::sleep(LEASE_RENEW_INTERVAL).await;
+                }
+            }
+        }
     }
 }
 
@@ -442,17 +478,17 @@ mod tests {
 
     #[test]
     fn conditions_keep_their_transition_time_while_they_hold() {
-        let first = conditions(&[], "2026-12-01T10:00:00Z");
+        let first = conditions(&[], "2026-12-01T10:00:00Z", Pressure::default());
         assert_eq!(first.len(), 4);
         assert_eq!(first[3]["type"], "Ready");
         assert_eq!(first[3]["reason"], "KubeletReady");
-        let later = conditions(&first, "2026-12-01T10:01:00Z");
+        let later = conditions(&first, "2026-12-01T10:01:00Z", Pressure::default());
         assert_eq!(later[3]["lastHeartbeatTime"], "2026-12-01T10:01:00Z");
         assert_eq!(later[3]["lastTransitionTime"], "2026-12-01T10:00:00Z");
         // After the node lifecycle controller set Unknown, Ready again is a transition.
         let mut unknown = later.clone();
         unknown[3]["status"] = json!("Unknown");
-        let back = conditions(&unknown, "2026-12-01T10:05:00Z");
+        let back = conditions(&unknown, "2026-12-01T10:05:00Z", Pressure::default());
         assert_eq!(back[3]["lastTransitionTime"], "2026-12-01T10:05:00Z");
     }
 
@@ -486,5 +522,22 @@ mod tests {
             json!({"type": "InternalIP", "address": "10.0.0.5"})
         );
         assert_eq!(body["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    }
+
+    #[test]
+    fn pressure_turns_its_condition_true_with_the_kubelets_reason() {
+        let under = conditions(
+            &[],
+            "2026-12-01T10:00:00Z",
+            Pressure {
+                memory: false,
+                disk: true,
+            },
+        );
+        assert_eq!(under[0]["status"], "False");
+        assert_eq!(under[1]["type"], "DiskPressure");
+        assert_eq!(under[1]["status"], "True");
+        assert_eq!(under[1]["reason"], "KubeletHasDiskPressure");
+        assert_eq!(under[3]["status"], "True", "a node under pressure is still Ready");
     }
 }

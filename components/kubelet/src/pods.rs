@@ -86,6 +86,10 @@ pub struct PodsConfig {
     pub pod_logs_dir: PathBuf,
     pub dns: ClusterDns,
     pub host_ips: Vec<String>,
+    /// The hard eviction thresholds.
+    pub eviction: crate::eviction::EvictionConfig,
+    /// Where the eviction manager publishes the node's pressure (its conditions).
+    pub pressure: Arc<watch::Sender<crate::eviction::Pressure>>,
 }
 
 /// The node agent's pod side.
@@ -385,10 +389,17 @@ impl Pods {
             }
         });
         let busy: Arc<std::sync::Mutex<BTreeSet<String>>> = Arc::default();
+        let mut eviction = tokio::time::interval(crate::eviction::INTERVAL);
         loop {
             tokio::select! {
                 _ = changed.recv() => {}
                 () = tokio::time::sleep(RESYNC) => {}
+                _ = eviction.tick() => {
+                    if crate::ready(&cache) {
+                        self.eviction_round(&cache, &busy).await;
+                    }
+                    continue;
+                }
             }
             if !crate::ready(&cache) {
                 continue;
@@ -457,6 +468,121 @@ impl Pods {
                     }
                 }),
             );
+        }
+    }
+
+    /// One round of the eviction manager: observe, publish the pressure, reclaim unused images under disk
+    /// pressure, then evict one pod if a threshold is still crossed.
+    async fn eviction_round(&self, cache: &Store<Pod>, busy: &Arc<std::sync::Mutex<BTreeSet<String>>>) {
+        use crate::eviction::{Observed, Pressure, crossed, eviction_rank};
+        let config = &self.config.eviction;
+        let mut past = crossed(config, &Observed::read(&self.config.data_dir));
+        if past.iter().any(|c| c.threshold.signal.is_disk()) && self.collect_images().await {
+            past = crossed(config, &Observed::read(&self.config.data_dir));
+        }
+        self.config.pressure.send_if_modified(|pressure| {
+            let now = Pressure::of(&past);
+            let changed = *pressure != now;
+            *pressure = now;
+            changed
+        });
+        let Some(reason) = past.first() else {
+            return;
+        };
+        let mut candidates: Vec<Arc<Pod>> = cache
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                let phase = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .unwrap_or_default();
+                phase != "Succeeded" && phase != "Failed"
+            })
+            .collect();
+        candidates.sort_by_key(|p| eviction_rank(qos_class(p)));
+        for pod in candidates {
+            let Some(uid) = pod.metadata.uid.clone() else {
+                continue;
+            };
+            // A pod in the middle of a pass is left for the next round.
+            let claimed = busy
+                .lock()
+                .is_ok_and(|mut in_flight| in_flight.insert(uid.clone()));
+            if !claimed {
+                continue;
+            }
+            if let Err(e) = self.evict(&pod, &uid, &reason.message()).await {
+                tracing::warn!(pod = ?pod.metadata.name, error = %e, "evicting a pod");
+            }
+            if let Ok(mut in_flight) = busy.lock() {
+                in_flight.remove(&uid);
+            }
+            // One pod per round, as the kubelet: the next round sees whether that was enough.
+            return;
+        }
+    }
+
+    /// Evicts a pod as the kubelet does: its containers are killed at once (a hard threshold has no grace) and
+    /// the pod fails with reason `Evicted`; its controller makes a replacement.
+    async fn evict(&self, pod: &Pod, uid: &str, message: &str) -> Result<(), KubeletError> {
+        tracing::warn!(pod = ?pod.metadata.name, %message, "evicting");
+        self.event(
+            "Warning",
+            &events::Involved::of(pod),
+            "Evicted",
+            message.to_string(),
+        );
+        self.kill_pod(uid, Some(pod), Duration::ZERO).await?;
+        let now = now_rfc3339();
+        let status = json!({"phase": "Failed", "reason": "Evicted", "message": message,
+        "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                "message": message, "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "reason": "PodFailed", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "False", "reason": "PodFailed", "lastTransitionTime": now},
+        ]});
+        self.write_status(pod, status).await
+    }
+
+    /// Removes the images no container of this node uses, and then the blobs and layers no image names (the
+    /// kubelet's image GC, run under disk pressure). Returns whether anything was removed.
+    async fn collect_images(&self) -> bool {
+        let (runtime, store) = (self.runtime.clone(), self.store.clone());
+        let collected = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let in_use: BTreeSet<String> = runtime
+                .list()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|c| c.config.image)
+                .collect();
+            let mut removed = 0;
+            for image in store.images().map_err(|e| e.to_string())? {
+                if !in_use.contains(&image.name)
+                    && store.remove_image(&image.name).map_err(|e| e.to_string())?
+                {
+                    tracing::info!(image = %image.name, "removed an unused image (disk pressure)");
+                    removed += 1;
+                }
+            }
+            let swept = store
+                .collect_garbage(&BTreeSet::new())
+                .map_err(|e| e.to_string())?;
+            Ok(removed + swept.blobs + swept.layers)
+        })
+        .await;
+        match collected {
+            Ok(Ok(removed)) => removed > 0,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "image garbage collection");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "image garbage collection");
+                false
+            }
         }
     }
 
