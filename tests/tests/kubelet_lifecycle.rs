@@ -68,12 +68,16 @@ fn hooks_termination_messages_oom_and_cp() {
        "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "c", "image": "{image}",
          "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"],
          "ports": [{{"containerPort": 8080, "hostPort": 30080}}]}}]}}}},
+      {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "privileged"}},
+       "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "c", "image": "{image}",
+         "command": ["sleep", "1000"], "securityContext": {{"privileged": true}}}}]}}}},
       {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "as-root"}},
        "spec": {{"securityContext": {{"runAsNonRoot": true}}, "containers": [{{"name": "c", "image": "{image}",
          "command": ["sleep", "1000"]}}]}}}},
       {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "as-user"}},
        "spec": {{"terminationGracePeriodSeconds": 1, "securityContext": {{"runAsNonRoot": true, "runAsUser": 1000}},
          "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "1000"],
+           "securityContext": {{"allowPrivilegeEscalation": false}},
            "resources": {{"limits": {{"memory": "48Mi", "cpu": "250m"}}}},
            "env": [{{"name": "MEM_MI", "valueFrom": {{"resourceFieldRef": {{"resource": "limits.memory", "divisor": "1Mi"}}}}}},
                    {{"name": "MILLICORES", "valueFrom": {{"resourceFieldRef": {{"resource": "limits.cpu", "divisor": "1m"}}}}}}]}}]}}}}]}}"#,
@@ -158,6 +162,42 @@ fn hooks_termination_messages_oom_and_cp() {
         ],
     ));
     assert_eq!(who, "1000\n48 250\n");
+    // allowPrivilegeEscalation: false sets no_new_privs; privileged gives every capability (and leaves it unset).
+    let status = |pod: &str| {
+        ok(server.kubectl(
+            33,
+            &[
+                "exec",
+                pod,
+                "--",
+                "sh",
+                "-c",
+                "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status",
+            ],
+        ))
+    };
+    assert!(
+        status("as-user").contains("NoNewPrivs:\t1"),
+        "{}",
+        status("as-user")
+    );
+    let waited = server.kubectl(
+        33,
+        &["wait", "--for=condition=Ready", "pod/privileged", "--timeout=60s"],
+    );
+    assert!(waited.status.success(), "{}", text(&waited));
+    let privileged = status("privileged");
+    // Every capability the node has (a sandboxed host may lack some).
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim();
+    assert!(
+        privileged.contains(&format!("CapEff:\t{bounding}")) && privileged.contains("NoNewPrivs:\t0"),
+        "{privileged}"
+    );
 
     // A sidecar starts before the next init container and keeps running beside the app container; in a pod that
     // runs to completion it is stopped once the app container is done.

@@ -55,6 +55,9 @@ pub enum Command {
         /// the client's resizes) instead of from this process's terminal.
         #[arg(long, requires = "tty", hide = true)]
         resize_fifo: Option<PathBuf>,
+        /// With -t: the terminal's first size, `ROWSxCOLS` (else this process's terminal's).
+        #[arg(long, requires = "tty", hide = true, value_parser = parse_terminal_size)]
+        terminal_size: Option<(u16, u16)>,
         /// The container's id.
         id: String,
         #[arg(last = true, required = true)]
@@ -437,6 +440,16 @@ fn parse_kubelet_arg(s: &str) -> Result<KubeletArg, String> {
         _ => Err(format!(
             "{name:?} is not a kubelet flag bonsai takes: eviction-hard"
         )),
+    }
+}
+
+fn parse_terminal_size(s: &str) -> Result<(u16, u16), String> {
+    let (rows, cols) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?} is not ROWSxCOLS, such as 24x80"))?;
+    match (rows.parse(), cols.parse()) {
+        (Ok(rows), Ok(cols)) => Ok((rows, cols)),
+        _ => Err(format!("{s:?} is not ROWSxCOLS, such as 24x80")),
     }
 }
 

@@ -115,12 +115,15 @@ pub fn exec(
     env: Vec<String>,
     tty: bool,
     resize_fifo: Option<&Path>,
+    terminal_size: Option<(u16, u16)>,
 ) -> anyhow::Result<i32> {
     let request = ExecRequest {
         args: command,
         env: env_pairs(env)?,
         tty,
-        terminal_size: terminal::size(std::io::stdin()).or_else(|| terminal::size(std::io::stdout())),
+        terminal_size: terminal_size
+            .or_else(|| terminal::size(std::io::stdin()))
+            .or_else(|| terminal::size(std::io::stdout())),
     };
     // No threads before this call: it forks.
     let process = open(data_dir)?.exec(id, request)?;

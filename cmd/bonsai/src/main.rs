@@ -82,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             env,
             tty,
             resize_fifo,
+            terminal_size,
             id,
             command,
         } => {
@@ -93,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 env,
                 tty,
                 resize_fifo.as_deref(),
+                terminal_size,
             )?)
         }
         Command::Attach { data_dir, stdin, id } => {

@@ -26,6 +26,9 @@ use crate::{KubeletError, sandbox};
 /// The first restart back-off; it doubles up to `MAX_BACKOFF` (kubelet's 10 s and 5 min).
 const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A container that ran this long before it ended starts again without back-off (the kubelet resets a
+/// container's back-off after 10 minutes of running without problems).
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How often every pod is looked at even when nothing in the API changed (containers exit on their own).
 const RESYNC: Duration = Duration::from_secs(1);
 /// What is left of a grace period after a preStop hook is never less than this (`minimumGracePeriodInSeconds`).
@@ -138,6 +141,13 @@ fn whole_seconds(rfc3339: &str) -> String {
         .ok()
         .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t.as_second()).ok())
         .map_or_else(|| rfc3339.to_string(), |t| t.to_string())
+}
+
+/// Seconds from one RFC 3339 time to another.
+fn seconds_between(from: &str, to: &str) -> Option<f64> {
+    let from: k8s_openapi::jiff::Timestamp = from.parse().ok()?;
+    let to: k8s_openapi::jiff::Timestamp = to.parse().ok()?;
+    Some((to.as_millisecond() - from.as_millisecond()) as f64 / 1000.0)
 }
 
 fn seconds_since(rfc3339: &str) -> Option<f64> {
@@ -1192,7 +1202,7 @@ impl Pods {
                         done: None,
                     };
                 }
-                State::Exited(_, exited) => {
+                State::Exited(started, exited) => {
                     if !restarts_after(restart_policy, exited.exit_code) {
                         let mut status = base(state, restarts, last_state, false, false);
                         status["containerID"] = json!(format!("bonsai://{id}"));
@@ -1202,8 +1212,15 @@ impl Pods {
                             done: Some(exited.exit_code),
                         };
                     }
-                    // Back off before starting it again.
-                    let delay = backoff(restarts);
+                    // Back off before starting it again, unless it had run long enough to reset the back-off.
+                    let ran = started
+                        .as_ref()
+                        .and_then(|s| seconds_between(&s.started_at, &exited.finished_at));
+                    let delay = if ran.is_some_and(|secs| secs >= BACKOFF_RESET.as_secs_f64()) {
+                        Duration::ZERO
+                    } else {
+                        backoff(restarts)
+                    };
                     if seconds_since(&exited.finished_at).is_some_and(|s| s < delay.as_secs_f64()) {
                         // One event per back-off (its count rises while it lasts), as the kubelet's BackOff.
                         self.event(
@@ -1403,6 +1420,8 @@ impl Pods {
         config.resources = container_resources(container);
         config.cgroup_parent = format!("bonsai/pods/pod{}", context.uid);
         config.readonly_rootfs = security.read_only_root_filesystem.unwrap_or(false);
+        config.privileged = security.privileged.unwrap_or(false);
+        config.no_new_privileges = security.allow_privilege_escalation == Some(false);
         if let Some(capabilities) = &security.capabilities {
             config.capabilities_add = capabilities.add.clone().unwrap_or_default();
             config.capabilities_drop = capabilities.drop.clone().unwrap_or_default();
@@ -1826,6 +1845,15 @@ mod tests {
             .unwrap();
         let back = serde_json::to_value(&status).unwrap();
         assert!(controllers_free_covers(&back, &written), "{back} vs {written}");
+    }
+
+    #[test]
+    fn run_lengths_come_from_start_and_finish() {
+        assert_eq!(
+            seconds_between("2026-12-01T10:00:00Z", "2026-12-01T10:10:30.5Z"),
+            Some(630.5)
+        );
+        assert!(630.5 >= BACKOFF_RESET.as_secs_f64());
     }
 
     #[test]

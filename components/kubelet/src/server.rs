@@ -296,13 +296,14 @@ impl Kubelet {
         }
         let mut helper = tokio::process::Command::new(&self.config.bonsai);
         let mut resize_fifo = None;
+        // The operands, added last (after the terminal's first size, which comes once the session is up).
+        let mut operands: Vec<std::ffi::OsString> = vec![info.config.id.clone().into()];
         match subresource {
             streaming::Subresource::Attach => {
                 helper.arg("attach").arg("-d").arg(&self.config.data_dir);
                 if options.stdin {
                     helper.arg("-i");
                 }
-                helper.arg(&info.config.id);
             }
             _ => {
                 helper.arg("exec").arg("-d").arg(&self.config.data_dir);
@@ -319,7 +320,8 @@ impl Kubelet {
                         Err(e) => tracing::warn!(error = %e, "no terminal resizes for this exec"),
                     }
                 }
-                helper.arg(&info.config.id).arg("--").args(&options.command);
+                operands.push("--".into());
+                operands.extend(options.command.iter().map(Into::into));
             }
         }
         let piped = |on: bool| {
@@ -351,7 +353,7 @@ impl Kubelet {
                     return;
                 }
             };
-            run_helper(helper, command, resize_fifo).await;
+            run_helper(helper, operands, command, resize_fifo).await;
         });
         Ok(response)
     }
@@ -395,6 +397,9 @@ impl Kubelet {
     }
 }
 
+/// How long an exec with a terminal waits for the client's first terminal size.
+const FIRST_SIZE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A fresh FIFO path for one exec's terminal sizes, under `<data-dir>/agent/exec`.
 fn resize_fifo_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -430,12 +435,20 @@ fn tokio_stream_from<T: Send + 'static>(
 /// Bridges the helper process's stdio to the client's streams and ends the session with its exit code.
 async fn run_helper(
     mut helper: tokio::process::Command,
+    operands: Vec<std::ffi::OsString>,
     mut command: streaming::RemoteCommand,
     resize_fifo: Option<std::path::PathBuf>,
 ) {
     // Removed when the session ends, however it ends.
     let _fifo = resize_fifo.as_ref().map(|path| RemoveOnDrop(path.clone()));
     if let (Some(path), Some(mut sizes)) = (resize_fifo, command.resize.take()) {
+        // The client sends its terminal's size first: the command's terminal is made with it, so that even a
+        // command that asks at once (`stty size`) sees it. A client that sends none gets the default.
+        if let Ok(Some(first)) = tokio::time::timeout(FIRST_SIZE_WAIT, sizes.recv()).await {
+            helper
+                .arg("--terminal-size")
+                .arg(format!("{}x{}", first.height, first.width));
+        }
         // Opened read-write so that opening never waits for (or fails without) the helper's reading end.
         match tokio::net::unix::pipe::OpenOptions::new()
             .read_write(true)
@@ -454,6 +467,7 @@ async fn run_helper(
             Err(e) => tracing::warn!(error = %e, "opening the resize FIFO"),
         }
     }
+    helper.args(operands);
     let mut child = match helper.spawn() {
         Ok(child) => child,
         Err(e) => {

@@ -119,6 +119,14 @@ pub struct ContainerConfig {
     /// Groups the process is in besides its own (Kubernetes' fsGroup and supplementalGroups).
     #[serde(default)]
     pub additional_gids: Vec<u32>,
+    /// `securityContext.privileged`: every capability, no masked or read-only paths, /sys writable, every device
+    /// allowed by the device cgroup.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The `no_new_privs` bit: set only when `allowPrivilegeEscalation: false` (the kubelet's
+    /// `AddNoNewPrivileges`).
+    #[serde(default)]
+    pub no_new_privileges: bool,
 }
 
 impl ContainerConfig {
@@ -150,6 +158,8 @@ impl ContainerConfig {
             tty: false,
             attach_before_start: false,
             additional_gids: Vec::new(),
+            privileged: false,
+            no_new_privileges: false,
             seccomp: seccomp::Seccomp::Unconfined,
         }
     }

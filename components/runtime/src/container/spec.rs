@@ -24,6 +24,75 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 ];
 
 /// runc's masked and read-only paths.
+/// This process's capability bounding set (`CapBnd`): a privileged container gets what the node has, as
+/// containerd gives it (a sandboxed host may lack some).
+fn bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// The capabilities whose bits are set in `mask`.
+fn privileged_capabilities(mask: u64) -> Vec<String> {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// Every capability the kernel knows, by number (up to CAP_CHECKPOINT_RESTORE, 40, Linux 5.9).
+const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
 const MASKED: &[&str] = &[
     "/proc/asound",
     "/proc/acpi",
@@ -169,6 +238,9 @@ pub fn runtime_spec(
         caps.clear();
     }
     caps.retain(|c| !drops.contains(c));
+    if config.privileged {
+        caps = privileged_capabilities(bounding_set());
+    }
 
     let mut namespaces = vec![
         json!({"type": "pid"}),
@@ -197,7 +269,18 @@ pub fn runtime_spec(
             json!({"destination": m.destination, "type": "bind", "source": m.source, "options": options}),
         );
     }
-    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if config.privileged {
+        // /sys and the cgroup file system writable, as runc's privileged spec has them.
+        for mount in mounts
+            .iter_mut()
+            .filter(|m| m["type"] == "sysfs" || m["type"] == "cgroup")
+        {
+            if let Some(Value::Array(options)) = mount.get_mut("options") {
+                options.retain(|o| o != "ro");
+            }
+        }
+    }
+    let mut resources = json!({"devices": [{"allow": config.privileged, "access": "rwm"}]});
     let r = &config.resources;
     if let Some(limit) = r.memory_limit {
         resources["memory"] = json!({"limit": limit, "swap": limit});
@@ -225,8 +308,8 @@ pub fn runtime_spec(
         "namespaces": namespaces,
         "cgroupsPath": cgroups_path,
         "resources": resources,
-        "maskedPaths": MASKED,
-        "readonlyPaths": READONLY,
+        "maskedPaths": if config.privileged { &[][..] } else { MASKED },
+        "readonlyPaths": if config.privileged { &[][..] } else { READONLY },
     });
     if let Some(profile) = super::seccomp::profile(&config.seccomp, &caps)? {
         linux["seccomp"] = profile;
@@ -241,7 +324,7 @@ pub fn runtime_spec(
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
-            "noNewPrivileges": true,
+            "noNewPrivileges": config.no_new_privileges,
         },
         "root": {"path": rootfs, "readonly": config.readonly_rootfs},
         "hostname": config.hostname.clone().unwrap_or_else(|| config.id.chars().take(12).collect()),
@@ -265,6 +348,45 @@ mod tests {
             argv(&image, &v(&["/bin/sh"]), &v(&["-c", "true"])),
             ["/bin/sh", "-c", "true"]
         );
+    }
+
+    #[test]
+    fn privileged_containers_get_every_capability_and_an_open_sys() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let mut config = ContainerConfig::new("p", "busybox");
+        config.privileged = true;
+        config.mounts.push(crate::container::BindMount {
+            source: "/tmp/x".into(),
+            destination: "/data".into(),
+            readonly: true,
+        });
+        config.command = Some(vec!["/bin/sh".into()]);
+        let spec = runtime_spec(&json!({}), &config, rootfs.path(), "/bonsai/p").unwrap();
+        let caps = spec["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert_eq!(caps.len(), privileged_capabilities(bounding_set()).len());
+        let without_sys_resource = privileged_capabilities(0x1fffeffffff);
+        assert_eq!(without_sys_resource.len(), ALL_CAPABILITIES.len() - 1);
+        assert!(!without_sys_resource.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert_eq!(spec["linux"]["maskedPaths"], json!([]));
+        assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], true);
+        let sys = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert!(!sys["options"].as_array().unwrap().contains(&json!("ro")));
+        let data = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/data")
+            .unwrap();
+        assert!(
+            data["options"].as_array().unwrap().contains(&json!("ro")),
+            "volumes keep readOnly"
+        );
+        assert_eq!(spec["process"]["noNewPrivileges"], false);
     }
 
     #[test]
