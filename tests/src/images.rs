@@ -221,6 +221,15 @@ impl AgentNode {
 
     /// The node, its server started with `extra` arguments too.
     pub fn with_busybox_and(extra: &[&str]) -> AgentNode {
+        Self::build(extra, None)
+    }
+
+    /// The node, its registry asking for these credentials (basic auth) before it serves anything.
+    pub fn with_private_busybox(user: &str, password: &str) -> AgentNode {
+        Self::build(&[], Some((user, password)))
+    }
+
+    fn build(extra: &[&str], credentials: Option<(&str, &str)>) -> AgentNode {
         let (node, upstream) = (NetNs::new(), NetNs::new());
         node.link_to("192.168.209.1", &upstream, "192.168.209.2");
         assert!(
@@ -240,13 +249,14 @@ impl AgentNode {
         );
         let dir = tempfile::tempdir().unwrap();
         let cleanup = NodeCleanup(dir.path().to_path_buf());
-        let registry = Registry::start(&node, &dir.path().join("registry"), None);
+        let registry = Registry::start(&node, &dir.path().join("registry"), credentials);
         let layout = Layout::busybox(dir.path());
+        let creds = credentials.map(|(user, password)| format!("{user}:{password}"));
         layout.copy(
             &node,
             "v1",
             &format!("docker://{}/test/busybox:v1", Registry::ADDR),
-            None,
+            creds.as_deref(),
         );
         let logs = dir.path().join("pod-logs");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();

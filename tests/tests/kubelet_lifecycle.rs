@@ -437,3 +437,52 @@ fn disk_pressure_collects_unused_images_then_evicts_pods() {
     let described = ok(server.kubectl(33, &["describe", "pod", "victim"]));
     assert!(described.contains("Evicted"), "{described}");
 }
+
+#[test]
+fn image_pull_secrets_open_a_private_registry() {
+    let node = AgentNode::with_private_busybox("puller", "s3cret");
+    let server = &node.server;
+    let image = node.image();
+    let pod = |name: &str, secrets: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+           "spec": {{"terminationGracePeriodSeconds": 1, "imagePullSecrets": [{secrets}],
+             "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "1000"]}}]}}}}"#
+        )
+    };
+    // Without credentials the pull is refused, and backs off.
+    kubectl_file(server, "apply", "anonymous.json", &pod("anonymous", ""));
+    wait_for(60, "the anonymous pull to back off", || {
+        let state = &get(server, &["pod", "anonymous"])["status"]["containerStatuses"][0]["state"]["waiting"];
+        state["reason"] == "ImagePullBackOff"
+    });
+    // A docker-registry Secret named in imagePullSecrets gets it through; a missing one is skipped.
+    ok(server.kubectl(
+        33,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "--docker-server=127.0.0.1:5000",
+            "--docker-username=puller",
+            "--docker-password=s3cret",
+        ],
+    ));
+    kubectl_file(
+        server,
+        "apply",
+        "private.json",
+        &pod("private", r#"{"name": "missing"}, {"name": "regcred"}"#),
+    );
+    let waited = server.kubectl(
+        33,
+        &["wait", "--for=condition=Ready", "pod/private", "--timeout=60s"],
+    );
+    assert!(waited.status.success(), "{}", text(&waited));
+    let described = ok(server.kubectl(33, &["describe", "pod", "private"]));
+    assert!(
+        described.contains("FailedToRetrieveImagePullSecret"),
+        "{described}"
+    );
+}

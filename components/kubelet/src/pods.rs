@@ -113,7 +113,7 @@ pub struct Pods {
     volumes: crate::pod_volumes::PodVolumes,
     /// Each pod's host ports, as programmed into the node's nft chains.
     host_ports: Mutex<BTreeMap<String, Vec<network::hostports::HostPort>>>,
-    /// Failed pulls by image reference: how many in a row, and when the last one failed.
+    /// Failed pulls by pod and image: how many in a row, and when the last one failed.
     pull_failures: std::sync::Mutex<BTreeMap<String, (u32, std::time::Instant)>>,
     /// Events about the pods (`kubectl describe pod`), from `kubelet` on this node.
     events: Arc<events::Recorder>,
@@ -1511,6 +1511,36 @@ impl Pods {
         }
     }
 
+    /// The registry credentials of the pod's `imagePullSecrets` (`kubernetes.io/dockerconfigjson` and
+    /// `kubernetes.io/dockercfg` Secrets), in order. A secret that is missing or unreadable is skipped with a
+    /// warning event, as the kubelet does.
+    async fn pull_credentials(&self, pod: &Pod) -> Vec<runtime::pull::Credential> {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let mut credentials = Vec::new();
+        let names = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default();
+        for name in names.into_iter().map(|r| r.name) {
+            match secrets.get_opt(&name).await {
+                Ok(Some(secret)) => credentials.extend(docker_credentials(&secret)),
+                Ok(None) => self.event(
+                    "Warning",
+                    &events::Involved::of(pod),
+                    "FailedToRetrieveImagePullSecret",
+                    format!(
+                        "Unable to retrieve some image pull secrets ({name}); attempting to pull the image may not \
+                         succeed."
+                    ),
+                ),
+                Err(e) => tracing::warn!(secret = %name, error = %e, "reading an image pull secret"),
+            }
+        }
+        credentials
+    }
+
     /// kubelet's `verifyRunAsNonRoot`: the user the container runs as must be known not to be root, from
     /// `runAsUser` or else from the image's numeric `User` (a name cannot be verified; /etc/passwd is not read).
     fn verify_run_as_non_root(
@@ -1568,7 +1598,7 @@ impl Pods {
     }
 
     /// The image in the store under its full name, pulled first when absent or when the policy says Always. A
-    /// failed pull is not tried again before its back-off (10 s doubling to 5 min, per image), as the kubelet's
+    /// failed pull is not tried again before its back-off (10 s doubling to 5 min, per pod and image), as the kubelet's
     /// image puller: in between the container waits in ImagePullBackOff.
     async fn ensure_image(&self, pod: &Pod, container: &Container) -> Result<String, (&'static str, String)> {
         let about = events::Involved::of(pod);
@@ -1591,9 +1621,11 @@ impl Pods {
                 Err(("ErrImageNeverPull", message))
             }
             ("Always", _) | (_, false) => {
+                // Keyed by pod and image, as the kubelet's back-off (`<pod uid>_<image>`).
+                let key = format!("{}_{reference}", pod.metadata.uid.as_deref().unwrap_or_default());
                 let backing_off = self.pull_failures.lock().ok().and_then(|failures| {
                     failures
-                        .get(&reference)
+                        .get(&key)
                         .filter(|(count, at)| at.elapsed() < backoff(*count))
                         .map(|_| ())
                 });
@@ -1609,10 +1641,15 @@ impl Pods {
                     format!("Pulling image \"{reference}\""),
                 );
                 let began = std::time::Instant::now();
-                match self.puller.pull(&reference, &runtime::pull::Quiet).await {
+                let credentials = self.pull_credentials(pod).await;
+                match self
+                    .puller
+                    .pull_with(&reference, &runtime::pull::Quiet, &credentials)
+                    .await
+                {
                     Ok(record) => {
                         if let Ok(mut failures) = self.pull_failures.lock() {
-                            failures.remove(&reference);
+                            failures.remove(&key);
                         }
                         let took = began.elapsed().as_secs_f64();
                         self.event("Normal", 
@@ -1627,7 +1664,7 @@ impl Pods {
                     }
                     Err(e) => {
                         if let Ok(mut failures) = self.pull_failures.lock() {
-                            let entry = failures.entry(reference.clone()).or_insert((0, began));
+                            let entry = failures.entry(key.clone()).or_insert((0, began));
                             *entry = (entry.0 + 1, std::time::Instant::now());
                         }
                         let message = format!("Failed to pull image \"{reference}\": {e}");
@@ -1647,6 +1684,45 @@ impl Pods {
             }
         }
     }
+}
+
+/// The credentials in a docker config Secret: `.dockerconfigjson` (`{"auths": {registry: ...}}`) or the older
+/// `.dockercfg` (`{registry: ...}`), each entry with `username`/`password` or `auth` (base64 of `user:password`).
+fn docker_credentials(secret: &Secret) -> Vec<runtime::pull::Credential> {
+    use base64::Engine as _;
+    let data = secret.data.clone().unwrap_or_default();
+    let entries = if let Some(config) = data.get(".dockerconfigjson") {
+        serde_json::from_slice::<Value>(&config.0)
+            .ok()
+            .and_then(|v| v.get("auths").cloned())
+    } else {
+        data.get(".dockercfg")
+            .and_then(|config| serde_json::from_slice::<Value>(&config.0).ok())
+    };
+    let Some(Value::Object(entries)) = entries else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|(registry, entry)| {
+            let field = |name: &str| entry.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
+            let (username, password) = match (field("username"), field("password"), field("auth")) {
+                (Some(user), Some(password), _) => (user.to_string(), password.to_string()),
+                (_, _, Some(auth)) => {
+                    let decoded = base64::engine::general_purpose::STANDARD.decode(auth).ok()?;
+                    let decoded = String::from_utf8(decoded).ok()?;
+                    let (user, password) = decoded.split_once(':')?;
+                    (user.to_string(), password.to_string())
+                }
+                _ => return None,
+            };
+            Some(runtime::pull::Credential {
+                registry,
+                username,
+                password,
+            })
+        })
+        .collect()
 }
 
 /// The host ports a pod's containers ask for, mapped to its address (none before it has one).
@@ -1845,6 +1921,38 @@ mod tests {
             .unwrap();
         let back = serde_json::to_value(&status).unwrap();
         assert!(controllers_free_covers(&back, &written), "{back} vs {written}");
+    }
+
+    #[test]
+    fn docker_config_secrets_give_their_credentials() {
+        let secret = |key: &str, config: serde_json::Value| -> Secret {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(config.to_string());
+            serde_json::from_value(json!({"data": {key: encoded}})).unwrap()
+        };
+        let json_config = secret(
+            ".dockerconfigjson",
+            json!({"auths": {"127.0.0.1:5000": {"username": "u", "password": "p"},
+                "registry.example": {"auth": "dTI6cDI="}, "empty.example": {}}}),
+        );
+        let found = docker_credentials(&json_config);
+        assert_eq!(found.len(), 2);
+        assert_eq!(
+            (found[0].username.as_str(), found[0].password.as_str()),
+            ("u", "p")
+        );
+        assert_eq!(
+            (found[1].username.as_str(), found[1].password.as_str()),
+            ("u2", "p2")
+        );
+        let old = secret(
+            ".dockercfg",
+            json!({"https://index.docker.io/v1/": {"auth": "dTI6cDI="}}),
+        );
+        assert_eq!(
+            docker_credentials(&old)[0].registry,
+            "https://index.docker.io/v1/"
+        );
     }
 
     #[test]

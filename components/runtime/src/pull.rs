@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use crate::ImageError;
 use crate::registries::{Endpoint, RegistriesConfig};
 use crate::store::{ContentStore, Digest, ImageRecord, LayerRecord};
+use oci_client::secrets::RegistryAuth;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -69,6 +70,32 @@ pub fn choose_platform(index: &Value) -> Option<(String, Digest)> {
         .unwrap_or(OCI_MANIFEST)
         .to_string();
     Some((media_type, digest))
+}
+
+/// A user name and password for one registry (from a docker config: `auths` keyed by host or URL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// As the docker config keys it: `127.0.0.1:5000`, `https://index.docker.io/v1/`, `registry.example`.
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl Credential {
+    /// Whether this credential is for `host` (scheme and path of a URL key ignored; Docker Hub's v1 URL is
+    /// `docker.io`'s).
+    pub fn matches(&self, host: &str) -> bool {
+        let key = self
+            .registry
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let key = key.split('/').next().unwrap_or(key);
+        let normal = |h: &str| match h {
+            "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
+            other => other.to_string(),
+        };
+        normal(key) == normal(host)
+    }
 }
 
 #[derive(Debug)]
@@ -136,10 +163,31 @@ impl Puller {
 
     /// Pulls `reference` (`busybox`, `127.0.0.1:5000/x/y:tag`, `…@sha256:…`) and records it.
     pub async fn pull(&self, reference: &str, progress: &dyn Progress) -> Result<ImageRecord, ImageError> {
+        self.pull_with(reference, progress, &[]).await
+    }
+
+    /// `pull`, trying each of `credentials` for its registry first (a pod's `imagePullSecrets`, as the kubelet
+    /// tries them in order before the node's own configuration).
+    pub async fn pull_with(
+        &self,
+        reference: &str,
+        progress: &dyn Progress,
+        credentials: &[Credential],
+    ) -> Result<ImageRecord, ImageError> {
         let parsed: Reference = reference
             .parse()
             .map_err(|e| ImageError::BadReference(format!("{reference}: {e}")))?;
-        let endpoints = self.registries.endpoints(&parsed)?;
+        let mut endpoints = Vec::new();
+        for endpoint in self.registries.endpoints(&parsed)? {
+            let host = endpoint.reference.resolve_registry().to_string();
+            for credential in credentials.iter().filter(|c| c.matches(&host)) {
+                endpoints.push(Endpoint {
+                    auth: RegistryAuth::Basic(credential.username.clone(), credential.password.clone()),
+                    ..endpoint.clone()
+                });
+            }
+            endpoints.push(endpoint);
+        }
         let mut last_error = None;
         for endpoint in &endpoints {
             match self.pull_from(&parsed, endpoint, progress).await {
@@ -352,6 +400,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn credentials_match_their_registry_as_docker_configs_key_them() {
+        let credential = |registry: &str| Credential {
+            registry: registry.into(),
+            username: "u".into(),
+            password: "p".into(),
+        };
+        assert!(credential("127.0.0.1:5000").matches("127.0.0.1:5000"));
+        assert!(credential("https://127.0.0.1:5000/v2/").matches("127.0.0.1:5000"));
+        assert!(credential("https://index.docker.io/v1/").matches("docker.io"));
+        assert!(!credential("127.0.0.1:5000").matches("127.0.0.1:5001"));
+    }
 
     #[test]
     fn the_platform_is_chosen_from_an_index() {
