@@ -267,6 +267,34 @@ fn hooks_termination_messages_oom_and_cp() {
         assert!(text(&out).contains("40 132"), "kubectl 1.{minor}: {}", text(&out));
     }
 
+    // QoS: BestEffort containers are the kernel's first OOM victims, Guaranteed ones its last, and each class
+    // has its cgroup branch.
+    let adj = |pod: &str| ok(server.kubectl(33, &["exec", pod, "--", "cat", "/proc/1/oom_score_adj"]));
+    assert_eq!(adj("hooks"), "1000\n");
+    // Guaranteed: -997, or no lower than this host lets the node agent go (a sandbox without CAP_SYS_RESOURCE).
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    let may_lower = u64::from_str_radix(effective, 16).unwrap() & (1 << 24) != 0;
+    let guaranteed: i32 = adj("as-user").trim().parse().unwrap();
+    if may_lower {
+        assert_eq!(guaranteed, -997);
+    } else {
+        assert!(guaranteed < 1000, "{guaranteed}");
+    }
+    let uid = get(server, &["pod", "hooks"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let branch = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .iter()
+        .map(|root| std::path::Path::new(root).join(format!("bonsai/pods/besteffort/pod{uid}")))
+        .find(|p| p.exists());
+    assert!(branch.is_some(), "no besteffort cgroup for pod {uid}");
+
     // kubectl cp both ways (tar through exec).
     let local = host.path().join("upload.txt");
     std::fs::write(&local, "copied in\n").unwrap();

@@ -117,6 +117,8 @@ pub struct Pods {
     pull_failures: std::sync::Mutex<BTreeMap<String, (u32, std::time::Instant)>>,
     /// Events about the pods (`kubectl describe pod`), from `kubelet` on this node.
     events: Arc<events::Recorder>,
+    /// The node's memory, in bytes (for Burstable containers' OOM score adjustment).
+    memory_capacity: u64,
     /// The node's allocatable resources (what a container's unset limits read as in the downward API).
     node_allocatable: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
@@ -321,11 +323,14 @@ impl Pods {
         exec: CliExec,
     ) -> Pods {
         let mut host = crate::volumes::VolumeHost::new(config.data_dir.join("agent"));
-        let (_, allocatable) = crate::node::resources(&crate::node::HostFacts::read(&config.data_dir));
+        let facts = crate::node::HostFacts::read(&config.data_dir);
+        let memory_capacity = facts.memory_bytes;
+        let (_, allocatable) = crate::node::resources(&facts);
         host.node_allocatable = serde_json::from_value(allocatable).unwrap_or_default();
         let node_allocatable = host.node_allocatable.clone();
         let volumes = crate::pod_volumes::PodVolumes::new(host, client.clone());
         Pods {
+            memory_capacity,
             events: Arc::new(events::Recorder::on_host(
                 client.clone(),
                 "kubelet",
@@ -1418,7 +1423,15 @@ impl Pods {
             .filter_map(|g| u32::try_from(g).ok())
             .collect();
         config.resources = container_resources(container);
-        config.cgroup_parent = format!("bonsai/pods/pod{}", context.uid);
+        // The kubelet's QoS hierarchy: Guaranteed pods directly under the pods' cgroup, the others under
+        // `burstable/` and `besteffort/`; and its OOM score adjustments, so that the kernel kills BestEffort first.
+        let qos = qos_class(pod);
+        config.cgroup_parent = match qos {
+            "Guaranteed" => format!("bonsai/pods/pod{}", context.uid),
+            "Burstable" => format!("bonsai/pods/burstable/pod{}", context.uid),
+            _ => format!("bonsai/pods/besteffort/pod{}", context.uid),
+        };
+        config.oom_score_adj = Some(oom_score_adj(qos, container, self.memory_capacity));
         config.readonly_rootfs = security.read_only_root_filesystem.unwrap_or(false);
         config.privileged = security.privileged.unwrap_or(false);
         config.no_new_privileges = security.allow_privilege_escalation == Some(false);
@@ -1725,6 +1738,27 @@ fn docker_credentials(secret: &Secret) -> Vec<runtime::pull::Credential> {
         .collect()
 }
 
+/// The kubelet's `GetContainerOOMScoreAdjust`: -997 for Guaranteed, 1000 for BestEffort, and for Burstable
+/// `1000 - 1000 * memory request / node memory`, kept within 3..=999 so it stays between the two.
+fn oom_score_adj(qos: &str, container: &Container, memory_capacity: u64) -> i32 {
+    match qos {
+        "Guaranteed" => -997,
+        "BestEffort" => 1000,
+        _ => {
+            let request = container
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("memory"))
+                .and_then(|q| quantity::value(&q.0))
+                .unwrap_or(0);
+            let capacity = i128::from(memory_capacity.max(1));
+            let adjust = 1000 - (1000 * request) / capacity;
+            adjust.clamp(3, 999) as i32
+        }
+    }
+}
+
 /// The host ports a pod's containers ask for, mapped to its address (none before it has one).
 fn pod_host_ports(
     spec: &k8s_openapi::api::core::v1::PodSpec,
@@ -1953,6 +1987,18 @@ mod tests {
             docker_credentials(&old)[0].registry,
             "https://index.docker.io/v1/"
         );
+    }
+
+    #[test]
+    fn oom_score_adjustments_follow_the_qos_class() {
+        let burstable = container(json!({"requests": {"memory": "1Gi"}}));
+        assert_eq!(oom_score_adj("Guaranteed", &burstable, 4 << 30), -997);
+        assert_eq!(oom_score_adj("BestEffort", &burstable, 4 << 30), 1000);
+        assert_eq!(oom_score_adj("Burstable", &burstable, 4 << 30), 750);
+        let huge = container(json!({"requests": {"memory": "8Gi"}}));
+        assert_eq!(oom_score_adj("Burstable", &huge, 4 << 30), 3);
+        let tiny = container(json!({"requests": {"cpu": "1"}}));
+        assert_eq!(oom_score_adj("Burstable", &tiny, 4 << 30), 999);
     }
 
     #[test]

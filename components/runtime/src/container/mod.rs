@@ -127,6 +127,9 @@ pub struct ContainerConfig {
     /// `AddNoNewPrivileges`).
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// The process's `oom_score_adj` (the kubelet's per-QoS values); `None` leaves the runtime's.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 impl ContainerConfig {
@@ -160,6 +163,7 @@ impl ContainerConfig {
             additional_gids: Vec::new(),
             privileged: false,
             no_new_privileges: false,
+            oom_score_adj: None,
             seccomp: seccomp::Seccomp::Unconfined,
         }
     }

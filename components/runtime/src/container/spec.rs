@@ -24,6 +24,31 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 ];
 
 /// runc's masked and read-only paths.
+/// `wanted`, or this process's own score when `wanted` is lower and lowering needs a capability this process
+/// lacks (CAP_SYS_RESOURCE, missing on sandboxed hosts): the container then starts, protected no more than we are.
+fn settable_oom_score_adj(wanted: i32) -> i32 {
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    const CAP_SYS_RESOURCE: u64 = 1 << 24;
+    if wanted < own && effective & CAP_SYS_RESOURCE == 0 {
+        tracing::debug!(wanted, own, "cannot lower oom_score_adj without CAP_SYS_RESOURCE");
+        own
+    } else {
+        wanted
+    }
+}
+
 /// This process's capability bounding set (`CapBnd`): a privileged container gets what the node has, as
 /// containerd gives it (a sandboxed host may lack some).
 fn bounding_set() -> u64 {
@@ -314,7 +339,7 @@ pub fn runtime_spec(
     if let Some(profile) = super::seccomp::profile(&config.seccomp, &caps)? {
         linux["seccomp"] = profile;
     }
-    Ok(json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": config.tty,
@@ -330,7 +355,11 @@ pub fn runtime_spec(
         "hostname": config.hostname.clone().unwrap_or_else(|| config.id.chars().take(12).collect()),
         "mounts": mounts,
         "linux": linux,
-    }))
+    });
+    if let Some(adj) = config.oom_score_adj {
+        spec["process"]["oomScoreAdj"] = json!(settable_oom_score_adj(adj));
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]
