@@ -339,6 +339,12 @@ pub fn runtime_spec(
     if let Some(profile) = super::seccomp::profile(&config.seccomp, &caps)? {
         linux["seccomp"] = profile;
     }
+    // The kernel loads a seccomp filter into a process without CAP_SYS_ADMIN only under no_new_privs, and
+    // libcontainer loads it after dropping capabilities: a filtered container without that capability gets the
+    // bit whatever allowPrivilegeEscalation says (runc loads the filter earlier and need not).
+    let filtered = linux.get("seccomp").is_some();
+    let no_new_privileges =
+        config.no_new_privileges || (filtered && !caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -349,7 +355,7 @@ pub fn runtime_spec(
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
-            "noNewPrivileges": config.no_new_privileges,
+            "noNewPrivileges": no_new_privileges,
         },
         "root": {"path": rootfs, "readonly": config.readonly_rootfs},
         "hostname": config.hostname.clone().unwrap_or_else(|| config.id.chars().take(12).collect()),
@@ -377,6 +383,29 @@ mod tests {
             argv(&image, &v(&["/bin/sh"]), &v(&["-c", "true"])),
             ["/bin/sh", "-c", "true"]
         );
+    }
+
+    #[test]
+    fn no_new_privs_is_set_when_asked_or_when_a_filter_needs_it() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let mut config = ContainerConfig::new("n", "busybox");
+        config.command = Some(vec!["/bin/sh".into()]);
+        let spec = |config: &ContainerConfig| runtime_spec(&json!({}), config, rootfs.path(), "/x").unwrap();
+        assert_eq!(
+            spec(&config)["process"]["noNewPrivileges"],
+            false,
+            "Kubernetes' default"
+        );
+        config.seccomp = crate::container::seccomp::Seccomp::RuntimeDefault;
+        assert_eq!(
+            spec(&config)["process"]["noNewPrivileges"],
+            true,
+            "a filter without CAP_SYS_ADMIN"
+        );
+        config.capabilities_add = vec!["SYS_ADMIN".into()];
+        assert_eq!(spec(&config)["process"]["noNewPrivileges"], false);
+        config.no_new_privileges = true;
+        assert_eq!(spec(&config)["process"]["noNewPrivileges"], true);
     }
 
     #[test]
