@@ -281,6 +281,9 @@ impl Drop for NodeCleanup {
         for mount in under {
             let _ = std::process::Command::new("umount").args(["-l", mount]).status();
         }
+        // The server's directory could not all go while the containers' mounts were in it (and removing the
+        // containers opened it again): it goes now that nothing is mounted there.
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
