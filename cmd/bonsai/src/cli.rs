@@ -430,11 +430,15 @@ pub enum KubeletArg {
     EvictionHard(kubelet::eviction::EvictionConfig),
 }
 
-fn parse_kubelet_arg(s: &str) -> Result<KubeletArg, String> {
-    let (name, value) = s
-        .trim_start_matches("--")
+/// A component flag as k3s passes it on: `NAME=VALUE`, with or without the leading `--`.
+fn flag_pair<'a>(s: &'a str, example: &str) -> Result<(&'a str, &'a str), String> {
+    s.trim_start_matches("--")
         .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not NAME=VALUE, such as eviction-hard=memory.available<200Mi"))?;
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE, such as {example}"))
+}
+
+fn parse_kubelet_arg(s: &str) -> Result<KubeletArg, String> {
+    let (name, value) = flag_pair(s, "eviction-hard=memory.available<200Mi")?;
     match name {
         "eviction-hard" => kubelet::eviction::EvictionConfig::parse(value).map(KubeletArg::EvictionHard),
         _ => Err(format!(
@@ -471,10 +475,7 @@ pub enum ControllerManagerArg {
 }
 
 fn parse_controller_manager_arg(s: &str) -> Result<ControllerManagerArg, String> {
-    let (name, value) = s
-        .trim_start_matches("--")
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not NAME=VALUE, such as node-monitor-grace-period=20s"))?;
+    let (name, value) = flag_pair(s, "node-monitor-grace-period=20s")?;
     match name {
         "node-monitor-grace-period" => {
             parse_duration(value).map(ControllerManagerArg::NodeMonitorGracePeriod)

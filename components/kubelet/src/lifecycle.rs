@@ -19,8 +19,8 @@ const MAX_MESSAGE_BYTES: usize = 4096;
 const MAX_LOG_MESSAGE_BYTES: usize = 2048;
 const MAX_LOG_MESSAGE_LINES: usize = 80;
 
-/// `namespace/name(uid)`'s short form the kubelet's messages use: `name_namespace(uid)`.
-fn format_pod(pod: &Pod) -> String {
+/// A pod as the kubelet's messages name it (`format.Pod`): `name_namespace(uid)`.
+pub(crate) fn format_pod(pod: &Pod) -> String {
     format!(
         "{}_{}({})",
         pod.metadata.name.as_deref().unwrap_or_default(),
@@ -123,7 +123,7 @@ pub fn termination_message(
     if policy != Some("FallbackToLogsOnError") || exit_code == 0 {
         return None;
     }
-    let log = std::fs::read_to_string(log).ok()?;
+    let log = log_tail(log)?;
     let messages: Vec<&str> = log.lines().filter_map(cri_log_message).collect();
     let start = messages.len().saturating_sub(MAX_LOG_MESSAGE_LINES);
     let mut tail = String::new();
@@ -139,6 +139,25 @@ pub fn termination_message(
         tail = tail[cut..].to_string();
     }
     (!tail.is_empty()).then_some(tail)
+}
+
+/// The end of a log file, whole lines only: enough for 80 lines and 2 KiB of text (a status is built every pass,
+/// and a crash-looping container's log may be large).
+fn log_tail(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL_BYTES: u64 = 16 * 1024;
+    let mut file = std::fs::File::open(path).ok()?;
+    let length = file.metadata().ok()?.len();
+    let start = length.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if start == 0 {
+        return Some(text);
+    }
+    // The first line was cut by the seek.
+    text.split_once('\n').map(|(_, rest)| rest.to_string())
 }
 
 /// The text of a CRI log line (`<time> <stream> <F|P> <text>`).

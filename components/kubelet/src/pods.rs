@@ -1233,17 +1233,14 @@ impl Pods {
                             &events::Involved::of(context.pod),
                             "BackOff",
                             format!(
-                                "Back-off restarting failed container {} in pod {}_{}({})",
+                                "Back-off restarting failed container {} in pod {}",
                                 container.name,
-                                context.pod.metadata.name.clone().unwrap_or_default(),
-                                context.pod.metadata.namespace.clone().unwrap_or_default(),
-                                context.uid
+                                crate::lifecycle::format_pod(context.pod)
                             ),
                         );
                         let waiting = json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!(
-                            "back-off {}s restarting failed container={} pod={}_{}({})", delay.as_secs(), container.name,
-                            context.pod.metadata.name.clone().unwrap_or_default(),
-                            context.pod.metadata.namespace.clone().unwrap_or_default(), context.uid)}});
+                            "back-off {}s restarting failed container={} pod={}", delay.as_secs(), container.name,
+                            crate::lifecycle::format_pod(context.pod))}});
                         return ContainerView {
                             status: base(waiting, restarts, Some(state), false, false),
                             running: false,
@@ -1565,12 +1562,7 @@ impl Pods {
     ) -> Result<(), String> {
         let who = format!(
             "(pod: {:?}, container: {})",
-            format!(
-                "{}_{}({})",
-                pod.metadata.name.as_deref().unwrap_or_default(),
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.uid.as_deref().unwrap_or_default()
-            ),
+            crate::lifecycle::format_pod(pod),
             container.name
         );
         if let Some(uid) = run_as_user {

@@ -1473,20 +1473,7 @@ async fn delete_once(
         }
         let mut shortened = current.clone();
         set_meta(&mut shortened, "deletionGracePeriodSeconds", json!(0));
-        return match store
-            .update(
-                Bytes::from(key_of(t, &name)),
-                Bytes::from(objects::encode(&shortened)),
-                rev,
-            )
-            .await?
-        {
-            WriteOutcome::Written { revision, .. } => Ok(DeleteAttempt::Done(Ok(ok(
-                StatusCode::OK,
-                &at_revision(shortened, revision),
-            )))),
-            WriteOutcome::Conflict { .. } => Ok(DeleteAttempt::Raced),
-        };
+        return write_marked(store, t, &name, shortened, rev).await;
     }
     // Foreground and Orphan propagation are finalizers the garbage collector acts on (it removes them once the
     // dependents are gone or released); Background deletes now and leaves the dependents to it.
@@ -1567,20 +1554,7 @@ async fn delete_once(
         if dry {
             return Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &marked))));
         }
-        return match store
-            .update(
-                Bytes::from(key_of(t, &name)),
-                Bytes::from(objects::encode(&marked)),
-                rev,
-            )
-            .await?
-        {
-            WriteOutcome::Written { revision, .. } => Ok(DeleteAttempt::Done(Ok(ok(
-                StatusCode::OK,
-                &at_revision(marked, revision),
-            )))),
-            WriteOutcome::Conflict { .. } => Ok(DeleteAttempt::Raced),
-        };
+        return write_marked(store, t, &name, marked, rev).await;
     }
     if dry {
         return Ok(DeleteAttempt::Done(Ok(ok(StatusCode::OK, &current))));
@@ -1608,6 +1582,30 @@ async fn delete_once(
             name,
         }),
         DeleteOutcome::Conflict { .. } => Ok(DeleteAttempt::Raced),
+    }
+}
+
+/// Writes an object a delete marked (deletion timestamp, grace period) at `rev`: done with it, or raced.
+async fn write_marked(
+    store: &dyn Store,
+    t: &Target,
+    name: &str,
+    marked: Value,
+    rev: i64,
+) -> Result<DeleteAttempt, ApiError> {
+    match store
+        .update(
+            Bytes::from(key_of(t, name)),
+            Bytes::from(objects::encode(&marked)),
+            rev,
+        )
+        .await?
+    {
+        WriteOutcome::Written { revision, .. } => Ok(DeleteAttempt::Done(Ok(ok(
+            StatusCode::OK,
+            &at_revision(marked, revision),
+        )))),
+        WriteOutcome::Conflict { .. } => Ok(DeleteAttempt::Raced),
     }
 }
 

@@ -31,15 +31,7 @@ fn settable_oom_score_adj(wanted: i32) -> i32 {
         .ok()
         .and_then(|v| v.trim().parse::<i32>().ok())
         .unwrap_or(0);
-    let effective = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0);
+    let effective = own_capabilities("CapEff:").unwrap_or(0);
     const CAP_SYS_RESOURCE: u64 = 1 << 24;
     if wanted < own && effective & CAP_SYS_RESOURCE == 0 {
         tracing::debug!(wanted, own, "cannot lower oom_score_adj without CAP_SYS_RESOURCE");
@@ -52,15 +44,14 @@ fn settable_oom_score_adj(wanted: i32) -> i32 {
 /// This process's capability bounding set (`CapBnd`): a privileged container gets what the node has, as
 /// containerd gives it (a sandboxed host may lack some).
 fn bounding_set() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("CapBnd:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(u64::MAX)
+    own_capabilities("CapBnd:").unwrap_or(u64::MAX)
+}
+
+/// One of this process's capability sets (`CapEff:`, `CapBnd:`...) from /proc/self/status.
+fn own_capabilities(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix(field))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// The capabilities whose bits are set in `mask`.
