@@ -28,6 +28,8 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 # curl reaches the API (and, from a pod's namespace, the `kubernetes` service).
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The cluster DNS tests: dnsmasq plays the upstream resolver.
+command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq

@@ -214,6 +214,9 @@ pub struct AgentNode {
 }
 
 impl AgentNode {
+    /// The address of the uplink's far end, in `upstream()`; the node's resolv.conf names it.
+    pub const UPSTREAM_IP: &'static str = "192.168.209.2";
+
     /// The node, ready.
     pub fn with_busybox() -> AgentNode {
         Self::with_busybox_and(&[])
@@ -231,7 +234,7 @@ impl AgentNode {
 
     fn build(extra: &[&str], credentials: Option<(&str, &str)>) -> AgentNode {
         let (node, upstream) = (NetNs::new(), NetNs::new());
-        node.link_to("192.168.209.1", &upstream, "192.168.209.2");
+        node.link_to("192.168.209.1", &upstream, Self::UPSTREAM_IP);
         assert!(
             std::process::Command::new("ip")
                 .args([
@@ -259,7 +262,12 @@ impl AgentNode {
             creds.as_deref(),
         );
         let logs = dir.path().join("pod-logs");
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        // Names outside the cluster go to the uplink's far end (where a test may run a DNS server), never to
+        // the host's resolvers.
+        let resolv_conf = dir.path().join("resolv.conf");
+        std::fs::write(&resolv_conf, format!("nameserver {}\n", Self::UPSTREAM_IP)).unwrap();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra.extend(["--resolv-conf".to_string(), resolv_conf.display().to_string()]);
         let server = Server::start_in_with_agent(node, dir, &Self::server_args(&logs, &extra));
         AgentNode {
             server,

@@ -369,8 +369,9 @@ pub struct ServerArgs {
     #[arg(long, env = "BONSAI_DISABLE_SCHEDULER")]
     pub disable_scheduler: bool,
 
-    /// Do not run these packaged components (k3s's names; bonsai has servicelb, the rest are accepted for k3s
-    /// configurations' sake).
+    /// Do not run these packaged components (k3s's names): coredns (the cluster DNS and the kube-dns Service),
+    /// servicelb, local-storage (the local-path StorageClass and provisioner); traefik, metrics-server and
+    /// runtimes are accepted for k3s configurations' sake.
     #[arg(long, env = "BONSAI_DISABLE", value_delimiter = ',', value_parser = parse_component)]
     pub disable: Vec<String>,
 
@@ -397,6 +398,12 @@ pub struct ServerArgs {
     /// The cluster DNS address written into pods' resolv.conf (k3s's --cluster-dns).
     #[arg(long, env = "BONSAI_CLUSTER_DNS", default_value = "10.43.0.10")]
     pub cluster_dns: std::net::IpAddr,
+
+    /// The resolver configuration for names outside the cluster, and for pods with `dnsPolicy: Default` (k3s's
+    /// --resolv-conf; default /etc/resolv.conf, or systemd-resolved's upstream list when that names only
+    /// loopback resolvers).
+    #[arg(long, env = "BONSAI_RESOLV_CONF")]
+    pub resolv_conf: Option<PathBuf>,
 
     /// Registry mirrors, auth and TLS for the node's image pulls, in k3s's registries.yaml format.
     #[arg(
@@ -502,6 +509,11 @@ impl ServerArgs {
     }
 
     /// The controllers' options: kube-controller-manager's defaults, then each `--kube-controller-manager-arg`.
+    /// Whether `--disable` names this packaged component.
+    pub fn disabled(&self, component: &str) -> bool {
+        self.disable.iter().any(|c| c == component)
+    }
+
     pub fn controller_options(&self) -> controllers::ControllerOptions {
         let mut options = controllers::ControllerOptions::default();
         for arg in &self.kube_controller_manager_args {

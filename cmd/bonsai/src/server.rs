@@ -38,6 +38,22 @@ fn import_airgap_images(data_dir: &std::path::Path, store: Arc<runtime::store::C
     });
 }
 
+/// Writes the packaged manifests into `<data-dir>/server/manifests/` and applies that directory, as k3s does.
+async fn start_deploy_controller(args: &ServerArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.join("server/manifests");
+    let template = addons::Template {
+        values: [
+            ("CLUSTER_DNS".to_string(), args.cluster_dns.to_string()),
+            ("CLUSTER_DOMAIN".to_string(), args.cluster_domain.clone()),
+        ]
+        .into(),
+    };
+    let removed = addons::write_packaged(&dir, &args.disable, &template)?;
+    let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
+    tokio::spawn(addons::run(client, dir, removed));
+    Ok(())
+}
+
 /// The node agent of the server's own node, in process (k3s runs its agent in the server too).
 async fn start_agent(
     args: &ServerArgs,
@@ -98,7 +114,11 @@ async fn start_agent(
     )?);
     runtime::install_crypto_provider();
     let registries = runtime::registries::RegistriesConfig::load(&args.private_registry)?;
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let (resolv_path, host_resolv) = dns::upstream::host_resolv_conf(args.resolv_conf.as_deref());
+    if !args.disabled("coredns") {
+        start_dns(args, &client, &name, network_config.clone(), &host_resolv);
+    }
+    tracing::debug!(resolv_conf = %resolv_path.display(), "the node's resolver configuration");
     let (client_for_server, containers_for_server, shim_for_server) =
         (client.clone(), containers.clone(), shim.clone());
     let kubelet_name = name.clone();
@@ -146,6 +166,38 @@ async fn start_agent(
     )
     .await?;
     Ok(())
+}
+
+/// The node's cluster DNS server, on the pod bridge's gateway once the pod network is up.
+fn start_dns(
+    args: &ServerArgs,
+    client: &kube::Client,
+    node_name: &str,
+    mut network: tokio::sync::watch::Receiver<Option<network::pod::PodNetworkConfig>>,
+    host_resolv: &str,
+) {
+    let mut config = dns::DnsConfig {
+        domain: args.cluster_domain.clone(),
+        cluster_dns: args.cluster_dns,
+        node_name: node_name.to_string(),
+        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 53),
+        upstreams: dns::upstream::nameservers(host_resolv),
+    };
+    let client = client.clone();
+    tokio::spawn(async move {
+        let gateway = loop {
+            if let Some(pods) = network.borrow_and_update().as_ref() {
+                break pods.gateway();
+            }
+            if network.changed().await.is_err() {
+                return;
+            }
+        };
+        config.listen = SocketAddr::new(IpAddr::V4(gateway), 53);
+        if let Err(e) = dns::run(client, config).await {
+            tracing::error!(error = %e, "the cluster DNS stopped");
+        }
+    });
 }
 
 /// This server's identity in leader elections: `<hostname>_<id>`, the id made once and kept in the data directory,
@@ -200,7 +252,7 @@ async fn start_controllers(
     if args.disable_controller_manager {
         return Ok(tasks);
     }
-    let service_lb = !args.disable.iter().any(|c| c == "servicelb");
+    let service_lb = !args.disabled("servicelb");
     let options = args.controller_options();
     let election = controllers::leader::Election::new("kube-system", "kube-controller-manager", identity);
     tasks.spawn(controllers::leader::run_while_leader(
@@ -347,6 +399,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         )
     };
     import_airgap_images(&args.data_dir, images.clone());
+    start_deploy_controller(&args).await?;
     if !args.disable_agent {
         start_agent(&args, advertise, &pki, images).await?;
     }

@@ -36,6 +36,13 @@ pub struct PodNetworkConfig {
     pub lease_dir: PathBuf,
 }
 
+impl PodNetworkConfig {
+    /// The bridge's address on this node, the pods' gateway (the subnet's first host, 10.42.0.1).
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        crate::config::nth_host(self.pod_cidr, 1).unwrap_or(self.pod_cidr.network())
+    }
+}
+
 /// What a pod sandbox got.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
