@@ -369,8 +369,8 @@ pub struct ServerArgs {
     #[arg(long, env = "BONSAI_DISABLE_SCHEDULER")]
     pub disable_scheduler: bool,
 
-    /// Do not run these packaged components (k3s's names; bonsai has servicelb, the rest are accepted for k3s
-    /// configurations' sake).
+    /// Do not run these packaged components (k3s's names; bonsai has servicelb and local-storage, the rest are
+    /// accepted for k3s configurations' sake).
     #[arg(long, env = "BONSAI_DISABLE", value_delimiter = ',', value_parser = parse_component)]
     pub disable: Vec<String>,
 
