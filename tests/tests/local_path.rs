@@ -273,3 +273,32 @@ fn a_retain_class_keeps_the_released_volume_and_unservable_claims_are_refused() 
     assert_eq!(get(server, &["pod", "sharer"])["status"]["phase"], "Pending");
     assert_eq!(provisioned_volumes(server).len(), 1);
 }
+
+#[test]
+fn with_local_storage_disabled_no_volume_is_provisioned() {
+    let node = AgentNode::with_busybox_and(&["--disable", "local-storage"]);
+    let server = &node.server;
+    apply_default_class(server);
+    kubectl_file(
+        server,
+        "create",
+        "claim.json",
+        &claim("data", None, r#""ReadWriteOnce""#),
+    );
+    kubectl_file(
+        server,
+        "create",
+        "pod.json",
+        &pod("user", &node.image(), "data", "sleep 1000"),
+    );
+    // The scheduler placed the pod and the binder asked the provisioner: nothing answers.
+    wait_for(30, "the claim handed to the provisioner", || {
+        let annotations = &get(server, &["pvc", "data"])["metadata"]["annotations"];
+        annotations["volume.kubernetes.io/selected-node"] == "n1"
+            && annotations["volume.kubernetes.io/storage-provisioner"] == "rancher.io/local-path"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(provisioned_volumes(server).is_empty());
+    assert_eq!(get(server, &["pvc", "data"])["status"]["phase"], "Pending");
+    assert!(!server.data_dir().join("storage").exists());
+}
