@@ -1,6 +1,6 @@
 //! The PersistentVolume binder against the real binary: volumes and claims made with the real kubectl, bound,
 //! released and protected as kube-controller-manager does it. The scheduler is off; where one is needed the test
-//! plays it (it sets `volume.kubernetes.io/selected-node` on a claim).
+//! plays it (it pre-binds a volume, or sets `volume.kubernetes.io/selected-node` on a claim).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use bonsai_e2e::as_node::{add_node, get, kubectl_file};
@@ -376,7 +376,29 @@ fn wait_for_first_consumer_claims_bind_on_the_node_the_scheduler_chose() {
     assert_eq!(pvc_phase(&server, "data"), "Pending");
     assert_eq!(pv_phase(&server, "on-a"), "Available");
 
-    // The scheduler chose node b: the volume there, though the one on a is smaller.
+    // The scheduler chose node b and pre-bound the volume there (kube-scheduler's PreBind: the volume's
+    // claimRef), though the one on a is smaller: the binder completes that binding.
+    let uid = get(&server, &["-n", "default", "pvc", "data"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let prebind = format!(
+        r#"{{"metadata": {{"annotations": {{"pv.kubernetes.io/bound-by-controller": "yes"}}}},
+            "spec": {{"claimRef": {{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": "default",
+              "name": "data", "uid": "{uid}"}}}}}}"#
+    );
+    ok(server.kubectl(33, &["patch", "pv", "on-b", "--type=merge", "-p", &prebind]));
+    wait_until("the claim bound", || pvc_phase(&server, "data") == "Bound");
+    assert_eq!(
+        get(&server, &["-n", "default", "pvc", "data"])["spec"]["volumeName"],
+        "on-b"
+    );
+    assert_eq!(pv_phase(&server, "on-b"), "Bound");
+    assert_eq!(pv_phase(&server, "on-a"), "Available");
+
+    // A selected node alone means "provision one there" (the scheduler found no volume): the binder binds no
+    // other volume to the claim, even one that node could use, and this class's provisioner makes none.
+    kubectl_file(&server, "create", "other.json", &claim("other", "1Gi", "", ""));
     ok(server.kubectl(
         33,
         &[
@@ -384,16 +406,19 @@ fn wait_for_first_consumer_claims_bind_on_the_node_the_scheduler_chose() {
             "default",
             "annotate",
             "pvc",
-            "data",
-            "volume.kubernetes.io/selected-node=b",
+            "other",
+            "volume.kubernetes.io/selected-node=a",
         ],
     ));
-    wait_until("the claim bound", || pvc_phase(&server, "data") == "Bound");
-    assert_eq!(
-        get(&server, &["-n", "default", "pvc", "data"])["spec"]["volumeName"],
-        "on-b"
-    );
-    assert_eq!(pv_phase(&server, "on-b"), "Bound");
+    wait_until("the ProvisioningFailed event", || {
+        events_about(&server, "PersistentVolumeClaim", "other").contains(&(
+            "Warning".into(),
+            "ProvisioningFailed".into(),
+            "no volume plugin matched name: kubernetes.io/no-provisioner".into(),
+            "persistentvolume-controller".into(),
+        ))
+    });
+    assert_eq!(pvc_phase(&server, "other"), "Pending");
     assert_eq!(pv_phase(&server, "on-a"), "Available");
 }
 

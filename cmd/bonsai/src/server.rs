@@ -83,6 +83,16 @@ async fn start_agent(
     // The eviction manager (in the pods' loop) tells the node's heartbeat about memory and disk pressure.
     let (pressure, pressure_seen) = tokio::sync::watch::channel(kubelet::eviction::Pressure::default());
     tokio::spawn(kubelet::node::run(client.clone(), config, pressure_seen));
+    // The local-path provisioner for this node's claims (k3s's local-storage, off with `--disable local-storage`).
+    if !args.disabled("local-storage") {
+        tokio::spawn(storage::run(
+            client.clone(),
+            storage::ProvisionerConfig {
+                node_name: name.clone(),
+                data_dir: args.data_dir.clone(),
+            },
+        ));
+    }
 
     // The node's network (overlay, pod bridge, service proxy), and its pods once that is ready.
     let node_ip = match args.node_ip.unwrap_or(advertise) {

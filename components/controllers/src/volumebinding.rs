@@ -10,10 +10,13 @@
 //! capacity and access modes. A claim of a `WaitForFirstConsumer` class waits (event `WaitForFirstConsumer` or
 //! `WaitForPodScheduled`) for the scheduler: it places the claim's first pod where a volume fits and pre-binds that
 //! volume (kube-scheduler's VolumeBinding plugin, `schedule_volumes` and `prebind` here, called by bonsai's
-//! scheduler), or names the node in `volume.kubernetes.io/selected-node` for a provisioner; a claim with a selected
-//! node also binds to a volume whose node affinity allows that node. Claims no volume fits stay Pending with
-//! `FailedBinding`, `ProvisioningFailed` or (external provisioners) `ExternalProvisioning`. A volume whose claim is
-//! gone is Released, and deleted when its reclaim policy is Delete. Claims keep `kubernetes.io/pvc-protection`
+//! scheduler), or names the node in `volume.kubernetes.io/selected-node` for a provisioner, whose volume comes
+//! pre-bound to the claim (such a claim binds only to a volume pre-bound to it, as in Kubernetes). Claims no volume
+//! fits stay Pending with `FailedBinding`, `ProvisioningFailed` or (external provisioners, asked through
+//! `volume.kubernetes.io/storage-provisioner`) `ExternalProvisioning`. A volume whose claim is gone is Released;
+//! with reclaim policy Delete its PV object is deleted, unless an external provisioner made it: that provisioner
+//! deletes the storage, then the PV (bonsai's local-path one is `components/storage`). Claims keep
+//! `kubernetes.io/pvc-protection`
 //! while a scheduled pod uses them, and volumes keep `kubernetes.io/pv-protection` while they are Bound.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -430,7 +433,8 @@ pub fn pod_uses_claim(pod: &Pod, claim: &PersistentVolumeClaim) -> bool {
 // The scheduler's side (kube-scheduler's VolumeBinding plugin), used by bonsai's scheduler.
 
 /// Whether an unbound claim of an Immediate class keeps its pod from being scheduled, as in kube-scheduler. Off
-/// until bonsai has a provisioner (see `schedule_volumes`).
+/// while bonsai's only provisioner (local-path) serves just `WaitForFirstConsumer` claims (see
+/// `schedule_volumes`).
 pub const IMMEDIATE_CLAIMS_HOLD_PODS: bool = false;
 
 /// What binding a pod to a node needs first, for one of its unbound `WaitForFirstConsumer` claims.
@@ -491,8 +495,8 @@ pub fn schedule_volumes(
             .find(|c| c.metadata.name.as_deref() == Some(claim_class(claim).as_str()));
         if class.is_none_or(|c| c.volume_binding_mode.as_deref() != Some("WaitForFirstConsumer")) {
             // kube-scheduler holds such a pod back ("pod has unbound immediate PersistentVolumeClaims") until the
-            // binder or a provisioner binds the claim. bonsai has no provisioner yet, so such claims (every
-            // StatefulSet's, with no default class) may never bind: the pod is placed as if they were bound.
+            // binder or a provisioner binds the claim. bonsai's only provisioner (local-path) needs a selected
+            // node, so such claims may never bind: the pod is placed as if they were bound.
             if IMMEDIATE_CLAIMS_HOLD_PODS {
                 return Err("pod has unbound immediate PersistentVolumeClaims".into());
             }
@@ -605,7 +609,6 @@ struct Context {
     claims: Store<PersistentVolumeClaim>,
     classes: Store<StorageClass>,
     pods: Store<Pod>,
-    nodes: Store<Node>,
     events: Recorder,
     /// Objects this controller wrote, newer than the caches until their watch events arrive (Kubernetes' PV
     /// controller keeps the same cache, so a burst of reconciles never acts on its own stale writes).
@@ -803,17 +806,11 @@ impl Context {
             let delay = self.delay_binding(&claim);
             let selected_node = annotation(&claim.metadata, ANN_SELECTED_NODE).map(String::from);
             let volumes = self.all_volumes();
-            let found = match selected_node.as_deref().filter(|_| delay) {
-                // The scheduler chose the node of the claim's first pod: a volume that node can use.
-                Some(node_name) => match self.nodes.get(&ObjectRef::new(node_name)) {
-                    Some(node) => {
-                        let all: Vec<&PersistentVolume> = volumes.iter().collect();
-                        find_matching_volume(&claim, &all, Some(&node), true).cloned()
-                    }
-                    None => None,
-                },
-                None => find_best_match_for_claim(&claim, &volumes, delay).cloned(),
-            };
+            // `findBestMatchForClaim(claim, delayBinding)`: a WaitForFirstConsumer claim binds here only to a
+            // volume pre-bound to it, whether or not the scheduler has chosen a node. The scheduler pre-binds
+            // the volume it picked (`prebind`); a selected node without one means "provision", and binding
+            // another Available volume then would race the provisioner (Kubernetes 1.14's bug, fixed since).
+            let found = find_best_match_for_claim(&claim, &volumes, delay).cloned();
             if let Some(volume) = found {
                 return self.bind(volume, claim).await;
             }
@@ -1371,7 +1368,6 @@ enum Seen {
     Claim(Box<Change<PersistentVolumeClaim>>),
     Class(Box<Change<StorageClass>>),
     Pod(Box<Change<Pod>>),
-    Node(Box<Change<Node>>),
 }
 
 /// Follows `K` into a cache, its changes wrapped by `wrap` onto `seen`.
@@ -1399,7 +1395,6 @@ impl Seen {
             Seen::Claim(c) => matches!(**c, Change::Relisted),
             Seen::Class(c) => matches!(**c, Change::Relisted),
             Seen::Pod(c) => matches!(**c, Change::Relisted),
-            Seen::Node(c) => matches!(**c, Change::Relisted),
         }
     }
 }
@@ -1425,10 +1420,7 @@ pub async fn run(client: kube::Client) {
     let classes = follow(Api::<StorageClass>::all(client.clone()), tx.clone(), |c| {
         Seen::Class(Box::new(c))
     });
-    let pods = follow(Api::<Pod>::all(client.clone()), tx.clone(), |c| {
-        Seen::Pod(Box::new(c))
-    });
-    let nodes = follow(Api::<Node>::all(client.clone()), tx, |c| Seen::Node(Box::new(c)));
+    let pods = follow(Api::<Pod>::all(client.clone()), tx, |c| Seen::Pod(Box::new(c)));
     let context = Context {
         events: Recorder::new(client.clone(), "persistentvolume-controller"),
         client,
@@ -1436,7 +1428,6 @@ pub async fn run(client: kube::Client) {
         claims: claims.clone(),
         classes: classes.clone(),
         pods: pods.clone(),
-        nodes: nodes.clone(),
         written_volumes: Mutex::new(BTreeMap::new()),
         written_claims: Mutex::new(BTreeMap::new()),
     };
@@ -1503,7 +1494,7 @@ pub async fn run(client: kube::Client) {
                     );
                     keys
                 }
-                Seen::Class(_) | Seen::Node(_) => unbound_claims(),
+                Seen::Class(_) => unbound_claims(),
                 Seen::Pod(c) => {
                     let Change::Object(p) = *c else { return Vec::new() };
                     let namespace = p.metadata.namespace.clone().unwrap_or_default();
@@ -1515,13 +1506,8 @@ pub async fn run(client: kube::Client) {
             }
         }
     };
-    let ready = move || {
-        work::ready(&volumes)
-            && work::ready(&claims)
-            && work::ready(&classes)
-            && work::ready(&pods)
-            && work::ready(&nodes)
-    };
+    let ready =
+        move || work::ready(&volumes) && work::ready(&claims) && work::ready(&classes) && work::ready(&pods);
     work::run_queue("volumebinding", rx, keys_of, all, ready, |key| {
         context.reconcile(key)
     })
@@ -1832,6 +1818,20 @@ mod tests {
         // Delayed binding leaves unbound volumes to the scheduler, but still takes pre-bound ones.
         let volumes = vec![pv("free", "1Gi", "", &["ReadWriteOnce"], json!({}))];
         assert!(find_best_match_for_claim(&claim, &volumes, true).is_none());
+        // A provisioner's volume comes pre-bound to the claim's uid: with a node selected, that one is the
+        // claim's, never a free one (which would race the provisioner).
+        let provisioned = pv(
+            "pvc-uid-c",
+            "1Gi",
+            "",
+            &["ReadWriteOnce"],
+            json!({"spec": {"claimRef": {"namespace": "default", "name": "c", "uid": "uid-c"}}, "status": {}}),
+        );
+        let volumes = vec![pv("free", "1Gi", "", &["ReadWriteOnce"], json!({})), provisioned];
+        assert_eq!(
+            find_best_match_for_claim(&claim, &volumes, true).and_then(|v| v.metadata.name.as_deref()),
+            Some("pvc-uid-c")
+        );
     }
 
     #[test]
