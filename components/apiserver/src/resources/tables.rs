@@ -1124,6 +1124,70 @@ fn printer(resource: &ResourceType, now: OffsetDateTime) -> (Vec<Value>, Cells) 
                 ]
             }),
         ),
+        // printStorageClass: the default class's name says so.
+        ("storage.k8s.io", "StorageClass") => (
+            vec![
+                name_col,
+                column(
+                    "Provisioner",
+                    "string",
+                    0,
+                    "Indicates the type of the provisioner.",
+                ),
+                column(
+                    "ReclaimPolicy",
+                    "string",
+                    0,
+                    "Indicates the type of the reclaim policy.",
+                ),
+                column(
+                    "VolumeBindingMode",
+                    "string",
+                    0,
+                    "Indicates when volume binding and dynamic provisioning should occur",
+                ),
+                column(
+                    "AllowVolumeExpansion",
+                    "string",
+                    0,
+                    "Indicates whether the storage class allow volume expand",
+                ),
+                age_col,
+            ],
+            Box::new(move |o| {
+                let default = [
+                    "storageclass.kubernetes.io/is-default-class",
+                    "storageclass.beta.kubernetes.io/is-default-class",
+                ]
+                .iter()
+                .any(|a| {
+                    o.pointer("/metadata/annotations")
+                        .and_then(|m| m.get(*a))
+                        .and_then(Value::as_str)
+                        == Some("true")
+                });
+                let mut class = str_at(o, "/metadata/name").to_string();
+                if default {
+                    class.push_str(" (default)");
+                }
+                let or = |path: &str, fallback: &str| match str_at(o, path) {
+                    "" => fallback.to_string(),
+                    v => v.to_string(),
+                };
+                vec![
+                    json!(class),
+                    json!(str_at(o, "/provisioner")),
+                    json!(or("/reclaimPolicy", "Delete")),
+                    json!(or("/volumeBindingMode", "Immediate")),
+                    json!(
+                        o.pointer("/allowVolumeExpansion")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                    ),
+                    created(o),
+                ]
+            }),
+        ),
         ("networking.k8s.io", "Ingress") => (
             vec![
                 name_col,
