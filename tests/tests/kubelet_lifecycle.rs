@@ -467,6 +467,113 @@ fn disk_pressure_collects_unused_images_then_evicts_pods() {
 }
 
 #[test]
+fn soft_thresholds_evict_after_their_grace_period_and_give_pods_a_grace_of_their_own() {
+    // A soft threshold the node is always past, with a grace period: pressure at once, eviction only later, and
+    // then with SIGTERM and up to eviction-max-pod-grace-period.
+    let node = AgentNode::with_busybox_and(&[
+        "--kubelet-arg",
+        "eviction-soft=nodefs.available<100%",
+        "--kubelet-arg",
+        "eviction-soft-grace-period=nodefs.available=15s",
+        "--kubelet-arg",
+        "eviction-max-pod-grace-period=5",
+    ]);
+    let server = &node.server;
+    let image = node.image();
+    let pressure_since = |node_object: &serde_json::Value| {
+        node_object["status"]["conditions"].as_array().and_then(|c| {
+            c.iter()
+                .find(|c| c["type"] == "DiskPressure" && c["status"] == "True")
+                .and_then(|c| c["lastTransitionTime"].as_str().map(String::from))
+        })
+    };
+    wait_for(40, "the node's DiskPressure condition", || {
+        pressure_since(&get(server, &["node", "n1"])).is_some()
+    });
+    let since = pressure_since(&get(server, &["node", "n1"])).unwrap();
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "soft-victim"}},
+       "spec": {{"terminationGracePeriodSeconds": 30, "containers": [{{"name": "c", "image": "{image}",
+         "command": ["sh", "-c", "trap 'echo got-sigterm; exit 0' TERM; echo started; while true; do sleep 1; done"]}}],
+         "tolerations": [{{"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"}}]}}}}"#
+    );
+    kubectl_file(server, "apply", "soft-victim.json", &manifest);
+    wait_for(90, "the pod to be evicted", || {
+        get(server, &["pod", "soft-victim"])["status"]["reason"] == "Evicted"
+    });
+    let status = get(server, &["pod", "soft-victim"])["status"].clone();
+    assert!(
+        status["message"].as_str().unwrap().starts_with(
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 100%, available: "
+        ),
+        "{status}"
+    );
+    // Not before the threshold had been crossed for its grace period (API timestamps, to the second).
+    let evicted_at = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DisruptionTarget")
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .unwrap()
+        .to_string();
+    let seconds = |t: &str| {
+        serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>(serde_json::json!(t))
+            .unwrap()
+            .0
+            .as_second()
+    };
+    assert!(
+        seconds(&evicted_at) - seconds(&since) >= 14,
+        "evicted at {evicted_at}, under pressure since {since}"
+    );
+    // The container was asked to stop (SIGTERM, which it traps), not killed outright.
+    wait_for(30, "the container's last words in its log", || {
+        find_files(&node.logs, "0.log").iter().any(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .contains("got-sigterm")
+        })
+    });
+}
+
+/// Files named `name` anywhere under `dir`.
+fn find_files(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name().is_some_and(|n| n == name) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_soft_threshold_without_a_grace_period_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bonsai_e2e::bonsai(&[
+        "server",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--kubelet-arg",
+        "eviction-soft=memory.available<1Gi",
+    ]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("grace period must be specified for the soft eviction threshold memory.available"),
+        "{said}"
+    );
+    assert!(!dir.path().join("server").exists(), "nothing was started");
+}
+
+#[test]
 fn image_pull_secrets_open_a_private_registry() {
     let node = AgentNode::with_private_busybox("puller", "s3cret");
     let server = &node.server;

@@ -427,14 +427,21 @@ pub struct ServerArgs {
     pub kube_controller_manager_args: Vec<ControllerManagerArg>,
 
     /// A kubelet flag as k3s passes it, `NAME=VALUE` (repeatable): eviction-hard (default
-    /// memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,imagefs.available<15%).
+    /// memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,imagefs.available<15%), eviction-soft
+    /// (none by default), eviction-soft-grace-period (signal=duration for each soft threshold),
+    /// eviction-max-pod-grace-period (seconds, default 0).
     #[arg(long = "kubelet-arg", value_parser = parse_kubelet_arg)]
     pub kubelet_args: Vec<KubeletArg>,
 }
 
+/// The kubelet flags bonsai takes, by their kubelet names (all eviction settings so far).
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Debug)]
 pub enum KubeletArg {
-    EvictionHard(kubelet::eviction::EvictionConfig),
+    EvictionHard(Vec<kubelet::eviction::Threshold>),
+    EvictionSoft(Vec<kubelet::eviction::Threshold>),
+    EvictionSoftGracePeriod(std::collections::BTreeMap<kubelet::eviction::Signal, std::time::Duration>),
+    EvictionMaxPodGracePeriod(i64),
 }
 
 /// A component flag as k3s passes it on: `NAME=VALUE`, with or without the leading `--`.
@@ -447,9 +454,22 @@ fn flag_pair<'a>(s: &'a str, example: &str) -> Result<(&'a str, &'a str), String
 fn parse_kubelet_arg(s: &str) -> Result<KubeletArg, String> {
     let (name, value) = flag_pair(s, "eviction-hard=memory.available<200Mi")?;
     match name {
-        "eviction-hard" => kubelet::eviction::EvictionConfig::parse(value).map(KubeletArg::EvictionHard),
+        "eviction-hard" => kubelet::eviction::parse_thresholds(value).map(KubeletArg::EvictionHard),
+        "eviction-soft" => kubelet::eviction::parse_thresholds(value).map(KubeletArg::EvictionSoft),
+        "eviction-soft-grace-period" => {
+            kubelet::eviction::parse_grace_periods(value).map(KubeletArg::EvictionSoftGracePeriod)
+        }
+        "eviction-max-pod-grace-period" => value
+            .parse::<i64>()
+            .ok()
+            .filter(|seconds| *seconds >= 0)
+            .map(KubeletArg::EvictionMaxPodGracePeriod)
+            .ok_or_else(|| {
+                format!("eviction-max-pod-grace-period: {value:?} is not a number of seconds (0 or more)")
+            }),
         _ => Err(format!(
-            "{name:?} is not a kubelet flag bonsai takes: eviction-hard"
+            "{name:?} is not a kubelet flag bonsai takes: eviction-hard, eviction-soft, eviction-soft-grace-period, \
+             eviction-max-pod-grace-period"
         )),
     }
 }
@@ -499,21 +519,30 @@ fn parse_controller_manager_arg(s: &str) -> Result<ControllerManagerArg, String>
 }
 
 impl ServerArgs {
-    /// The node agent's hard eviction thresholds: the kubelet's defaults, or the last `eviction-hard`.
-    pub fn eviction(&self) -> kubelet::eviction::EvictionConfig {
-        self.kubelet_args
-            .iter()
-            .map(|KubeletArg::EvictionHard(config)| config.clone())
-            .next_back()
-            .unwrap_or_default()
+    /// The node agent's eviction thresholds: the kubelet's defaults, each `--kubelet-arg` eviction flag replacing
+    /// its part (the last one given wins), checked as the kubelet checks them.
+    pub fn eviction(&self) -> Result<kubelet::eviction::EvictionConfig, String> {
+        let mut config = kubelet::eviction::EvictionConfig::default();
+        for arg in &self.kubelet_args {
+            match arg {
+                KubeletArg::EvictionHard(hard) => config.hard = hard.clone(),
+                KubeletArg::EvictionSoft(soft) => config.soft = soft.clone(),
+                KubeletArg::EvictionSoftGracePeriod(periods) => config.soft_grace = periods.clone(),
+                KubeletArg::EvictionMaxPodGracePeriod(seconds) => config.max_pod_grace_seconds = *seconds,
+            }
+        }
+        config
+            .validate()
+            .map(|()| config)
+            .map_err(|e| format!("--kubelet-arg: {e}"))
     }
 
-    /// The controllers' options: kube-controller-manager's defaults, then each `--kube-controller-manager-arg`.
     /// Whether `--disable` names this packaged component.
     pub fn disabled(&self, component: &str) -> bool {
         self.disable.iter().any(|c| c == component)
     }
 
+    /// The controllers' options: kube-controller-manager's defaults, then each `--kube-controller-manager-arg`.
     pub fn controller_options(&self) -> controllers::ControllerOptions {
         let mut options = controllers::ControllerOptions::default();
         for arg in &self.kube_controller_manager_args {

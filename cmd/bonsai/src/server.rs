@@ -144,7 +144,7 @@ async fn start_agent(
                 host: kubelet::dns::ResolvConf::parse(&host_resolv),
             },
             host_ips: vec![args.node_ip.unwrap_or(advertise).to_string()],
-            eviction: args.eviction(),
+            eviction: args.eviction().map_err(|e| anyhow::anyhow!(e))?,
             pressure: std::sync::Arc::new(pressure),
         },
         containers,
@@ -310,6 +310,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
 
+    // Flags whose mistakes only the node agent would meet are checked before anything starts.
+    args.eviction().map_err(|e| anyhow::anyhow!(e))?;
     let service_ranges = ServiceRanges {
         cluster_ips: IpRange::parse(&args.service_cidr)
             .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?,

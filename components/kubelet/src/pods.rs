@@ -117,6 +117,8 @@ pub struct Pods {
     pull_failures: std::sync::Mutex<BTreeMap<String, (u32, std::time::Instant)>>,
     /// Events about the pods (`kubectl describe pod`), from `kubelet` on this node.
     events: Arc<events::Recorder>,
+    /// Since when each soft eviction threshold has been crossed.
+    soft_thresholds: std::sync::Mutex<crate::eviction::SoftThresholds>,
     /// The node's memory, in bytes (for Burstable containers' OOM score adjustment).
     memory_capacity: u64,
     /// The node's allocatable resources (what a container's unset limits read as in the downward API).
@@ -337,6 +339,7 @@ impl Pods {
                 &config.node_name,
             )),
             pull_failures: std::sync::Mutex::new(BTreeMap::new()),
+            soft_thresholds: std::sync::Mutex::default(),
             host_ports: Mutex::new(BTreeMap::new()),
             node_allocatable,
             volumes,
@@ -489,19 +492,26 @@ impl Pods {
     /// One round of the eviction manager: observe, publish the pressure, reclaim unused images under disk
     /// pressure, then evict one pod if a threshold is still crossed.
     async fn eviction_round(&self, cache: &Store<Pod>, busy: &Arc<std::sync::Mutex<BTreeSet<String>>>) {
-        use crate::eviction::{Observed, Pressure, crossed, eviction_rank};
+        use crate::eviction::{Observed, Pressure, crossed, eviction_grace, eviction_rank};
         let config = &self.config.eviction;
+        let due = |past: &[crate::eviction::Crossed]| match self.soft_thresholds.lock() {
+            Ok(mut soft) => soft.due(config, past, std::time::Instant::now()),
+            Err(_) => past.iter().filter(|c| c.hard).cloned().collect(),
+        };
         let mut past = crossed(config, &Observed::read(&self.config.data_dir));
-        if past.iter().any(|c| c.threshold.signal.is_disk()) && self.collect_images().await {
-            past = crossed(config, &Observed::read(&self.config.data_dir));
-        }
+        // Conditions follow every crossed threshold; reclaiming and evicting only the due ones.
         self.config.pressure.send_if_modified(|pressure| {
             let now = Pressure::of(&past);
             let changed = *pressure != now;
             *pressure = now;
             changed
         });
-        let Some(reason) = past.first() else {
+        let mut acting = due(&past);
+        if acting.iter().any(|c| c.threshold.signal.is_disk()) && self.collect_images().await {
+            past = crossed(config, &Observed::read(&self.config.data_dir));
+            acting = due(&past);
+        }
+        let Some(reason) = acting.first() else {
             return;
         };
         let mut candidates: Vec<Arc<Pod>> = cache
@@ -529,7 +539,9 @@ impl Pods {
             if !claimed {
                 continue;
             }
-            if let Err(e) = self.evict(&pod, &uid, &reason.message()).await {
+            let pod_grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds);
+            let grace = eviction_grace(config, reason, pod_grace);
+            if let Err(e) = self.evict(&pod, &uid, &reason.message(), grace).await {
                 tracing::warn!(pod = ?pod.metadata.name, error = %e, "evicting a pod");
             }
             if let Ok(mut in_flight) = busy.lock() {
@@ -540,9 +552,9 @@ impl Pods {
         }
     }
 
-    /// Evicts a pod as the kubelet does: its containers are killed at once (a hard threshold has no grace) and
-    /// the pod fails with reason `Evicted`; its controller makes a replacement.
-    async fn evict(&self, pod: &Pod, uid: &str, message: &str) -> Result<(), KubeletError> {
+    /// Evicts a pod as the kubelet does: its containers are stopped within `grace` (none for a hard threshold)
+    /// and the pod fails with reason `Evicted`; its controller makes a replacement.
+    async fn evict(&self, pod: &Pod, uid: &str, message: &str, grace: Duration) -> Result<(), KubeletError> {
         tracing::warn!(pod = ?pod.metadata.name, %message, "evicting");
         self.event(
             "Warning",
@@ -550,7 +562,7 @@ impl Pods {
             "Evicted",
             message.to_string(),
         );
-        self.kill_pod(uid, Some(pod), Duration::ZERO).await?;
+        self.kill_pod(uid, Some(pod), grace).await?;
         let now = now_rfc3339();
         let status = json!({"phase": "Failed", "reason": "Evicted", "message": message,
         "conditions": [
