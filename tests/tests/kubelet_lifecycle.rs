@@ -555,6 +555,48 @@ fn find_files(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+fn attach_with_a_terminal_follows_the_clients_size() {
+    let node = AgentNode::with_busybox();
+    let server = &node.server;
+    let image = node.image();
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "tty"}},
+       "spec": {{"terminationGracePeriodSeconds": 0, "containers": [{{"name": "c", "image": "{image}",
+         "tty": true, "stdin": true, "command": ["sh", "-c", "while true; do stty size; sleep 1; done"]}}]}}}}"#
+    );
+    kubectl_file(server, "apply", "tty.json", &manifest);
+    ok(server.kubectl(33, &["wait", "--for=condition=Ready", "pod/tty", "--timeout=60s"]));
+    // Before anyone attaches, the container's terminal has no size (busybox's stty says so as an error).
+    assert!(!ok(server.kubectl(33, &["logs", "tty"])).contains("33 111"));
+    // `kubectl attach -it` from a terminal of 33 rows and 111 columns (script(1) gives it one), then resized to
+    // 20x70 while attached: the container's terminal follows, through the node agent's relay.
+    for minor in [27, 33] {
+        let kubectl = format!(
+            "{} --kubeconfig {} --cache-dir {} attach -it tty",
+            bonsai_e2e::kubectl_bin(minor).display(),
+            server.kubeconfig.display(),
+            server.dir.path().join("kube-cache").display(),
+        );
+        let inner = format!(
+            "stty rows 33 cols 111; {kubectl} </dev/tty & sleep 4; stty rows 20 cols 70; kill -WINCH $!; sleep 3; kill $!"
+        );
+        let out = server
+            .netns
+            .command("script")
+            .args(["-qc", &inner, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let seen = text(&out);
+        assert!(seen.contains("33 111"), "kubectl 1.{minor}: {seen}");
+        assert!(
+            seen.contains("20 70"),
+            "kubectl 1.{minor}, after the resize: {seen}"
+        );
+    }
+}
+
+#[test]
 fn a_soft_threshold_without_a_grace_period_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = bonsai_e2e::bonsai(&[

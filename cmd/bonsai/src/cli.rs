@@ -70,6 +70,13 @@ pub enum Command {
         /// Send this process's standard input to the container's (it must have been run with --interactive).
         #[arg(short = 'i', long = "stdin")]
         stdin: bool,
+        /// For a container with a terminal: take its sizes from this FIFO (lines of `ROWS COLS`, the node agent's
+        /// relay of the client's resizes) instead of from this process's terminal.
+        #[arg(long, hide = true)]
+        resize_fifo: Option<PathBuf>,
+        /// For a container with a terminal: the size to set at once, `ROWSxCOLS`.
+        #[arg(long, hide = true, value_parser = parse_terminal_size)]
+        terminal_size: Option<(u16, u16)>,
         /// The container's id.
         id: String,
     },

@@ -165,6 +165,14 @@ pub fn exec(
     Ok(code)
 }
 
+/// Where an attached terminal's sizes come from: by default this process's terminal; for the node agent's
+/// helper, a first size and a FIFO of the client's resizes.
+#[derive(Debug, Default)]
+pub struct Resizes {
+    pub fifo: Option<std::path::PathBuf>,
+    pub first: Option<(u16, u16)>,
+}
+
 /// Copies an attach stream's output to this process's stdout and stderr, and (with `input`) this process's
 /// input to the container, until the container ends; then its exit code.
 fn stream_attached(
@@ -173,6 +181,7 @@ fn stream_attached(
     stream: UnixStream,
     input: bool,
     tty: bool,
+    resizes: Resizes,
 ) -> anyhow::Result<i32> {
     let _raw = (tty && input && terminal::is_terminal(std::io::stdin())).then(RawMode::enter);
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
@@ -182,7 +191,14 @@ fn stream_attached(
     };
     if tty {
         let writer = writer.clone();
-        follow_terminal_size(move |rows, cols| send(&writer, Frame::Resize { rows, cols }));
+        if let Some((rows, cols)) = resizes.first {
+            send(&writer, Frame::Resize { rows, cols });
+        }
+        let apply = move |rows, cols| send(&writer, Frame::Resize { rows, cols });
+        match resizes.fifo {
+            Some(fifo) => follow_resize_fifo(fifo, apply),
+            None => follow_terminal_size(apply),
+        }
     }
     if input {
         let writer = writer.clone();
@@ -238,14 +254,14 @@ fn stream_attached(
     }
 }
 
-pub fn attach(data_dir: &Path, id: &str, input: bool) -> anyhow::Result<i32> {
+pub fn attach(data_dir: &Path, id: &str, input: bool, resizes: Resizes) -> anyhow::Result<i32> {
     let runtime = open(data_dir)?;
     let info = runtime.status(id)?;
     if input && !info.config.stdin {
         anyhow::bail!("container {id} was not run with --interactive: it has no standard input to attach to");
     }
     let stream = runtime.attach(id)?;
-    stream_attached(&runtime, id, stream, input, info.config.tty)
+    stream_attached(&runtime, id, stream, input, info.config.tty, resizes)
 }
 
 pub fn logs(data_dir: &Path, id: &str) -> anyhow::Result<()> {
@@ -305,7 +321,7 @@ pub fn run(args: ContainersArgs) -> anyhow::Result<()> {
             let (_, stream) = runtime
                 .run_attached(config)
                 .with_context(|| format!("cannot run {image}"))?;
-            let code = stream_attached(&runtime, &id, stream, interactive, tty)?;
+            let code = stream_attached(&runtime, &id, stream, interactive, tty, Resizes::default())?;
             if let State::Exited(_, exited) = runtime.status(&id)?.state
                 && exited.exit_code != 0
             {

@@ -97,9 +97,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 terminal_size,
             )?)
         }
-        Command::Attach { data_dir, stdin, id } => {
-            containers::exit_with(containers::attach(&data_dir, &id, stdin)?)
-        }
+        Command::Attach {
+            data_dir,
+            stdin,
+            resize_fifo,
+            terminal_size,
+            id,
+        } => containers::exit_with(containers::attach(
+            &data_dir,
+            &id,
+            stdin,
+            containers::Resizes {
+                fifo: resize_fifo,
+                first: terminal_size,
+            },
+        )?),
         Command::Shim { dir } => Ok(runtime::container::shim::run(&dir)?),
         Command::Images(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

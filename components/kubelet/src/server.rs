@@ -304,6 +304,17 @@ impl Kubelet {
                 if options.stdin {
                     helper.arg("-i");
                 }
+                if options.tty && info.config.tty {
+                    // The container's terminal follows the client's: its resizes reach the helper through a FIFO.
+                    let fifo = resize_fifo_path(&self.config.data_dir);
+                    match make_fifo(&fifo) {
+                        Ok(()) => {
+                            helper.arg("--resize-fifo").arg(&fifo);
+                            resize_fifo = Some(fifo);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "no terminal resizes for this attach"),
+                    }
+                }
             }
             _ => {
                 helper.arg("exec").arg("-d").arg(&self.config.data_dir);
