@@ -198,6 +198,22 @@ fn hooks_termination_messages_oom_and_cp() {
         privileged.contains(&format!("CapEff:\t{bounding}")) && privileged.contains("NoNewPrivs:\t0"),
         "{privileged}"
     );
+    // A privileged container sees the host's devices (a character device every Linux host has), others do not.
+    let devices = |pod: &str| ok(server.kubectl(33, &["exec", pod, "--", "sh", "-c", "ls /dev"]));
+    let host_device = ["kmsg", "loop-control", "fuse", "net"]
+        .into_iter()
+        .find(|d| std::path::Path::new("/dev").join(d).exists())
+        .unwrap();
+    assert!(
+        devices("privileged").split_whitespace().any(|d| d == host_device),
+        "{}",
+        devices("privileged")
+    );
+    assert!(
+        !devices("as-user").split_whitespace().any(|d| d == host_device),
+        "{}",
+        devices("as-user")
+    );
 
     // A sidecar starts before the next init container and keeps running beside the app container; in a pod that
     // runs to completion it is stopped once the app container is done.

@@ -1,6 +1,8 @@
 //! The OCI runtime spec (`config.json`) of a container: the image's config merged with the caller's overrides,
 //! the namespaces, mounts, masked paths and capabilities runc and Kubernetes use, and the cgroup limits.
 
+use std::path::Path;
+
 use serde_json::{Value, json};
 
 use super::{ContainerConfig, ContainerError};
@@ -39,6 +41,66 @@ fn settable_oom_score_adj(wanted: i32) -> i32 {
     } else {
         wanted
     }
+}
+
+/// Directories of /dev that hold no host devices of a container's (runc's `HostDevices` skips them).
+const NOT_HOST_DEVICES: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+/// Devices every container gets anyway (libcontainer makes them), and the console it gives a terminal.
+const DEFAULT_DEVICES: [&str; 8] = [
+    "null", "zero", "full", "random", "urandom", "tty", "ptmx", "console",
+];
+
+/// The character and block devices under `root` (the host's /dev) as OCI `linux.devices` entries at the same
+/// paths; links, sockets and the directories above are left out.
+pub fn host_devices(root: &Path) -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let mut devices = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Symbolic links are not followed (symlink_metadata): /dev/fd and friends point elsewhere.
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                if dir != root || !NOT_HOST_DEVICES.contains(&name.as_str()) {
+                    pending.push(path);
+                }
+                continue;
+            }
+            let type_ = if kind.is_char_device() {
+                "c"
+            } else if kind.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if dir == root && DEFAULT_DEVICES.contains(&name.as_str()) {
+                continue;
+            }
+            let Ok(inside) = path.strip_prefix(root) else {
+                continue;
+            };
+            let rdev = meta.rdev();
+            devices.push(json!({
+                "path": Path::new("/dev").join(inside),
+                "type": type_,
+                "major": nix::sys::stat::major(rdev),
+                "minor": nix::sys::stat::minor(rdev),
+                "fileMode": meta.permissions().mode() & 0o7777,
+                "uid": meta.uid(),
+                "gid": meta.gid(),
+            }));
+        }
+    }
+    devices.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    devices
 }
 
 /// This process's capability bounding set (`CapBnd`): a privileged container gets what the node has, as
@@ -297,6 +359,12 @@ pub fn runtime_spec(
         }
     }
     let mut resources = json!({"devices": [{"allow": config.privileged, "access": "rwm"}]});
+    // A privileged container sees the host's devices, as containerd's CRI gives them (`WithHostDevices`).
+    let devices = if config.privileged {
+        host_devices(Path::new("/dev"))
+    } else {
+        Vec::new()
+    };
     let r = &config.resources;
     if let Some(limit) = r.memory_limit {
         resources["memory"] = json!({"limit": limit, "swap": limit});
@@ -324,6 +392,7 @@ pub fn runtime_spec(
         "namespaces": namespaces,
         "cgroupsPath": cgroups_path,
         "resources": resources,
+        "devices": devices,
         "maskedPaths": if config.privileged { &[][..] } else { MASKED },
         "readonlyPaths": if config.privileged { &[][..] } else { READONLY },
     });
@@ -397,6 +466,31 @@ mod tests {
         assert_eq!(spec(&config)["process"]["noNewPrivileges"], false);
         config.no_new_privileges = true;
         assert_eq!(spec(&config)["process"]["noNewPrivileges"], true);
+    }
+
+    #[test]
+    fn privileged_containers_get_the_hosts_devices_but_not_its_terminals_or_the_defaults() {
+        let devices = host_devices(Path::new("/dev"));
+        let paths: Vec<&str> = devices.iter().filter_map(|d| d["path"].as_str()).collect();
+        // Every Linux host has /dev/kmsg (1, 11) or at least /dev/mem-like character devices; /dev/null is a
+        // default device, /dev/pts's terminals are the container's own.
+        assert!(
+            !paths.contains(&"/dev/null") && !paths.iter().any(|p| p.starts_with("/dev/pts/")),
+            "{paths:?}"
+        );
+        if let Some(kmsg) = devices.iter().find(|d| d["path"] == "/dev/kmsg") {
+            assert_eq!(
+                (
+                    kmsg["type"].as_str(),
+                    kmsg["major"].as_u64(),
+                    kmsg["minor"].as_u64()
+                ),
+                (Some("c"), Some(1), Some(11))
+            );
+        }
+        let dir = tempfile::tempdir().expect("a directory");
+        std::fs::write(dir.path().join("plain"), "").expect("a file");
+        assert!(host_devices(dir.path()).is_empty());
     }
 
     #[test]
