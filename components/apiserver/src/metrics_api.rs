@@ -145,7 +145,7 @@ pub fn cpu_quantity(nano_cores: u64) -> String {
     }
     let (mut value, mut suffix) = (nano_cores, 0);
     let suffixes = ["n", "u", "m", ""];
-    while suffix < 3 && value % 1000 == 0 {
+    while suffix < 3 && value.is_multiple_of(1000) {
         value /= 1000;
         suffix += 1;
     }
@@ -160,7 +160,7 @@ pub fn memory_quantity(bytes: u64) -> String {
     }
     let (mut value, mut suffix) = (bytes, 0);
     let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
-    while suffix < 6 && value % 1024 == 0 {
+    while suffix < 6 && value.is_multiple_of(1024) {
         value /= 1024;
         suffix += 1;
     }
@@ -299,6 +299,10 @@ fn internal(message: impl std::fmt::Display) -> Response {
     )
 }
 
+fn bad_request(message: String) -> Response {
+    status::failure(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
 fn not_found(message: String) -> Response {
     status::failure(StatusCode::NOT_FOUND, "NotFound", message)
 }
@@ -332,20 +336,20 @@ struct Selectors {
 }
 
 impl Selectors {
-    fn parse(query: Option<&str>) -> Result<Selectors, Response> {
-        let mut labels = LabelSelector::parse("");
-        let mut fields = FieldSelector::parse("");
+    /// The request's `labelSelector` and `fieldSelector`; an unparsable one is the error's message.
+    fn parse(query: Option<&str>) -> Result<Selectors, String> {
+        let mut labels = String::new();
+        let mut fields = String::new();
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match key.as_ref() {
-                "labelSelector" => labels = LabelSelector::parse(&value),
-                "fieldSelector" => fields = FieldSelector::parse(&value),
+                "labelSelector" => labels = value.into_owned(),
+                "fieldSelector" => fields = value.into_owned(),
                 _ => {}
             }
         }
-        let bad = |e: String| status::failure(StatusCode::BAD_REQUEST, "BadRequest", e);
         Ok(Selectors {
-            labels: labels.map_err(bad)?,
-            fields: fields.map_err(bad)?,
+            labels: LabelSelector::parse(&labels)?,
+            fields: FieldSelector::parse(&fields)?,
         })
     }
 
@@ -469,7 +473,7 @@ async fn nodes(
             .ok_or_else(missing)?;
         return Ok(ok(&metrics));
     }
-    let selectors = Selectors::parse(query)?;
+    let selectors = Selectors::parse(query).map_err(bad_request)?;
     let nodes: Vec<Value> = list(store, "/registry/core/nodes/".into())
         .await?
         .into_iter()
@@ -510,7 +514,7 @@ async fn pods(
             .ok_or_else(missing)?;
         return Ok(ok(&metrics));
     }
-    let selectors = Selectors::parse(query)?;
+    let selectors = Selectors::parse(query).map_err(bad_request)?;
     let prefix = match &namespace {
         Some(ns) => format!("/registry/core/pods/{ns}/"),
         None => "/registry/core/pods/".into(),
