@@ -161,7 +161,7 @@ async fn start_agent(
     // The kubelet API on :10250 (logs, exec, attach, port-forward), serving with a certificate from the
     // cluster CA for the node's name and address, and serving only clients the CA issued.
     let node_address = args.node_ip.unwrap_or(advertise);
-    let (cert_pem, key_pem) = pki.kubelet_serving(&[kubelet_name, node_address.to_string()])?;
+    let (cert_pem, key_pem) = pki.kubelet_serving(&[kubelet_name.clone(), node_address.to_string()])?;
     kubelet::server::start(
         client_for_server,
         containers_for_server,
@@ -172,6 +172,7 @@ async fn start_agent(
             key_pem,
             bonsai: shim_for_server,
             data_dir: args.data_dir.clone(),
+            node_name: kubelet_name.clone(),
         },
     )
     .await?;

@@ -27,7 +27,7 @@ const MAX_ERROR_BODY: usize = 50_000;
 /// The API server's side of its connections to kubelets.
 #[derive(Debug, Clone)]
 pub struct KubeletClient {
-    tls: Arc<rustls::ClientConfig>,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
 }
 
 impl KubeletClient {

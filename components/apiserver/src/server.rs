@@ -188,6 +188,13 @@ async fn api(
     request: Request,
 ) -> Response {
     let path = request.uri().path().to_string();
+    if let Some(target) = crate::metrics_api::target(&path) {
+        let (method, query) = (
+            request.method().clone(),
+            request.uri().query().map(str::to_string),
+        );
+        return crate::metrics_api::serve(&*state.store, &kubelet, target, &method, query.as_deref()).await;
+    }
     if let Some(target) = node_proxy::node_subresource(&path) {
         return node_proxy::serve(&*state.store, &kubelet, target, request).await;
     }

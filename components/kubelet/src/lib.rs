@@ -14,6 +14,7 @@ pub mod pods;
 pub mod probes;
 pub mod sandbox;
 pub mod server;
+pub mod stats;
 pub mod volumes;
 
 /// Why a node-agent operation failed.

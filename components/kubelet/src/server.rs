@@ -1,6 +1,6 @@
 //! The kubelet's HTTPS API on port 10250, as the API server reaches it for `pods/log`, `pods/exec`,
 //! `pods/attach` and `pods/portforward` (kubelet's `pkg/kubelet/server/server.go`): `/containerLogs/...`,
-//! `/exec/...`, `/attach/...` and `/portForward/...`.
+//! `/exec/...`, `/attach/...` and `/portForward/...`; and the Summary API, `/stats/summary` (`stats.rs`).
 //!
 //! Only clients with a certificate from the cluster CA are served (kubelet's `--client-ca-file`; the API server
 //! presents its kubelet client certificate). The runtime's exec forks, which this multi-threaded process must
@@ -44,6 +44,8 @@ pub struct KubeletServerConfig {
     /// The `bonsai` binary and its data directory, for the exec and attach helper processes.
     pub bonsai: PathBuf,
     pub data_dir: PathBuf,
+    /// The node's name, for the Summary API (its pods are listed from the API server by it).
+    pub node_name: String,
 }
 
 #[allow(missing_debug_implementations)] // kube::Client is not Debug
@@ -51,6 +53,7 @@ struct Kubelet {
     client: kube::Client,
     runtime: Arc<Runtime>,
     config: KubeletServerConfig,
+    stats: Arc<crate::stats::Stats>,
 }
 
 fn tls_error(e: impl std::fmt::Display) -> KubeletError {
@@ -94,10 +97,12 @@ pub async fn start(
             path: PathBuf::from(config.address.to_string()),
             source,
         })?;
+    let stats = crate::stats::start(runtime.clone());
     let kubelet = Arc::new(Kubelet {
         client,
         runtime,
         config,
+        stats,
     });
     tokio::spawn(async move {
         loop {
@@ -193,6 +198,7 @@ impl Kubelet {
             (&Method::GET | &Method::POST, ["portForward", ns, pod]) => {
                 self.port_forward(request, ns, pod).await
             }
+            (&Method::GET, ["stats", "summary"]) => self.summary().await,
             _ => Err(Refusal(StatusCode::NOT_FOUND, "404 page not found".into())),
         };
         result.unwrap_or_else(|Refusal(status, message)| text(status, message))
@@ -366,6 +372,31 @@ impl Kubelet {
             };
             run_helper(helper, operands, command, resize_fifo).await;
         });
+        Ok(response)
+    }
+    /// `GET /stats/summary`: the last sample of the node and its pods, the pods named as the API server knows
+    /// the ones bound to this node (the runtime knows only their uids).
+    async fn summary(&self) -> Result<Response<Body>, Refusal> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let params = kube::api::ListParams::default()
+            .fields(&format!("spec.nodeName={}", self.config.node_name))
+            .match_any();
+        let list = pods.list(&params).await.map_err(internal)?;
+        let named: Vec<(String, String, String)> = list
+            .items
+            .iter()
+            .filter_map(|p| {
+                let m = &p.metadata;
+                Some((m.uid.clone()?, m.namespace.clone()?, m.name.clone()?))
+            })
+            .collect();
+        let summary = self.stats.summary(&self.config.node_name, &named);
+        let body = serde_json::to_vec(&summary).map_err(internal)?;
+        let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
         Ok(response)
     }
 

@@ -16,6 +16,63 @@ pub enum Path {
     GroupVersion(String, String),
 }
 
+/// A resource the API server serves itself rather than from the store, read-only: `metrics.k8s.io`'s
+/// (`crate::metrics_api`, the job of metrics-server). Not in the registry, so the generic layer never stores it.
+struct Unstored {
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+}
+
+const METRICS: (&str, &str) = (crate::metrics_api::GROUP, crate::metrics_api::VERSION);
+const UNSTORED: &[Unstored] = &[
+    Unstored {
+        plural: "nodes",
+        singular: "",
+        kind: "NodeMetrics",
+        namespaced: false,
+    },
+    Unstored {
+        plural: "pods",
+        singular: "",
+        kind: "PodMetrics",
+        namespaced: true,
+    },
+];
+
+/// Every served group and version: the registry's, then the unstored one.
+fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut groups = registry::groups();
+    groups.push(METRICS);
+    groups
+}
+
+fn unstored_resource_list() -> Value {
+    let resources: Vec<Value> = UNSTORED
+        .iter()
+        .map(|r| json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "list"]}))
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{}/{}", METRICS.0, METRICS.1), "resources": resources})
+}
+
+fn unstored_aggregated_group() -> Value {
+    let resources: Vec<Value> = UNSTORED
+        .iter()
+        .map(|r| {
+            json!({
+                "resource": r.plural,
+                "responseKind": {"group": METRICS.0, "version": METRICS.1, "kind": r.kind},
+                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": r.singular,
+                "verbs": ["get", "list"],
+            })
+        })
+        .collect();
+    json!({"metadata": {"name": METRICS.0, "creationTimestamp": null},
+        "versions": [{"version": METRICS.1, "freshness": "Current", "resources": resources}]})
+}
+
 fn resource_entry(r: &ResourceType) -> Vec<Value> {
     let mut out = vec![json!({
         "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
@@ -28,6 +85,9 @@ fn resource_entry(r: &ResourceType) -> Vec<Value> {
 }
 
 fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if (group, version) == METRICS {
+        return Some(unstored_resource_list());
+    }
     let resources: Vec<Value> = registry::RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
@@ -50,6 +110,9 @@ fn group_entry(group: &str, version: &str) -> Value {
 }
 
 fn aggregated_group(group: &str, version: &str) -> Value {
+    if (group, version) == METRICS {
+        return unstored_aggregated_group();
+    }
     let resources: Vec<Value> = registry::RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
@@ -129,7 +192,7 @@ pub fn serve(path: Path, headers: &HeaderMap) -> Response {
             ),
         },
         Path::Groups => {
-            let groups = registry::groups();
+            let groups = groups();
             match agg {
                 Some(v) => aggregated(
                     groups.iter().map(|(g, ver)| aggregated_group(g, ver)).collect(),
@@ -144,7 +207,7 @@ pub fn serve(path: Path, headers: &HeaderMap) -> Response {
                 }
             }
         }
-        Path::Group(group) => match registry::groups().into_iter().find(|(g, _)| *g == group) {
+        Path::Group(group) => match groups().into_iter().find(|(g, _)| *g == group) {
             Some((g, v)) => {
                 let mut body = group_entry(g, v);
                 body["kind"] = json!("APIGroup");
@@ -183,9 +246,15 @@ mod tests {
 
     #[test]
     fn every_group_version_lists_its_resources() {
-        for (g, v) in registry::groups() {
+        for (g, v) in groups() {
             assert!(resource_list(g, v).is_some(), "{g}/{v}");
         }
+        let metrics = resource_list("metrics.k8s.io", "v1beta1").unwrap();
+        assert_eq!(metrics["resources"][1]["kind"], "PodMetrics");
+        assert_eq!(
+            aggregated_group("metrics.k8s.io", "v1beta1")["versions"][0]["resources"][0]["resource"],
+            "nodes"
+        );
         let core = resource_list("", "v1").unwrap();
         let names: Vec<&str> = core["resources"]
             .as_array()

@@ -7,7 +7,7 @@ mod errors;
 mod handlers;
 mod objects;
 pub mod registry;
-mod selectors;
+pub(crate) mod selectors;
 pub mod services;
 mod tables;
 mod validation;
