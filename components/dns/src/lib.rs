@@ -114,7 +114,7 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> Result<(), DnsError
     let handler = ClusterDnsHandler {
         records: records.clone(),
         upstream: upstream_resolver(&config.upstreams)?,
-        counts: Arc::new(metrics::QueryCounts::default()),
+        counts: Arc::new(metrics::QueryCounts::registered()),
     };
     if config.upstreams.is_empty() {
         tracing::warn!("no upstream resolver in resolv.conf: names outside the cluster will fail (SERVFAIL)");
@@ -244,7 +244,7 @@ async fn publish_endpoint(client: kube::Client, config: DnsConfig) {
             }
             Err(e) => {
                 // Said once, then every minute of retries, so a server that is slow to start does not flood the log.
-                if failures % 60 == 0 {
+                if failures.is_multiple_of(60) {
                     tracing::warn!(slice = %name, error = %e, "cannot publish the cluster DNS endpoint");
                 }
                 failures += 1;
