@@ -222,6 +222,6 @@ fn agent_metrics_show_running_containers_and_pod_start() {
     );
     // The pod's lookups were answered by the node's cluster DNS.
     wait_until("DNS responses in the node's metrics", || {
-        sample_sum(&scrape(), "coredns_dns_responses_total", &[]) >= 1.0
+        sample_sum(&scrape(), "coredns_dns_responses_total", &[r#"rcode="NOERROR""#]) >= 1.0
     });
 }

@@ -38,12 +38,37 @@ impl QueryCounts {
     }
 }
 
-/// CoreDNS's rcode names: `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...
 fn labels(code: ResponseCode) -> ::metrics::Labels<2> {
-    [
-        ("server", SERVER.to_string()),
-        ("rcode", code.to_str().to_ascii_uppercase()),
-    ]
+    [("server", SERVER.to_string()), ("rcode", rcode_name(code))]
+}
+
+/// CoreDNS's rcode names (miekg/dns's `RcodeToString`: `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...); a code without a
+/// name is its number.
+fn rcode_name(code: ResponseCode) -> String {
+    let value = u16::from(code);
+    let name = match value {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADSIG",
+        17 => "BADKEY",
+        18 => "BADTIME",
+        19 => "BADMODE",
+        20 => "BADNAME",
+        21 => "BADALG",
+        22 => "BADTRUNC",
+        23 => "BADCOOKIE",
+        _ => return value.to_string(),
+    };
+    name.to_string()
 }
 
 #[cfg(test)]
