@@ -30,6 +30,8 @@ command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # The cluster DNS tests: dnsmasq plays the upstream resolver.
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+# The metrics tests: promtool (from Prometheus) checks that /metrics parses as a scrape would.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq

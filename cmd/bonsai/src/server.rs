@@ -351,6 +351,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "cluster store ready"
     );
     let store = Arc::new(store);
+    // The store's size on disk at each scrape of `/metrics`; held weakly, so that closing the store at the end
+    // still drops its last reference.
+    let sized = Arc::downgrade(&store);
+    apiserver::metrics::register_storage_size(move || sized.upgrade().map_or(0, |s| s.disk_bytes()));
 
     let names = apiserver::identity::serving_names(service_ip, &args.cluster_domain, &args.tls_sans);
     let pki = Pki::load_or_create(&server_dir.join("tls"), &names)?;

@@ -13,6 +13,7 @@ pub mod authz;
 mod health;
 pub mod identity;
 pub mod kubeconfig;
+pub mod metrics;
 mod metrics_api;
 mod node_proxy;
 mod openapi;

@@ -269,15 +269,18 @@ fn router(
         .route("/api", axum::routing::any(api.clone()))
         .route("/api/{*rest}", axum::routing::any(api.clone()))
         .route("/apis", axum::routing::any(api.clone()))
-        .route("/apis/{*rest}", axum::routing::any(api));
+        .route("/apis/{*rest}", axum::routing::any(api))
+        .route("/metrics", get(crate::metrics::serve));
+    // Instrumentation sits inside authentication: what is counted is what was served.
     router
         .fallback(|| async { status::not_found() })
+        .layer(axum::middleware::from_fn(crate::metrics::instrument))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
 
 /// Binds the port (failing at once if it is taken) and serves in the background.
-pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
+pub async fn start(mut config: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     let addr = SocketAddr::new(config.bind_address, config.port);
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| ApiServerError::Bind { addr, source })?;
@@ -288,6 +291,9 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         .local_addr()
         .map_err(|source| ApiServerError::Bind { addr, source })?;
     let tls = RustlsConfig::from_config(Arc::new(tls_config(&config.pki)?));
+    // Every store operation the server makes is timed (`etcd_request_duration_seconds`).
+    crate::metrics::register();
+    config.state.store = Arc::new(crate::metrics::InstrumentedStore::new(config.state.store.clone()));
     let handle = axum_server::Handle::new();
     // One watch cache per server: every HTTP watch of a resource type shares its store watch. Every cache starts
     // before the first request, as kube-apiserver's do, so that any resourceVersion a client reads from this

@@ -62,6 +62,47 @@ where
     cache.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
 }
 
+/// client-go's work-queue metrics, by queue name (the controller's).
+struct QueueMetrics {
+    depth: metrics::GaugeVec<1>,
+    adds: metrics::CounterVec<1>,
+    retries: metrics::CounterVec<1>,
+    work: metrics::HistogramVec<1>,
+}
+
+fn queue_metrics() -> &'static QueueMetrics {
+    static METRICS: std::sync::OnceLock<QueueMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        // client-go's buckets: 10 ns to 10 s, by powers of ten.
+        const WORK: metrics::Buckets =
+            metrics::Buckets(&[1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]);
+        let m = QueueMetrics {
+            depth: Default::default(),
+            adds: Default::default(),
+            retries: Default::default(),
+            work: metrics::histogram_vec(WORK),
+        };
+        let r = metrics::registry();
+        r.register("workqueue_depth", "Current depth of workqueue", m.depth.clone());
+        r.register(
+            "workqueue_adds_total",
+            "Total number of adds handled by workqueue",
+            m.adds.clone(),
+        );
+        r.register(
+            "workqueue_retries_total",
+            "Total number of retries handled by workqueue",
+            m.retries.clone(),
+        );
+        r.register(
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes",
+            m.work.clone(),
+        );
+        m
+    })
+}
+
 /// How long the queue waits after a change for more (a burst of changes, one reconcile per key).
 const BATCH_DELAY: Duration = Duration::from_millis(50);
 /// Every key is reconciled again at least this often, whatever the watches say.
@@ -85,6 +126,20 @@ pub async fn run_queue<C, Key, Fut>(
     let mut failures: BTreeMap<Key, (u32, tokio::time::Instant)> = BTreeMap::new();
     let mut due: Option<tokio::time::Instant> = None;
     let mut resync = tokio::time::Instant::now() + RESYNC;
+    let m = queue_metrics();
+    let queue: metrics::Labels<1> = [("name", name.to_string())];
+    let depth = m.depth.get_or_create(&queue).clone();
+    let adds = m.adds.get_or_create(&queue).clone();
+    let retried = m.retries.get_or_create(&queue).clone();
+    let work = m.work.get_or_create(&queue).clone();
+    let add = |pending: &mut BTreeSet<Key>, keys: Vec<Key>| {
+        for key in keys {
+            if pending.insert(key) {
+                adds.inc();
+            }
+        }
+        depth.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+    };
     loop {
         let retry_at = failures.values().map(|(_, at)| *at).min();
         let wake = [due, retry_at, Some(resync)]
@@ -96,14 +151,14 @@ pub async fn run_queue<C, Key, Fut>(
             change = changes.recv() => match change {
                 None => return,
                 Some(change) => {
-                    pending.extend(keys_of(change));
+                    add(&mut pending, keys_of(change));
                     due.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_DELAY);
                 }
             },
             () = tokio::time::sleep_until(wake) => {
                 let now = tokio::time::Instant::now();
                 if now >= resync {
-                    pending.extend(all_keys());
+                    add(&mut pending, all_keys());
                     resync = now + RESYNC;
                 }
                 if !ready() {
@@ -111,10 +166,18 @@ pub async fn run_queue<C, Key, Fut>(
                     continue;
                 }
                 let retries: Vec<Key> = failures.iter().filter(|(_, (_, at))| *at <= now).map(|(k, _)| k.clone()).collect();
-                pending.extend(retries);
+                retried.inc_by(retries.len() as u64);
+                add(&mut pending, retries);
                 due = None;
-                for key in std::mem::take(&mut pending) {
-                    match reconcile(key.clone()).await {
+                let batch = std::mem::take(&mut pending);
+                let mut left = batch.len();
+                for key in batch {
+                    left -= 1;
+                    depth.set(i64::try_from(left).unwrap_or(i64::MAX));
+                    let began = std::time::Instant::now();
+                    let outcome = reconcile(key.clone()).await;
+                    work.observe(metrics::seconds_since(began));
+                    match outcome {
                         Ok(()) => {
                             failures.remove(&key);
                         }

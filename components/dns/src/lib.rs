@@ -114,7 +114,7 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> Result<(), DnsError
     let handler = ClusterDnsHandler {
         records: records.clone(),
         upstream: upstream_resolver(&config.upstreams)?,
-        counts: Arc::new(metrics::QueryCounts::default()),
+        counts: Arc::new(metrics::QueryCounts::registered()),
     };
     if config.upstreams.is_empty() {
         tracing::warn!("no upstream resolver in resolv.conf: names outside the cluster will fail (SERVFAIL)");

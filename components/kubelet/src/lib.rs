@@ -8,6 +8,7 @@ pub mod dns;
 pub mod env;
 pub mod eviction;
 pub mod lifecycle;
+pub mod metrics;
 pub mod node;
 pub mod pod_volumes;
 pub mod pods;

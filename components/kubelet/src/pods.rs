@@ -107,6 +107,9 @@ pub struct Pods {
     network: OnceCell<Arc<PodNetwork>>,
     /// When each pod was first seen, for `status.startTime`.
     started: Mutex<BTreeMap<String, String>>,
+    /// When each pod not yet running was first seen, for `kubelet_pod_start_duration_seconds`; `None` once its
+    /// start was observed.
+    first_seen: std::sync::Mutex<BTreeMap<String, Option<std::time::Instant>>>,
     /// The probe workers of each (pod uid, container name) with probes.
     probers: std::sync::Mutex<BTreeMap<(String, String), crate::probes::ContainerProber>>,
     exec: Arc<CliExec>,
@@ -351,6 +354,7 @@ impl Pods {
             network_config,
             network: OnceCell::new(),
             started: Mutex::new(BTreeMap::new()),
+            first_seen: std::sync::Mutex::new(BTreeMap::new()),
             probers: std::sync::Mutex::new(BTreeMap::new()),
             exec: Arc::new(exec),
         }
@@ -388,6 +392,7 @@ impl Pods {
 
     /// Watches the pods bound to this node and keeps each in step, one pass at a time per pod.
     pub async fn run(self: Arc<Self>) {
+        crate::metrics::register();
         let api: Api<Pod> = Api::all(self.client.clone());
         let (cache, writer) = reflector::store::<Pod>();
         let selector = format!("spec.nodeName={}", self.config.node_name);
@@ -474,6 +479,9 @@ impl Pods {
                     .filter_map(|e| e.file_name().into_string().ok())
                     .filter(|uid| !known.contains(uid)),
             );
+        }
+        if let Ok(all) = self.blocking(|r| r.list()).await {
+            crate::metrics::observe_containers(&all);
         }
         for uid in orphans {
             let this = self.clone();
@@ -660,6 +668,9 @@ impl Pods {
             .map_err(|e| KubeletError::Invalid(format!("removing the pod's volumes: {e}")))?;
         sandbox::remove(&self.config.data_dir, uid)?;
         self.started.lock().await.remove(uid);
+        if let Ok(mut first_seen) = self.first_seen.lock() {
+            first_seen.remove(uid);
+        }
         if let Ok(mut probers) = self.probers.lock() {
             probers.retain(|(pod, _), _| pod != uid);
         }
@@ -783,6 +794,11 @@ impl Pods {
             .unwrap_or_default();
         if phase == "Succeeded" || phase == "Failed" {
             return Ok(());
+        }
+        if let Ok(mut first_seen) = self.first_seen.lock() {
+            // A pod already running when the agent (re)starts has no start to time.
+            let at = (phase != "Running").then(std::time::Instant::now);
+            first_seen.entry(uid.clone()).or_insert(at);
         }
         let start_time = {
             let mut started = self.started.lock().await;
@@ -1060,6 +1076,12 @@ impl Pods {
             "containerStatuses": statuses,
         });
         self.write_status(pod, status).await?;
+        if phase == "Running"
+            && let Ok(mut first_seen) = self.first_seen.lock()
+            && let Some(seen) = first_seen.get_mut(&uid).and_then(Option::take)
+        {
+            crate::metrics::pod_started(::metrics::seconds_since(seen));
+        }
         if terminal && !host_network {
             // A finished pod keeps its containers (for logs) but gives back its address, as the kubelet does.
             if let Some(network) = self.network().await? {
@@ -1669,6 +1691,7 @@ impl Pods {
                             failures.remove(&key);
                         }
                         let took = began.elapsed().as_secs_f64();
+                        crate::metrics::image_pulled(took, record.size);
                         self.event("Normal", 
                                 &about,
                                 "Pulled",
@@ -1684,6 +1707,7 @@ impl Pods {
                             let entry = failures.entry(key.clone()).or_insert((0, began));
                             *entry = (entry.0 + 1, std::time::Instant::now());
                         }
+                        crate::metrics::image_pull_failed();
                         let message = format!("Failed to pull image \"{reference}\": {e}");
                         self.event("Warning", &about, "Failed", message.clone());
                         Err(("ErrImagePull", message))

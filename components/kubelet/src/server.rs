@@ -1,6 +1,6 @@
 //! The kubelet's HTTPS API on port 10250, as the API server reaches it for `pods/log`, `pods/exec`,
 //! `pods/attach` and `pods/portforward` (kubelet's `pkg/kubelet/server/server.go`): `/containerLogs/...`,
-//! `/exec/...`, `/attach/...` and `/portForward/...`; and the Summary API, `/stats/summary` (`stats.rs`).
+//! `/exec/...`, `/attach/...` and `/portForward/...`; the Summary API, `/stats/summary` (`stats.rs`); and `/metrics`.
 //!
 //! Only clients with a certificate from the cluster CA are served (kubelet's `--client-ca-file`; the API server
 //! presents its kubelet client certificate). The runtime's exec forks, which this multi-threaded process must
@@ -150,6 +150,17 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     response
 }
 
+/// `GET /metrics`: the process registry in the Prometheus text format.
+fn scrape() -> Result<Response<Body>, Refusal> {
+    let text = ::metrics::registry().encode().map_err(internal)?;
+    let mut response = Response::new(Full::new(Bytes::from(text)).boxed());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(::metrics::CONTENT_TYPE),
+    );
+    Ok(response)
+}
+
 /// A request the kubelet refuses: the HTTP status and kube's words.
 struct Refusal(StatusCode, String);
 
@@ -199,6 +210,8 @@ impl Kubelet {
                 self.port_forward(request, ns, pod).await
             }
             (&Method::GET, ["stats", "summary"]) => self.summary().await,
+            // The process's metrics (in the server, the same registry the API server serves).
+            (&Method::GET, ["metrics"]) => scrape(),
             _ => Err(Refusal(StatusCode::NOT_FOUND, "404 page not found".into())),
         };
         result.unwrap_or_else(|Refusal(status, message)| text(status, message))

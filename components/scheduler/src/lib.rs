@@ -127,6 +127,50 @@ pub fn schedule_with(
     decisions
 }
 
+/// kube-scheduler's attempt metrics: `scheduler_schedule_attempts_total` and
+/// `scheduler_scheduling_attempt_duration_seconds`, by result (scheduled, unschedulable, error) and profile.
+struct Metrics {
+    attempts: metrics::CounterVec<2>,
+    durations: metrics::HistogramVec<2>,
+}
+
+fn scheduler_metrics() -> &'static Metrics {
+    static METRICS: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        // kube-scheduler's buckets: 1 ms doubling, 15 of them.
+        const ATTEMPT: metrics::Buckets = metrics::Buckets(&[
+            0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384,
+        ]);
+        let m = Metrics {
+            attempts: Default::default(),
+            durations: metrics::histogram_vec(ATTEMPT),
+        };
+        let r = metrics::registry();
+        r.register(
+            "scheduler_schedule_attempts_total",
+            "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod could not be scheduled, while 'error' means an internal scheduler problem",
+            m.attempts.clone(),
+        );
+        r.register(
+            "scheduler_scheduling_attempt_duration_seconds",
+            "Scheduling attempt latency in seconds (scheduling algorithm + binding)",
+            m.durations.clone(),
+        );
+        m
+    })
+}
+
+/// Counts one attempt with its result and how long it took.
+fn attempted(result: &'static str, seconds: f64) {
+    let m = scheduler_metrics();
+    let labels: metrics::Labels<2> = [
+        ("result", result.to_string()),
+        ("profile", DEFAULT_SCHEDULER.to_string()),
+    ];
+    m.attempts.get_or_create(&labels).inc();
+    m.durations.get_or_create(&labels).observe(seconds);
+}
+
 struct Scheduler {
     client: kube::Client,
     pods: Store<Pod>,
@@ -175,7 +219,12 @@ impl Scheduler {
             |pod: &Pod, node: &Node| volumebinding::schedule_volumes(pod, node, &claims, &volumes, &classes);
         let volume_filter = |pod: &Pod, node: &Node| volume_plans(pod, node).map(|_| ());
         let mut waiting = false;
-        for (i, decision) in schedule_with(&nodes, &pods, &volume_filter) {
+        let algorithm = std::time::Instant::now();
+        let decisions = schedule_with(&nodes, &pods, &volume_filter);
+        // The filtering and scoring of one pass, shared among the pods it placed.
+        let share = metrics::seconds_since(algorithm) / decisions.len().max(1) as f64;
+        for (i, decision) in decisions {
+            let began = std::time::Instant::now();
             let pod = &pods[i];
             let (Some(namespace), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone())
             else {
@@ -194,6 +243,7 @@ impl Scheduler {
                         .unwrap_or_default();
                     if let Err(e) = volumebinding::prebind(&self.client, &plans, &node).await {
                         tracing::debug!(pod = %name, error = %e, "binding volumes");
+                        attempted("error", share + metrics::seconds_since(began));
                         waiting = true;
                         continue;
                     }
@@ -209,6 +259,7 @@ impl Scheduler {
                         .await
                     {
                         Ok(_) => {
+                            attempted("scheduled", share + metrics::seconds_since(began));
                             if let (Ok(mut assumed), Some(uid)) =
                                 (self.assumed.lock(), pod.metadata.uid.clone())
                             {
@@ -225,11 +276,13 @@ impl Scheduler {
                         Err(e) => {
                             // Already bound, or gone: the caches catch up and the next pass sees it.
                             tracing::debug!(pod = %name, error = %e, "binding");
+                            attempted("error", share + metrics::seconds_since(began));
                             waiting = true;
                         }
                     }
                 }
                 Decision::Unschedulable(message) => {
+                    attempted("unschedulable", share + metrics::seconds_since(began));
                     waiting = true;
                     let current = pod
                         .status
@@ -261,6 +314,7 @@ impl Scheduler {
 
 /// Runs the scheduler until its watches end.
 pub async fn run(client: kube::Client) {
+    scheduler_metrics();
     let (pods_tx, mut pods_rx) = mpsc::unbounded_channel::<Change<Pod>>();
     let (nodes_tx, mut nodes_rx) = mpsc::unbounded_channel::<Change<Node>>();
     let (claims_tx, mut claims_rx) = mpsc::unbounded_channel::<Change<PersistentVolumeClaim>>();
