@@ -315,4 +315,31 @@ print(ident == 0x4242, flags & 0xf, answers)
         .output()
         .unwrap();
     assert_eq!(text(&tcp).trim(), "True 0 1", "{tcp:?}");
+
+    // The kube-dns Service's metrics port (CoreDNS's 9153): the DNS's own families, in a format promtool
+    // accepts, counting the NXDOMAIN above; nothing of the API server's.
+    let scraped = node
+        .server
+        .netns
+        .net_command("curl")
+        .args(["-s", "--max-time", "5", "http://10.43.0.10:9153/metrics"])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&scraped.stdout).to_string();
+    assert!(
+        metrics.contains("coredns_dns_responses_total{") && metrics.contains("rcode=\"NXDOMAIN\""),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("apiserver_"), "{metrics}");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus)");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
+    drop(promtool.stdin.take());
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(checked.status.success(), "{}", text(&checked));
 }

@@ -192,6 +192,7 @@ fn start_dns(
         cluster_dns: args.cluster_dns,
         node_name: node_name.to_string(),
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 53),
+        metrics: None,
         upstreams: dns::upstream::nameservers(host_resolv),
     };
     let client = client.clone();
@@ -205,6 +206,7 @@ fn start_dns(
             }
         };
         config.listen = SocketAddr::new(IpAddr::V4(gateway), 53);
+        config.metrics = Some(SocketAddr::new(IpAddr::V4(gateway), 9153));
         if let Err(e) = dns::run(client, config).await {
             tracing::error!(error = %e, "the cluster DNS stopped");
         }

@@ -9,6 +9,7 @@
 
 pub mod handler;
 pub mod metrics;
+pub mod metrics_port;
 pub mod records;
 pub mod upstream;
 
@@ -66,6 +67,8 @@ pub struct DnsConfig {
     pub node_name: String,
     /// Where to listen (the pod bridge's gateway), and on which port (53).
     pub listen: SocketAddr,
+    /// Where the DNS metrics are served (the gateway, port 9153 as CoreDNS's), or nowhere.
+    pub metrics: Option<SocketAddr>,
     /// Where names outside the cluster go.
     pub upstreams: Vec<IpAddr>,
 }
@@ -135,6 +138,15 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> Result<(), DnsError
     server.register_listener(tcp, Duration::from_secs(5), 32);
     tracing::info!(address = %config.listen, domain = %config.domain, upstreams = ?config.upstreams, "cluster DNS serving");
 
+    let metrics_listener = match config.metrics {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| DnsError::Listen { address, source })?,
+        ),
+        None => None,
+    };
+    let metrics = metrics_listener.map(|listener| tokio::spawn(metrics_port::serve(listener)));
     let follow = tokio::spawn(follow_cluster(client.clone(), config.clone(), records));
     let publish = tokio::spawn(publish_endpoint(client, config));
     let result = server
@@ -143,6 +155,9 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> Result<(), DnsError
         .map_err(|e| DnsError::Server(e.to_string()));
     follow.abort();
     publish.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     result
 }
 
@@ -193,6 +208,13 @@ async fn follow_cluster(client: kube::Client, config: DnsConfig, records: Shared
 pub fn endpoint_slice(config: &DnsConfig) -> serde_json::Value {
     let address_type = if config.listen.is_ipv4() { "IPv4" } else { "IPv6" };
     let port = config.listen.port();
+    let mut ports = vec![
+        serde_json::json!({"name": "dns", "port": port, "protocol": "UDP"}),
+        serde_json::json!({"name": "dns-tcp", "port": port, "protocol": "TCP"}),
+    ];
+    if let Some(metrics) = config.metrics {
+        ports.push(serde_json::json!({"name": "metrics", "port": metrics.port(), "protocol": "TCP"}));
+    }
     serde_json::json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -210,10 +232,7 @@ pub fn endpoint_slice(config: &DnsConfig) -> serde_json::Value {
             "conditions": {"ready": true, "serving": true, "terminating": false},
             "nodeName": config.node_name,
         }],
-        "ports": [
-            {"name": "dns", "port": port, "protocol": "UDP"},
-            {"name": "dns-tcp", "port": port, "protocol": "TCP"},
-        ],
+        "ports": ports,
     })
 }
 
@@ -271,12 +290,13 @@ mod tests {
             cluster_dns: "10.43.0.10".parse().expect("ip"),
             node_name: "edge-1".into(),
             listen: "10.42.0.1:53".parse().expect("address"),
+            metrics: Some("10.42.0.1:9153".parse().expect("address")),
             upstreams: Vec::new(),
         };
         let slice: EndpointSlice = serde_json::from_value(endpoint_slice(&config)).expect("a slice");
         assert_eq!(slice.metadata.name.as_deref(), Some("kube-dns-edge-1"));
         assert_eq!(slice.endpoints[0].addresses, vec!["10.42.0.1".to_string()]);
-        assert_eq!(slice.ports.as_ref().map(Vec::len), Some(2));
+        assert_eq!(slice.ports.as_ref().map(Vec::len), Some(3));
         assert_eq!(slice_name(&"x".repeat(300)).len(), 253);
     }
 }

@@ -105,6 +105,22 @@ impl Registry {
     }
 }
 
+/// Of an encoded exposition, only the families whose names start with `prefix` (for an endpoint that shows one
+/// component's metrics, such as the cluster DNS's `coredns_` families on its own port).
+pub fn only_families(text: &str, prefix: &str) -> String {
+    text.lines()
+        .filter(|line| {
+            let name = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+                .or_else(|| line.strip_prefix("# UNIT "))
+                .unwrap_or(line);
+            name.starts_with(prefix)
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect()
+}
+
 /// The process's registry: components register their families in it once, the `/metrics` endpoints encode it.
 pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -152,6 +168,16 @@ pub fn seconds_since(start: std::time::Instant) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_components_families_are_picked_out() {
+        let text =
+            "# HELP a_x help\n# TYPE a_x counter\na_x_total 1\n# HELP b_y other\n# TYPE b_y gauge\nb_y 2\n";
+        assert_eq!(
+            only_families(text, "b_"),
+            "# HELP b_y other\n# TYPE b_y gauge\nb_y 2\n"
+        );
+    }
 
     #[test]
     fn families_encode_as_prometheus_text() {
