@@ -323,10 +323,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let service_ip = service_ranges.cluster_ips.first();
     let networks = network::config::ClusterNetworks::parse(&args.cluster_cidr, &args.service_cidr)?;
-    let authenticator = match &args.token_auth_file {
-        Some(path) => Authenticator::new().with_token_file(path)?,
-        None => Authenticator::new(),
-    };
 
     let server_dir = args.data_dir.join("server");
     let db_dir = server_dir.join("db");
@@ -361,6 +357,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let names = apiserver::identity::serving_names(service_ip, &args.cluster_domain, &args.tls_sans);
     let pki = Pki::load_or_create(&server_dir.join("tls"), &names)?;
     apiserver::token::load_or_create(&server_dir.join("token"), &pki.ca_cert_pem)?;
+    // The service account token key, beside the PKI as k3s keeps its (`server/tls/service.key`).
+    let service_account_tokens = Arc::new(apiserver::service_account_tokens::TokenIssuer::load_or_create(
+        &server_dir.join("tls/service.key"),
+    )?);
+    let authenticator = match &args.token_auth_file {
+        Some(path) => Authenticator::new().with_token_file(path)?,
+        None => Authenticator::new(),
+    }
+    .with_service_account_tokens(service_account_tokens.clone());
 
     // Clients on this machine reach the server over loopback unless it listens on one address only.
     let local_ip = match args.bind_address {
@@ -385,6 +390,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         store: store.clone(),
         authenticator,
         authorizer: Arc::new(AllowAuthenticated),
+        service_account_tokens: Some(service_account_tokens),
         version: KubernetesVersion {
             major: "1".into(),
             minor: KUBERNETES_MINOR.into(),

@@ -1,6 +1,7 @@
 //! Who is asking: client certificates signed by the cluster CA (CN = user, O = groups; the TLS
 //! handshake has already verified the chain), then bearer tokens from a static token file in
-//! kube-apiserver's `--token-auth-file` format (`token,user,uid,"group1,group2"`).
+//! kube-apiserver's `--token-auth-file` format (`token,user,uid,"group1,group2"`), then service account tokens
+//! this server signed (`service_account_tokens`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,11 +35,21 @@ pub enum AuthnError {
 #[derive(Debug, Default)]
 pub struct Authenticator {
     tokens: HashMap<String, UserInfo>,
+    service_accounts: Option<std::sync::Arc<crate::service_account_tokens::TokenIssuer>>,
 }
 
 impl Authenticator {
     pub fn new() -> Self {
         Authenticator::default()
+    }
+
+    /// Accepts the service account tokens `issuer` signs.
+    pub fn with_service_account_tokens(
+        mut self,
+        issuer: std::sync::Arc<crate::service_account_tokens::TokenIssuer>,
+    ) -> Self {
+        self.service_accounts = Some(issuer);
+        self
     }
 
     /// Adds the tokens of a static token file.
@@ -93,7 +104,14 @@ impl Authenticator {
             return Some(user);
         }
         let token = authorization?.strip_prefix("Bearer ")?.trim();
-        self.tokens.get(token).cloned()
+        if let Some(user) = self.tokens.get(token) {
+            return Some(user.clone());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.service_accounts.as_ref()?.user(token, now)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod ready;
 pub mod resources;
 pub mod schema;
 mod server;
+pub mod service_account_tokens;
 mod status;
 pub mod token;
 

@@ -36,6 +36,8 @@ pub struct AppState {
     pub authenticator: Authenticator,
     pub authorizer: Arc<dyn Authorizer>,
     pub version: KubernetesVersion,
+    /// The service account token issuer (TokenRequest, OIDC discovery); `None` serves neither.
+    pub service_account_tokens: Option<Arc<crate::service_account_tokens::TokenIssuer>>,
 }
 
 #[derive(Debug)]
@@ -199,6 +201,20 @@ async fn api(
         return node_proxy::serve(&*state.store, &kubelet, target, request).await;
     }
     let (parts, body) = request.into_parts();
+    if parts.method == axum::http::Method::POST
+        && let Some((namespace, name)) = token_request_target(parts.uri.path())
+    {
+        return match &state.service_account_tokens {
+            Some(issuer) => {
+                resources::token_request(&*state.store, issuer, namespace, name, &parts.headers, body).await
+            }
+            None => status::failure(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "this server issues no service account tokens",
+            ),
+        };
+    }
     if let Some(version) = self_subject_review_version(parts.uri.path())
         && parts.method == axum::http::Method::POST
     {
@@ -214,6 +230,40 @@ async fn api(
         body,
     )
     .await
+}
+
+/// `/api/v1/namespaces/<ns>/serviceaccounts/<name>/token`: (namespace, name).
+fn token_request_target(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let mut parts = rest.trim_end_matches('/').split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some(namespace), Some("serviceaccounts"), Some(name), Some("token"), None)
+            if !namespace.is_empty() && !name.is_empty() =>
+        {
+            Some((namespace, name))
+        }
+        _ => None,
+    }
+}
+
+/// `/.well-known/openid-configuration` and `/openid/v1/jwks`: what verifies this server's service account tokens.
+async fn openid(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let Some(issuer) = &state.service_account_tokens else {
+        return status::not_found();
+    };
+    match request.uri().path() {
+        "/.well-known/openid-configuration" => status::json(
+            axum::http::StatusCode::OK,
+            &crate::service_account_tokens::openid_configuration(),
+        ),
+        _ => status::json(axum::http::StatusCode::OK, &issuer.jwks()),
+    }
 }
 
 /// `POST /apis/authentication.k8s.io/<v1|v1beta1>/selfsubjectreviews` (`kubectl auth whoami`).
@@ -270,7 +320,9 @@ fn router(
         .route("/api/{*rest}", axum::routing::any(api.clone()))
         .route("/apis", axum::routing::any(api.clone()))
         .route("/apis/{*rest}", axum::routing::any(api))
-        .route("/metrics", get(crate::metrics::serve));
+        .route("/metrics", get(crate::metrics::serve))
+        .route("/.well-known/openid-configuration", get(openid))
+        .route("/openid/v1/jwks", get(openid));
     // Instrumentation sits inside authentication: what is counted is what was served.
     router
         .fallback(|| async { status::not_found() })

@@ -16,6 +16,6 @@ mod watch_cache;
 
 pub use bootstrap::{ensure_default_namespaces, ensure_kubernetes_service, ensure_service_ranges};
 pub use errors::ApiError;
-pub use handlers::dispatch;
+pub use handlers::{dispatch, token_request};
 pub use objects::now_rfc3339;
 pub use watch_cache::WatchCaches;

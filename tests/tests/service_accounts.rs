@@ -1,0 +1,145 @@
+//! Service account tokens against the real binary: a pod's projected serviceAccountToken volume holds a token
+//! the API takes as the pod's service account (through the `kubernetes` Service's address, as in-cluster clients
+//! reach it), `kubectl create token` uses the TokenRequest API, and forged or too-short-lived tokens are refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+use bonsai_e2e::as_node::kubectl_file;
+use bonsai_e2e::images::AgentNode;
+use bonsai_e2e::{Server, ok, text};
+
+/// `kubectl auth whoami` with only `token` for credentials.
+fn whoami(server: &Server, token: &str) -> std::process::Output {
+    let ca = server.data_dir().join("server/tls/server-ca.crt");
+    server
+        .netns
+        .command(bonsai_e2e::kubectl_bin(33))
+        .args([
+            "--kubeconfig=/dev/null",
+            "--server=https://127.0.0.1:6443",
+            &format!("--certificate-authority={}", ca.display()),
+            &format!("--token={token}"),
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn projected_tokens_and_token_requests_authenticate_as_the_service_account() {
+    let node = AgentNode::with_busybox();
+    let server = &node.server;
+    let image = node.image();
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "client"}},
+       "spec": {{"terminationGracePeriodSeconds": 0,
+         "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"],
+           "volumeMounts": [{{"name": "token", "mountPath": "/var/run/secrets/tokens"}}]}}],
+         "volumes": [{{"name": "token", "projected": {{"sources": [
+           {{"serviceAccountToken": {{"path": "api-token", "expirationSeconds": 3600}}}}]}}}}]}}}}"#
+    );
+    // The default service account is made by its controller shortly after the namespace.
+    bonsai_e2e::wait_until("the default service account", || {
+        server
+            .kubectl(33, &["get", "serviceaccount", "default"])
+            .status
+            .success()
+    });
+    kubectl_file(server, "apply", "client.json", &manifest);
+    ok(server.kubectl(
+        33,
+        &["wait", "--for=condition=Ready", "pod/client", "--timeout=60s"],
+    ));
+    let token = ok(server.kubectl(
+        33,
+        &["exec", "client", "--", "cat", "/var/run/secrets/tokens/api-token"],
+    ));
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    // The token speaks for the pod's service account.
+    let me = whoami(server, &token);
+    assert!(me.status.success(), "{}", text(&me));
+    assert_eq!(
+        text(&me),
+        r#"system:serviceaccount:default:default ["system:serviceaccounts","system:serviceaccounts:default","system:authenticated"]"#
+    );
+    // From the node, through the `kubernetes` Service's cluster IP and the serving certificate's name for it, as
+    // an in-cluster client calls.
+    let ca = server.data_dir().join("server/tls/server-ca.crt");
+    let listed = server
+        .netns
+        .net_command("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            "kubernetes.default.svc:443:10.43.0.1",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "https://kubernetes.default.svc/api/v1/namespaces/default/pods",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(text(&listed), "200");
+
+    // A forged token (its claims changed, the signature kept) and a token of no issuer are refused.
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged_claims = "eyJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY2x1c3Rlci5sb2NhbCIsInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDprdWJlLXN5c3RlbTphZG1pbiJ9";
+    parts[1] = forged_claims;
+    for bad in [parts.join("."), "not-a-token".to_string()] {
+        let refused = whoami(server, &bad);
+        assert!(!refused.status.success());
+        assert!(text(&refused).contains("Unauthorized"), "{}", text(&refused));
+    }
+
+    // `kubectl create token` (TokenRequest): audiences and lifetime as asked; under ten minutes is refused.
+    let requested = ok(server.kubectl(33, &["create", "token", "default", "--duration=15m"]));
+    let me = whoami(server, requested.trim());
+    assert!(
+        text(&me).starts_with("system:serviceaccount:default:default "),
+        "{}",
+        text(&me)
+    );
+    let short = server.kubectl(33, &["create", "token", "default", "--duration=5m"]);
+    assert!(!short.status.success());
+    assert!(
+        text(&short).contains("may not specify a duration less than 10 minutes"),
+        "{}",
+        text(&short)
+    );
+    let missing = server.kubectl(33, &["create", "token", "nobody"]);
+    assert!(text(&missing).contains("not found"), "{}", text(&missing));
+    // A token bound to the pod names it.
+    let bound = ok(server.kubectl(
+        33,
+        &[
+            "create",
+            "token",
+            "default",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=client",
+        ],
+    ));
+    assert!(whoami(server, bound.trim()).status.success());
+
+    // The OIDC discovery documents that verify the tokens.
+    let mut admin = server.admin_credentials();
+    admin.push("-s".into());
+    let admin: Vec<&str> = admin.iter().map(String::as_str).collect();
+    let (code, discovery) = server.curl("/.well-known/openid-configuration", &admin);
+    assert_eq!(code, 200);
+    assert!(
+        discovery.contains(r#""issuer":"https://kubernetes.default.svc.cluster.local""#),
+        "{discovery}"
+    );
+    let (code, jwks) = server.curl("/openid/v1/jwks", &admin);
+    assert_eq!(code, 200);
+    assert!(jwks.contains(r#""kty":"EC""#), "{jwks}");
+}
