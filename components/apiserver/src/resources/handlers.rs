@@ -1757,6 +1757,152 @@ async fn list(store: &dyn Store, t: &Target, q: &Query, headers: &HeaderMap) -> 
     Ok(crate::status::json_bytes(StatusCode::OK, body))
 }
 
+/// `POST /api/v1/namespaces/<ns>/serviceaccounts/<name>/token` (the TokenRequest API): a token for the service
+/// account, for the audiences asked (the API's by default), for `expirationSeconds` (1 h by default, at least
+/// 10 min), bound to a pod, secret or node that must exist (with its uid, when given).
+pub async fn token_request(
+    store: &dyn Store,
+    issuer: &crate::service_account_tokens::TokenIssuer,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    token_request_inner(store, issuer, namespace, name, headers, body)
+        .await
+        .unwrap_or_else(|e| e.response())
+}
+
+async fn token_request_inner(
+    store: &dyn Store,
+    issuer: &crate::service_account_tokens::TokenIssuer,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let resource = |plural: &str| {
+        registry::find("", "v1", plural).ok_or_else(|| ApiError::Internal(format!("no {plural} resource")))
+    };
+    let target = |plural: &str, object_name: &str| -> Result<Target, ApiError> {
+        Ok(Target {
+            resource: resource(plural)?,
+            namespace: Some(namespace.to_string()),
+            name: Some(object_name.to_string()),
+            subresource: None,
+        })
+    };
+    let account = target("serviceaccounts", name)?;
+    let (service_account, _) = get(store, &account).await?;
+    let request = decode_body(headers, &read_body(body).await?)?;
+    let spec = request.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let expiration = spec
+        .get("expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    if expiration < 600 {
+        return Err(invalid_field(
+            &account,
+            "spec.expirationSeconds",
+            "FieldValueInvalid",
+            format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes"),
+        ));
+    }
+    if expiration > 1 << 32 {
+        return Err(invalid_field(
+            &account,
+            "spec.expirationSeconds",
+            "FieldValueInvalid",
+            format!("Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds"),
+        ));
+    }
+    let audiences: Vec<String> = match spec.get("audiences").and_then(Value::as_array) {
+        Some(list) if !list.is_empty() => list.iter().filter_map(Value::as_str).map(String::from).collect(),
+        _ => crate::service_account_tokens::AUDIENCES
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+    };
+    let mut private = json!({
+        "namespace": namespace,
+        "serviceaccount": {"name": name, "uid": service_account.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)},
+    });
+    if let Some(bound) = spec.get("boundObjectRef").filter(|b| !b.is_null()) {
+        let kind = bound.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let plural = match kind {
+            "Pod" => "pods",
+            "Secret" => "secrets",
+            "Node" => "nodes",
+            _ => {
+                return Err(invalid_field(
+                    &account,
+                    "spec.boundObjectRef.kind",
+                    "FieldValueNotSupported",
+                    format!("Unsupported value: {kind:?}: supported values: \"Pod\", \"Secret\", \"Node\""),
+                ));
+            }
+        };
+        let bound_name = bound.get("name").and_then(Value::as_str).unwrap_or_default();
+        let bound_target = Target {
+            resource: resource(plural)?,
+            namespace: (plural != "nodes").then(|| namespace.to_string()),
+            name: Some(bound_name.to_string()),
+            subresource: None,
+        };
+        let (object, _) = get(store, &bound_target).await?;
+        let uid = object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(wanted) = bound.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty())
+            && wanted != uid
+        {
+            return Err(ApiError::Conflict {
+                resource: bound_target.resource,
+                name: bound_name.to_string(),
+                message: format!(
+                    "the UID in the bound object reference ({wanted}) does not match the {kind}'s ({uid})"
+                ),
+            });
+        }
+        private[kind.to_lowercase()] = json!({"name": bound_name, "uid": uid});
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let claims = json!({
+        "iss": crate::service_account_tokens::ISSUER,
+        "sub": format!("system:serviceaccount:{namespace}:{name}"),
+        "aud": audiences,
+        "exp": now + expiration,
+        "iat": now,
+        "nbf": now,
+        "jti": objects::new_uid(),
+        "kubernetes.io": private,
+    });
+    let token = issuer
+        .sign(&claims)
+        .ok_or_else(|| ApiError::Internal("cannot sign the token".into()))?;
+    let expires = time::OffsetDateTime::from_unix_timestamp(now + expiration)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    let mut spec = spec;
+    spec["audiences"] = json!(claims["aud"]);
+    spec["expirationSeconds"] = json!(expiration);
+    Ok(ok(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": objects::now_rfc3339()},
+            "spec": spec,
+            "status": {"token": token, "expirationTimestamp": expires},
+        }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1906,150 +2052,4 @@ mod tests {
             Some(3)
         );
     }
-}
-
-/// `POST /api/v1/namespaces/<ns>/serviceaccounts/<name>/token` (the TokenRequest API): a token for the service
-/// account, for the audiences asked (the API's by default), for `expirationSeconds` (1 h by default, at least
-/// 10 min), bound to a pod, secret or node that must exist (with its uid, when given).
-pub async fn token_request(
-    store: &dyn Store,
-    issuer: &crate::service_account_tokens::TokenIssuer,
-    namespace: &str,
-    name: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
-    token_request_inner(store, issuer, namespace, name, headers, body)
-        .await
-        .unwrap_or_else(|e| e.response())
-}
-
-async fn token_request_inner(
-    store: &dyn Store,
-    issuer: &crate::service_account_tokens::TokenIssuer,
-    namespace: &str,
-    name: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let resource = |plural: &str| {
-        registry::find("", "v1", plural).ok_or_else(|| ApiError::Internal(format!("no {plural} resource")))
-    };
-    let target = |plural: &str, object_name: &str| -> Result<Target, ApiError> {
-        Ok(Target {
-            resource: resource(plural)?,
-            namespace: Some(namespace.to_string()),
-            name: Some(object_name.to_string()),
-            subresource: None,
-        })
-    };
-    let account = target("serviceaccounts", name)?;
-    let (service_account, _) = get(store, &account).await?;
-    let request = decode_body(headers, &read_body(body).await?)?;
-    let spec = request.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let expiration = spec
-        .get("expirationSeconds")
-        .and_then(Value::as_i64)
-        .unwrap_or(3600);
-    if expiration < 600 {
-        return Err(invalid_field(
-            &account,
-            "spec.expirationSeconds",
-            "FieldValueInvalid",
-            format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes"),
-        ));
-    }
-    if expiration > 1 << 32 {
-        return Err(invalid_field(
-            &account,
-            "spec.expirationSeconds",
-            "FieldValueInvalid",
-            format!("Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds"),
-        ));
-    }
-    let audiences: Vec<String> = match spec.get("audiences").and_then(Value::as_array) {
-        Some(list) if !list.is_empty() => list.iter().filter_map(Value::as_str).map(String::from).collect(),
-        _ => crate::service_account_tokens::AUDIENCES
-            .iter()
-            .map(|a| a.to_string())
-            .collect(),
-    };
-    let mut private = json!({
-        "namespace": namespace,
-        "serviceaccount": {"name": name, "uid": service_account.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)},
-    });
-    if let Some(bound) = spec.get("boundObjectRef").filter(|b| !b.is_null()) {
-        let kind = bound.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let plural = match kind {
-            "Pod" => "pods",
-            "Secret" => "secrets",
-            "Node" => "nodes",
-            _ => {
-                return Err(invalid_field(
-                    &account,
-                    "spec.boundObjectRef.kind",
-                    "FieldValueNotSupported",
-                    format!("Unsupported value: {kind:?}: supported values: \"Pod\", \"Secret\", \"Node\""),
-                ));
-            }
-        };
-        let bound_name = bound.get("name").and_then(Value::as_str).unwrap_or_default();
-        let bound_target = Target {
-            resource: resource(plural)?,
-            namespace: (plural != "nodes").then(|| namespace.to_string()),
-            name: Some(bound_name.to_string()),
-            subresource: None,
-        };
-        let (object, _) = get(store, &bound_target).await?;
-        let uid = object
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if let Some(wanted) = bound.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty())
-            && wanted != uid
-        {
-            return Err(ApiError::Conflict {
-                resource: bound_target.resource,
-                name: bound_name.to_string(),
-                message: format!(
-                    "the UID in the bound object reference ({wanted}) does not match the {kind}'s ({uid})"
-                ),
-            });
-        }
-        private[kind.to_lowercase()] = json!({"name": bound_name, "uid": uid});
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let claims = json!({
-        "iss": crate::service_account_tokens::ISSUER,
-        "sub": format!("system:serviceaccount:{namespace}:{name}"),
-        "aud": audiences,
-        "exp": now + expiration,
-        "iat": now,
-        "nbf": now,
-        "jti": objects::new_uid(),
-        "kubernetes.io": private,
-    });
-    let token = issuer
-        .sign(&claims)
-        .ok_or_else(|| ApiError::Internal("cannot sign the token".into()))?;
-    let expires = time::OffsetDateTime::from_unix_timestamp(now + expiration)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
-    let mut spec = spec;
-    spec["audiences"] = json!(claims["aud"]);
-    spec["expirationSeconds"] = json!(expiration);
-    Ok(ok(
-        StatusCode::CREATED,
-        &json!({
-            "kind": "TokenRequest",
-            "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": objects::now_rfc3339()},
-            "spec": spec,
-            "status": {"token": token, "expirationTimestamp": expires},
-        }),
-    ))
 }
