@@ -355,6 +355,19 @@ impl Server {
         with_client_in(&self.netns, &self.kubeconfig, test)
     }
 
+    /// Waits (`kubectl wait`, 90 s) for `pods` to be Ready; a failure shows every pod.
+    pub fn wait_ready(&self, pods: &[&str]) {
+        let mut args = vec!["wait", "--for=condition=Ready", "--timeout=90s", "pod"];
+        args.extend_from_slice(pods);
+        let waited = self.kubectl(33, &args);
+        assert!(
+            waited.status.success(),
+            "{}\n{}",
+            text(&waited),
+            ok(self.kubectl(33, &["get", "pods", "-o", "yaml"]))
+        );
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -474,6 +487,18 @@ impl Server {
             "--key".into(),
             tls.join("client-admin.key").display().to_string(),
         ]
+    }
+}
+
+/// Polls `check` every 250 ms until it holds; fails the test after `seconds`, naming `what` it waited for.
+pub fn wait_for(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -3,17 +3,9 @@
 //! events without holding up the others, and a packaged component disabled at a restart removed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bonsai_e2e::{Server, ok, text};
-
-fn wait_for(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+use bonsai_e2e::{Server, ok, text, wait_for};
 
 fn value(server: &Server, args: &[&str]) -> Option<String> {
     let out = server.kubectl(33, args);

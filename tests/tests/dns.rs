@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bonsai_e2e::as_node::kubectl_file;
 use bonsai_e2e::images::AgentNode;
-use bonsai_e2e::{Server, ok, text};
+use bonsai_e2e::{Server, ok, text, wait_for};
 
 /// dnsmasq answering `web.external.test` in the uplink's namespace, killed on drop.
 struct Upstream(Child);
@@ -42,14 +42,6 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn wait_for(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -7,16 +7,8 @@ use std::time::{Duration, Instant};
 
 use bonsai_e2e::as_node::{get, kubectl_file};
 use bonsai_e2e::images::AgentNode;
-use bonsai_e2e::{Server, ok, text};
+use bonsai_e2e::{Server, ok, text, wait_for};
 use serde_json::Value;
-
-fn wait_for(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn terminated(server: &Server, pod: &str) -> Value {
     get(server, &["pod", pod])["status"]["containerStatuses"][0]["state"]["terminated"].clone()

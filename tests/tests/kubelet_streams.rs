@@ -9,18 +9,6 @@ use std::time::{Duration, Instant};
 use bonsai_e2e::as_node::get;
 use bonsai_e2e::{Server, fails, ok, text, wait_until};
 
-fn wait_ready(server: &Server, pods: &[&str]) {
-    let mut args = vec!["wait", "--for=condition=Ready", "--timeout=90s", "pod"];
-    args.extend_from_slice(pods);
-    let waited = server.kubectl(33, &args);
-    assert!(
-        waited.status.success(),
-        "{}\n{}",
-        text(&waited),
-        ok(server.kubectl(33, &["get", "pods", "-o", "yaml"]))
-    );
-}
-
 /// How many `bonsai <verb> -d <this server's data dir>` helper processes run.
 fn helpers(server: &Server, verb: &str) -> usize {
     let data = server.data_dir().display().to_string();
@@ -56,7 +44,7 @@ fn kubectl_logs_exec_and_port_forward_reach_the_pods() {
        "spec": {{"nodeSelector": {{"no-such": "node"}}, "containers": [{{"name": "c", "image": "{image}"}}]}}}}]}}"#
     );
     bonsai_e2e::as_node::kubectl_file(server, "apply", "pods.json", &manifest);
-    wait_ready(server, &["talker", "web"]);
+    server.wait_ready(&["talker", "web"]);
 
     // The kubelet API on the node's address: its certificate is the cluster CA's, and it serves only clients
     // with a certificate of the CA.

@@ -3,24 +3,13 @@
 //! runs, and gone from the node with the pod.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
-use std::time::{Duration, Instant};
-
 use bonsai_e2e::as_node::{get, kubectl_file};
 use bonsai_e2e::images::AgentNode;
-use bonsai_e2e::{Server, ok, text};
+use bonsai_e2e::{Server, ok, text, wait_for};
 
 /// `kubectl exec <pod> -c <container> -- sh -c <script>`, its output.
 fn sh(server: &Server, pod: &str, container: &str, script: &str) -> String {
     ok(server.kubectl(33, &["exec", pod, "-c", container, "--", "sh", "-c", script]))
-}
-
-/// Waits up to `seconds` for `check` (volume refreshes take up to ten seconds and a pass).
-fn wait_for(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn mounts_under(dir: &std::path::Path) -> Vec<String> {

@@ -6,21 +6,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bonsai_e2e::as_node::{get, kubectl_file};
 use bonsai_e2e::images::AgentNode;
-use bonsai_e2e::{Server, ok, text};
+use bonsai_e2e::{Server, ok, text, wait_for};
 use serde_json::Value;
-
-/// Waits up to `seconds` for `check`.
-fn wait_for(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// The StorageClass k3s ships, which the server applies from its manifests at start: waits for it, the default.
 fn wait_for_default_class(server: &Server) {

@@ -8,18 +8,6 @@ use std::time::{Duration, Instant};
 
 use bonsai_e2e::{Server, fails, ok, text};
 
-fn wait_ready(server: &Server, pods: &[&str]) {
-    let mut args = vec!["wait", "--for=condition=Ready", "--timeout=90s", "pod"];
-    args.extend_from_slice(pods);
-    let waited = server.kubectl(33, &args);
-    assert!(
-        waited.status.success(),
-        "{}\n{}",
-        text(&waited),
-        ok(server.kubectl(33, &["get", "pods", "-o", "yaml"]))
-    );
-}
-
 /// Millicores from a CPU quantity as kubectl top prints it (`250m`, `1`).
 fn millicores(cpu: &str) -> u64 {
     match cpu.strip_suffix('m') {
@@ -85,7 +73,7 @@ fn kubectl_top_shows_cpu_that_moves_when_a_pod_burns_it() {
          {{"name": "side", "image": "{image}", "command": ["sleep", "100000"]}}]}}}}]}}"#
     );
     bonsai_e2e::as_node::kubectl_file(server, "apply", "pods.json", &manifest);
-    wait_ready(server, &["burner", "idle"]);
+    server.wait_ready(&["burner", "idle"]);
 
     // The group is discovered, by legacy and aggregated discovery alike.
     for minor in [27, 33] {

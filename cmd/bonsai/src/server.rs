@@ -60,6 +60,7 @@ async fn start_agent(
     advertise: IpAddr,
     pki: &Pki,
     store: Arc<runtime::store::ContentStore>,
+    eviction: kubelet::eviction::EvictionConfig,
 ) -> anyhow::Result<()> {
     let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
     let name = match &args.node_name {
@@ -144,7 +145,7 @@ async fn start_agent(
                 host: kubelet::dns::ResolvConf::parse(&host_resolv),
             },
             host_ips: vec![args.node_ip.unwrap_or(advertise).to_string()],
-            eviction: args.eviction().map_err(|e| anyhow::anyhow!(e))?,
+            eviction,
             pressure: std::sync::Arc::new(pressure),
         },
         containers,
@@ -314,7 +315,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
 
     // Flags whose mistakes only the node agent would meet are checked before anything starts.
-    args.eviction().map_err(|e| anyhow::anyhow!(e))?;
+    let eviction = args.eviction().map_err(|e| anyhow::anyhow!(e))?;
     let service_ranges = ServiceRanges {
         cluster_ips: IpRange::parse(&args.service_cidr)
             .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?,
@@ -426,7 +427,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     import_airgap_images(&args.data_dir, images.clone());
     start_deploy_controller(&args).await?;
     if !args.disable_agent {
-        start_agent(&args, advertise, &pki, images).await?;
+        start_agent(&args, advertise, &pki, images, eviction).await?;
     }
     let identity = election_identity(&server_dir)?;
     let mut controllers = start_controllers(&args, networks, &identity).await?;

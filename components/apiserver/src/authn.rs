@@ -107,10 +107,7 @@ impl Authenticator {
         if let Some(user) = self.tokens.get(token) {
             return Some(user.clone());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::service_account_tokens::unix_now();
         self.service_accounts.as_ref()?.user(token, now)
     }
 }

@@ -196,6 +196,13 @@ impl TokenIssuer {
     }
 }
 
+/// Now, in Unix seconds (what `exp`, `iat` and `nbf` count).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// `/.well-known/openid-configuration`, as kube-apiserver serves it.
 pub fn openid_configuration() -> Value {
     json!({

@@ -1370,24 +1370,6 @@ enum Seen {
     Pod(Box<Change<Pod>>),
 }
 
-/// Follows `K` into a cache, its changes wrapped by `wrap` onto `seen`.
-fn follow<K>(api: Api<K>, seen: mpsc::UnboundedSender<Seen>, wrap: fn(Change<K>) -> Seen) -> Store<K>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
-{
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let store = work::reflect(api, tx);
-    tokio::spawn(async move {
-        while let Some(change) = rx.recv().await {
-            if seen.send(wrap(change)).is_err() {
-                return;
-            }
-        }
-    });
-    store
-}
-
 impl Seen {
     fn relisted(&self) -> bool {
         match self {
@@ -1409,18 +1391,18 @@ fn claim_key(claim: &PersistentVolumeClaim) -> Option<Key> {
 /// Runs the controller until its watches end.
 pub async fn run(client: kube::Client) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let volumes = follow(Api::<PersistentVolume>::all(client.clone()), tx.clone(), |c| {
+    let volumes = work::reflect_into(Api::<PersistentVolume>::all(client.clone()), tx.clone(), |c| {
         Seen::Volume(Box::new(c))
     });
-    let claims = follow(
+    let claims = work::reflect_into(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         tx.clone(),
         |c| Seen::Claim(Box::new(c)),
     );
-    let classes = follow(Api::<StorageClass>::all(client.clone()), tx.clone(), |c| {
+    let classes = work::reflect_into(Api::<StorageClass>::all(client.clone()), tx.clone(), |c| {
         Seen::Class(Box::new(c))
     });
-    let pods = follow(Api::<Pod>::all(client.clone()), tx, |c| Seen::Pod(Box::new(c)));
+    let pods = work::reflect_into(Api::<Pod>::all(client.clone()), tx, |c| Seen::Pod(Box::new(c)));
     let context = Context {
         events: Recorder::new(client.clone(), "persistentvolume-controller"),
         client,

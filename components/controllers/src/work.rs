@@ -21,6 +21,26 @@ pub enum Change<K> {
     Relisted,
 }
 
+/// `reflect` for a controller that follows several kinds on one channel: each change of `K` is wrapped by `wrap`
+/// into the channel's type.
+pub fn reflect_into<K, S>(api: Api<K>, seen: mpsc::UnboundedSender<S>, wrap: fn(Change<K>) -> S) -> Store<K>
+where
+    K: kube::Resource + Clone + Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+    S: Send + 'static,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let store = reflect(api, tx);
+    tokio::spawn(async move {
+        while let Some(change) = rx.recv().await {
+            if seen.send(wrap(change)).is_err() {
+                return;
+            }
+        }
+    });
+    store
+}
+
 /// Follows every object of `api`'s kind into a cache, and tells `changes` about each change, from a task of its
 /// own (so that reconciles never hold the cache back).
 pub fn reflect<K>(api: Api<K>, changes: mpsc::UnboundedSender<Change<K>>) -> Store<K>

@@ -59,14 +59,18 @@ impl ClusterDnsHandler {
         }
     }
 
-    async fn resolve(&self, name: &Name, rtype: RecordType) -> Answer {
-        let local = self.records.read().ok().map(|r| r.clone());
-        let Some(mut answer) = local.and_then(|r| r.answer(name, rtype)) else {
+    /// The index as it is now (one read of the shared pointer per query).
+    fn current(&self) -> Option<Arc<ClusterRecords>> {
+        self.records.read().ok().map(|r| r.clone())
+    }
+
+    async fn resolve(&self, records: Option<&ClusterRecords>, name: &Name, rtype: RecordType) -> Answer {
+        let Some(mut answer) = records.and_then(|r| r.answer(name, rtype)) else {
             return self.forward(name, rtype).await;
         };
         if let Some(target) = answer.chase.take() {
             // An ExternalName: the target's records follow the CNAME, as a recursive server gives them.
-            let chased = match self.records.read().ok().and_then(|r| r.answer(&target, rtype)) {
+            let chased = match records.and_then(|r| r.answer(&target, rtype)) {
                 Some(inside) => inside,
                 None => self.forward(&target, rtype).await,
             };
@@ -113,8 +117,9 @@ impl RequestHandler for ClusterDnsHandler {
                 None
             }
         };
+        let records = self.current();
         let answer = match &query {
-            Some((name, rtype)) => Some(self.resolve(name, *rtype).await),
+            Some((name, rtype)) => Some(self.resolve(records.as_deref(), name, *rtype).await),
             None => None,
         };
         let mut builder = builder;
@@ -125,7 +130,7 @@ impl RequestHandler for ClusterDnsHandler {
         let sent = match &answer {
             Some(answer) => {
                 metadata.response_code = answer.code;
-                if let Some(records) = self.records.read().ok().map(|r| r.clone())
+                if let Some(records) = &records
                     && let Some((name, _)) = &query
                 {
                     metadata.authoritative = records.zone().zone_of(&name.to_lowercase());

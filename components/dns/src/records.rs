@@ -115,8 +115,15 @@ fn matches_type(ip: IpAddr, rtype: RecordType) -> bool {
     )
 }
 
-fn protocol_label(protocol: Option<&str>) -> String {
-    protocol.unwrap_or("TCP").to_ascii_lowercase()
+impl NamedPort {
+    /// A port as SRV names see it; unnamed ones (and impossible numbers) have no SRV record.
+    fn new(name: Option<&str>, protocol: Option<&str>, port: i32) -> Option<NamedPort> {
+        Some(NamedPort {
+            name: name.filter(|n| !n.is_empty())?.to_ascii_lowercase(),
+            protocol: protocol.unwrap_or("TCP").to_ascii_lowercase(),
+            port: u16::try_from(port).ok()?,
+        })
+    }
 }
 
 impl ClusterRecords {
@@ -159,13 +166,7 @@ impl ClusterRecords {
                 .ports
                 .iter()
                 .flatten()
-                .filter_map(|p| {
-                    Some(NamedPort {
-                        name: p.name.clone().filter(|n| !n.is_empty())?.to_ascii_lowercase(),
-                        protocol: protocol_label(p.protocol.as_deref()),
-                        port: u16::try_from(p.port?).ok()?,
-                    })
-                })
+                .filter_map(|p| NamedPort::new(p.name.as_deref(), p.protocol.as_deref(), p.port?))
                 .collect();
             let known = endpoints
                 .entry((namespace.to_ascii_lowercase(), service.to_ascii_lowercase()))
@@ -231,13 +232,7 @@ impl ClusterRecords {
                 .ports
                 .iter()
                 .flatten()
-                .filter_map(|p| {
-                    Some(NamedPort {
-                        name: p.name.clone().filter(|n| !n.is_empty())?.to_ascii_lowercase(),
-                        protocol: protocol_label(p.protocol.as_deref()),
-                        port: u16::try_from(p.port).ok()?,
-                    })
-                })
+                .filter_map(|p| NamedPort::new(p.name.as_deref(), p.protocol.as_deref(), p.port))
                 .collect();
             let endpoints: Vec<EndpointRecord> = match kind {
                 Kind::Headless => endpoints.remove(&key).unwrap_or_default().into_values().collect(),

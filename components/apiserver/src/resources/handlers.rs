@@ -1784,15 +1784,12 @@ async fn token_request_inner(
     let resource = |plural: &str| {
         registry::find("", "v1", plural).ok_or_else(|| ApiError::Internal(format!("no {plural} resource")))
     };
-    let target = |plural: &str, object_name: &str| -> Result<Target, ApiError> {
-        Ok(Target {
-            resource: resource(plural)?,
-            namespace: Some(namespace.to_string()),
-            name: Some(object_name.to_string()),
-            subresource: None,
-        })
+    let account = Target {
+        resource: resource("serviceaccounts")?,
+        namespace: Some(namespace.to_string()),
+        name: Some(name.to_string()),
+        subresource: None,
     };
-    let account = target("serviceaccounts", name)?;
     let (service_account, _) = get(store, &account).await?;
     let request = decode_body(headers, &read_body(body).await?)?;
     let spec = request.get("spec").cloned().unwrap_or_else(|| json!({}));
@@ -1867,10 +1864,7 @@ async fn token_request_inner(
         }
         private[kind.to_lowercase()] = json!({"name": bound_name, "uid": uid});
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = crate::service_account_tokens::unix_now();
     let claims = json!({
         "iss": crate::service_account_tokens::ISSUER,
         "sub": format!("system:serviceaccount:{namespace}:{name}"),
