@@ -51,6 +51,9 @@ pub enum StoreError {
     Failed(String),
     #[error("store is closed")]
     Closed,
+    /// An external datastore did not answer (the API server answers 503; the client may retry).
+    #[error("the datastore is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {

@@ -327,6 +327,30 @@ pub struct ServerArgs {
     #[arg(long, env = "BONSAI_STORE_COMPACTION_RETAIN", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(0..))]
     pub store_compaction_retain: i64,
 
+    /// An etcd v3 cluster to keep cluster state in instead of the embedded store, as k3s's
+    /// `--datastore-endpoint`: `https://10.0.0.5:2379,https://10.0.0.6:2379` (or `http://` on loopback).
+    /// Servers sharing one etcd and one --token form one highly available control plane.
+    #[arg(long, env = "BONSAI_DATASTORE_ENDPOINT")]
+    pub datastore_endpoint: Option<String>,
+
+    /// The CA that signed etcd's serving certificates.
+    #[arg(long, env = "BONSAI_DATASTORE_CAFILE", requires = "datastore_endpoint")]
+    pub datastore_cafile: Option<PathBuf>,
+
+    /// A client certificate for etcd (with --datastore-keyfile).
+    #[arg(long, env = "BONSAI_DATASTORE_CERTFILE", requires_all = ["datastore_endpoint", "datastore_keyfile"])]
+    pub datastore_certfile: Option<PathBuf>,
+
+    /// The client certificate's key.
+    #[arg(long, env = "BONSAI_DATASTORE_KEYFILE", requires_all = ["datastore_endpoint", "datastore_certfile"])]
+    pub datastore_keyfile: Option<PathBuf>,
+
+    /// The cluster's shared secret (k3s's --token): the full `K10...::server:<secret>` token or the secret alone.
+    /// A server joining an external datastore needs the first server's; by default one is made and kept in
+    /// <data-dir>/server/token.
+    #[arg(short = 't', long, env = "BONSAI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// HTTPS listen port of the API server.
     #[arg(long, env = "BONSAI_HTTPS_LISTEN_PORT", default_value_t = 6443)]
     pub https_listen_port: u16,

@@ -309,23 +309,39 @@ fn controller_manager(
     tasks
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    // Listen for stop signals before anything else, so that a stop that comes early is a clean one.
-    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+/// The cluster state: the embedded store in the data directory, or an external etcd.
+enum ClusterStore {
+    Embedded(Arc<EmbeddedStore>),
+    Etcd(Arc<etcd_store::EtcdStore>),
+}
 
-    // Flags whose mistakes only the node agent would meet are checked before anything starts.
-    let eviction = args.eviction().map_err(|e| anyhow::anyhow!(e))?;
-    let service_ranges = ServiceRanges {
-        cluster_ips: IpRange::parse(&args.service_cidr)
-            .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?,
-        node_ports: PortRange::parse(&args.service_node_port_range)
-            .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?,
-    };
-    let service_ip = service_ranges.cluster_ips.first();
-    let networks = network::config::ClusterNetworks::parse(&args.cluster_cidr, &args.service_cidr)?;
+impl ClusterStore {
+    fn shared(&self) -> Arc<dyn embedded_store::Store> {
+        match self {
+            ClusterStore::Embedded(store) => store.clone(),
+            ClusterStore::Etcd(store) => store.clone(),
+        }
+    }
+}
 
-    let server_dir = args.data_dir.join("server");
+async fn open_cluster_store(args: &ServerArgs, server_dir: &std::path::Path) -> anyhow::Result<ClusterStore> {
+    if let Some(endpoint) = &args.datastore_endpoint {
+        let config = etcd_store::EtcdConfig {
+            endpoints: etcd_store::EtcdConfig::parse_endpoints(endpoint)?,
+            ca_file: args.datastore_cafile.clone(),
+            cert_file: args.datastore_certfile.clone(),
+            key_file: args.datastore_keyfile.clone(),
+        };
+        let store = etcd_store::EtcdStore::connect(&config).await?;
+        let revision = embedded_store::Store::current_revision(&store).await?;
+        tracing::info!(endpoints = %config.endpoints.join(","), revision, "cluster store ready (etcd)");
+        tokio::spawn(
+            store
+                .clone()
+                .compact_periodically(args.store_compaction_interval, args.store_compaction_retain),
+        );
+        return Ok(ClusterStore::Etcd(Arc::new(store)));
+    }
     let db_dir = server_dir.join("db");
     let options = StoreOptions {
         engine: args.store_engine,
@@ -354,14 +370,72 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // still drops its last reference.
     let sized = Arc::downgrade(&store);
     apiserver::metrics::register_storage_size(move || sized.upgrade().map_or(0, |s| s.disk_bytes()));
+    Ok(ClusterStore::Embedded(store))
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    // Listen for stop signals before anything else, so that a stop that comes early is a clean one.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+
+    // Flags whose mistakes only the node agent would meet are checked before anything starts.
+    let eviction = args.eviction().map_err(|e| anyhow::anyhow!(e))?;
+    let service_ranges = ServiceRanges {
+        cluster_ips: IpRange::parse(&args.service_cidr)
+            .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?,
+        node_ports: PortRange::parse(&args.service_node_port_range)
+            .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?,
+    };
+    let service_ip = service_ranges.cluster_ips.first();
+    let networks = network::config::ClusterNetworks::parse(&args.cluster_cidr, &args.service_cidr)?;
+
+    let server_dir = args.data_dir.join("server");
+    let store = open_cluster_store(&args, &server_dir).await?;
+    // The cluster's secret: `--token`'s, else the one kept from an earlier start, else a new one.
+    let secret = match &args.token {
+        Some(token) => apiserver::token::secret_of(token)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--token is empty or malformed (expected K10<hash>::server:<secret> or a secret)"
+                )
+            })?
+            .to_string(),
+        None => apiserver::token::stored_secret(&server_dir.join("token"))
+            .unwrap_or_else(apiserver::token::new_secret),
+    };
+    // On an external datastore, the cluster's CA and signing keys come from the datastore when another server
+    // made them first.
+    let joined = match &store {
+        ClusterStore::Etcd(etcd) => {
+            let found = apiserver::bootstrap_data::download(etcd.as_ref(), &server_dir, &secret).await?;
+            if found == apiserver::bootstrap_data::Downloaded::Joined {
+                tracing::info!("joined the cluster whose bootstrap data the datastore holds");
+            }
+            Some(found)
+        }
+        ClusterStore::Embedded(_) => None,
+    };
 
     let names = apiserver::identity::serving_names(service_ip, &args.cluster_domain, &args.tls_sans);
     let pki = Pki::load_or_create(&server_dir.join("tls"), &names)?;
-    apiserver::token::load_or_create(&server_dir.join("token"), &pki.ca_cert_pem)?;
+    apiserver::token::load_or_create_with(&server_dir.join("token"), &pki.ca_cert_pem, Some(&secret))?;
+    if let Some((hash, _)) = args.token.as_deref().and_then(apiserver::token::parse)
+        && hash != apiserver::token::ca_hash(&pki.ca_cert_pem)
+    {
+        anyhow::bail!(
+            "--token names another cluster's CA (its hash is not this cluster's): give the token of the server this \
+             one joins, from its <data-dir>/server/token"
+        );
+    }
     // The service account token key, beside the PKI as k3s keeps its (`server/tls/service.key`).
     let service_account_tokens = Arc::new(apiserver::service_account_tokens::TokenIssuer::load_or_create(
         &server_dir.join("tls/service.key"),
     )?);
+    if let (ClusterStore::Etcd(etcd), Some(apiserver::bootstrap_data::Downloaded::Empty)) = (&store, joined) {
+        apiserver::bootstrap_data::upload(etcd.as_ref(), &server_dir, &secret).await?;
+        tracing::info!("stored the cluster's bootstrap data in the datastore, for the servers that join it");
+    }
+    let store = store.shared();
     let authenticator = match &args.token_auth_file {
         Some(path) => Authenticator::new().with_token_file(path)?,
         None => Authenticator::new(),
@@ -438,7 +512,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     controllers.abort_all();
     api.shutdown(Duration::from_secs(5)).await;
-    // Closing the store finishes queued writes and releases the data directory.
+    // Closing the store finishes queued writes and releases the data directory (the API server's state held
+    // the other references, and is gone with it).
     let closing = tokio::task::spawn_blocking(move || drop(store));
     tokio::time::timeout(Duration::from_secs(30), closing)
         .await

@@ -26,18 +26,53 @@ pub fn parse(token: &str) -> Option<(&str, &str)> {
 
 /// Loads the token kept at `path`, making it on first start.
 pub fn load_or_create(path: &Path, ca_bundle_pem: &str) -> Result<String, PkiError> {
+    load_or_create_with(path, ca_bundle_pem, None)
+}
+
+/// `load_or_create`, with the secret given (by `--token`) when `given` is set: the token file then holds it.
+pub fn load_or_create_with(
+    path: &Path,
+    ca_bundle_pem: &str,
+    given: Option<&str>,
+) -> Result<String, PkiError> {
     let hash = ca_hash(ca_bundle_pem);
     let existing = std::fs::read_to_string(path).ok();
-    let secret = match existing.as_deref().and_then(parse) {
-        Some((old_hash, secret)) if old_hash == hash => {
+    let secret = match (given, existing.as_deref().and_then(parse)) {
+        (None, Some((old_hash, secret))) if old_hash == hash => {
             return Ok(format!("{PREFIX}{hash}{SEPARATOR}{secret}"));
         }
-        Some((_, secret)) => secret.to_string(),
-        None => hex::encode(rand::random::<[u8; 16]>()),
+        (Some(given), Some((old_hash, secret))) if old_hash == hash && secret == given => {
+            return Ok(format!("{PREFIX}{hash}{SEPARATOR}{secret}"));
+        }
+        (Some(given), _) => given.to_string(),
+        (None, Some((_, secret))) => secret.to_string(),
+        (None, None) => new_secret(),
     };
     let token = format!("{PREFIX}{hash}{SEPARATOR}{secret}");
     write_file(path, format!("{token}\n").as_bytes(), 0o600)?;
     Ok(token)
+}
+
+/// A fresh random secret.
+pub fn new_secret() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// The secret of the token kept at `path`, if there is one.
+pub fn stored_secret(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    parse(&text).map(|(_, secret)| secret.to_string())
+}
+
+/// The secret a `--token` value carries: the full `K10<hash>::server:<secret>` form, or a bare secret, as k3s
+/// accepts both. `None` for an empty value, whitespace inside, or a malformed `K10` token.
+pub fn secret_of(token: &str) -> Option<&str> {
+    let token = token.trim();
+    if let Some((_, secret)) = parse(token) {
+        return Some(secret);
+    }
+    let bare = !token.is_empty() && !token.starts_with("K10") && !token.contains(char::is_whitespace);
+    bare.then_some(token)
 }
 
 #[cfg(test)]
@@ -61,5 +96,20 @@ mod tests {
         assert_eq!(parse(&t2).unwrap().0, ca_hash("CA two"));
         assert!(parse("K10abc::server:x").is_none());
         assert!(parse("hello").is_none());
+    }
+
+    #[test]
+    fn a_given_secret_is_kept_and_either_token_form_gives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let t = load_or_create_with(&path, "CA", Some("shared-secret")).unwrap();
+        assert_eq!(parse(&t).unwrap().1, "shared-secret");
+        assert_eq!(stored_secret(&path).as_deref(), Some("shared-secret"));
+        assert_eq!(load_or_create(&path, "CA").unwrap(), t);
+        assert_eq!(secret_of(&t), Some("shared-secret"));
+        assert_eq!(secret_of(" plain "), Some("plain"));
+        for bad in ["", "two words", "K10abc::server:x"] {
+            assert_eq!(secret_of(bad), None, "{bad:?}");
+        }
     }
 }

@@ -187,6 +187,7 @@ impl From<StoreError> for ApiError {
                 "Too large resource version: {requested}, current: {current}"
             )),
             StoreError::ValueTooLarge { .. } => ApiError::TooLarge,
+            StoreError::Unavailable(detail) => ApiError::ServiceUnavailable(detail),
             other => ApiError::Internal(other.to_string()),
         }
     }
