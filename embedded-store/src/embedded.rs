@@ -29,7 +29,7 @@ use crate::writer::{Request, Writer};
 pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_COMPACT_REVISION: &[u8] = b"compact_revision";
 pub(crate) const META_COMPACTED_THROUGH: &[u8] = b"compacted_through";
-const FORMAT_VERSION: &[u8] = b"1";
+pub(crate) const FORMAT_VERSION: &[u8] = b"1";
 
 /// When history is compacted. Like k3s (which keeps 5 minutes and 1,000 revisions), every
 /// `interval` the store compacts to the revision it had one interval earlier, but never closer than
