@@ -13,7 +13,9 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::datadir;
-use crate::embedded::{EmbeddedStore, META_COMPACT_REVISION, META_COMPACTED_THROUGH, META_FORMAT, StoreOptions};
+use crate::embedded::{
+    EmbeddedStore, META_COMPACT_REVISION, META_COMPACTED_THROUGH, META_FORMAT, StoreOptions,
+};
 use crate::encoding::{VersionRecord, encode_log_entry, history_key, revision_bytes};
 use crate::engine::{EngineTuning, Mutation, Table};
 use crate::types::{KeyValue, RangeRequest, Revision};
@@ -94,7 +96,13 @@ impl Snapshot {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.kvs.iter().map(|kv| kv.key.len() + kv.value.len() + 32).sum::<usize>());
+        let mut out = Vec::with_capacity(
+            64 + self
+                .kvs
+                .iter()
+                .map(|kv| kv.key.len() + kv.value.len() + 32)
+                .sum::<usize>(),
+        );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.revision.to_be_bytes());
         out.extend_from_slice(&(self.files.len() as u64).to_be_bytes());
@@ -120,16 +128,20 @@ impl Snapshot {
     }
 
     pub fn write_to(&self, mut out: impl Write) -> Result<(), SnapshotError> {
-        let io = |source| SnapshotError::Io { action: "write", source };
+        let io = |source| SnapshotError::Io {
+            action: "write",
+            source,
+        };
         out.write_all(&self.encode()).map_err(io)?;
         out.flush().map_err(io)
     }
 
     pub fn read_from(mut input: impl Read) -> Result<Snapshot, SnapshotError> {
         let mut all = Vec::new();
-        input
-            .read_to_end(&mut all)
-            .map_err(|source| SnapshotError::Io { action: "read", source })?;
+        input.read_to_end(&mut all).map_err(|source| SnapshotError::Io {
+            action: "read",
+            source,
+        })?;
         Snapshot::decode(&all)
     }
 
@@ -156,8 +168,11 @@ impl Snapshot {
             ..Snapshot::default()
         };
         for _ in 0..files {
-            let name = String::from_utf8(reader.bytes()?.to_vec()).map_err(|_| damaged("a file name is not UTF-8"))?;
-            snapshot.files.push((name, Bytes::copy_from_slice(reader.bytes()?)));
+            let name = String::from_utf8(reader.bytes()?.to_vec())
+                .map_err(|_| damaged("a file name is not UTF-8"))?;
+            snapshot
+                .files
+                .push((name, Bytes::copy_from_slice(reader.bytes()?)));
         }
         for _ in 0..keys {
             let key = Bytes::copy_from_slice(reader.bytes()?);
@@ -217,7 +232,11 @@ impl<'a> Reader<'a> {
 impl EmbeddedStore {
     /// Makes a new store in `dir` holding exactly `snapshot`'s keys at their revisions, at the snapshot's
     /// revision, compacted to it (history before a snapshot is not in it). `dir` must hold no store. Blocking.
-    pub fn restore(dir: &std::path::Path, options: StoreOptions, snapshot: &Snapshot) -> Result<(), SnapshotError> {
+    pub fn restore(
+        dir: &std::path::Path,
+        options: StoreOptions,
+        snapshot: &Snapshot,
+    ) -> Result<(), SnapshotError> {
         let tuning = EngineTuning {
             cache_bytes: options.cache_bytes,
         };
@@ -243,7 +262,9 @@ impl EmbeddedStore {
                 changed_last.push(kv.key.clone());
             }
             if batch.len() >= RESTORE_BATCH {
-                engine.commit(std::mem::take(&mut batch)).map_err(StoreError::from)?;
+                engine
+                    .commit(std::mem::take(&mut batch))
+                    .map_err(StoreError::from)?;
             }
         }
         // The log's newest entry is the store's revision; older entries are compacted away in any store.

@@ -49,10 +49,16 @@ async fn a_restored_store_holds_every_key_at_its_revisions() {
             store.txn(txn).await.unwrap();
         }
         for i in (0..1200).step_by(7) {
-            store.put(b(&format!("/registry/k/{i:05}")), b("v2")).await.unwrap();
+            store
+                .put(b(&format!("/registry/k/{i:05}")), b("v2"))
+                .await
+                .unwrap();
         }
         for i in (0..1200).step_by(11) {
-            store.delete(b(&format!("/registry/k/{i:05}")), None).await.unwrap();
+            store
+                .delete(b(&format!("/registry/k/{i:05}")), None)
+                .await
+                .unwrap();
         }
         store.put(b("/bootstrap/x"), b("sealed")).await.unwrap();
         let before = everything(&store).await;
@@ -75,7 +81,11 @@ async fn a_restored_store_holds_every_key_at_its_revisions() {
         // The next write continues the revisions; optimistic concurrency on a restored key works.
         let key = b("/registry/k/00001");
         let kv = restored.get(key.clone(), 0).await.unwrap().kv.unwrap();
-        match restored.update(key.clone(), b("v3"), kv.mod_revision).await.unwrap() {
+        match restored
+            .update(key.clone(), b("v3"), kv.mod_revision)
+            .await
+            .unwrap()
+        {
             WriteOutcome::Written { revision, .. } => assert_eq!(revision, snapshot.revision + 1),
             other => panic!("{other:?}"),
         }
@@ -87,7 +97,11 @@ async fn a_restored_store_holds_every_key_at_its_revisions() {
             })
             .await
             .unwrap();
-        let event = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(event.kv.key, key);
         assert!(restored.get(key, snapshot.revision - 10).await.is_err());
 
@@ -115,9 +129,15 @@ fn damaged_snapshots_are_refused() {
     };
     let good = snapshot.encode();
     assert_eq!(Snapshot::decode(&good).unwrap(), snapshot);
-    assert!(matches!(Snapshot::decode(b"hello"), Err(SnapshotError::NotASnapshot)));
+    assert!(matches!(
+        Snapshot::decode(b"hello"),
+        Err(SnapshotError::NotASnapshot)
+    ));
     let truncated = &good[..good.len() - 5];
-    assert!(matches!(Snapshot::decode(truncated), Err(SnapshotError::Damaged(_))));
+    assert!(matches!(
+        Snapshot::decode(truncated),
+        Err(SnapshotError::Damaged(_))
+    ));
     let mut flipped = good.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 1;

@@ -93,12 +93,47 @@ pub enum Command {
         /// The container's state directory.
         dir: PathBuf,
     },
+    /// Save the cluster store to a snapshot file (online), or restore one into a fresh data directory.
+    Snapshot(SnapshotArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script (e.g. `bonsai completion bash > /etc/bash_completion.d/bonsai`).
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The server's data directory (restore writes its store and keys there).
+    #[arg(short = 'd', long, global = true, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot of the running server's store (every object, at one revision) and the cluster's CA and
+    /// keys, into `<dir>/<name>-<host>-<unix time>`.
+    Save {
+        /// The snapshot's name prefix (k3s's default: on-demand).
+        #[arg(long, default_value = "on-demand")]
+        name: String,
+        /// Where to write it (default: <data-dir>/server/snapshots).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The admin kubeconfig of the running server.
+        #[arg(long, env = "KUBECONFIG", default_value = "/etc/bonsai/bonsai.yaml")]
+        kubeconfig: PathBuf,
+    },
+    /// Restore a snapshot into a data directory holding no store (stop the server and move `server/db` aside
+    /// first), then start `bonsai server` on it: every object comes back at its resourceVersion.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
     },
 }
 

@@ -8,6 +8,7 @@ mod images;
 mod logging;
 mod network;
 mod server;
+mod snapshot;
 mod version;
 
 use std::process::ExitCode;
@@ -69,6 +70,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent(args) => agent::run(args),
+        Command::Snapshot(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(snapshot::run(args))
+        }
         Command::Containers(args) => containers::run(args),
         Command::Network(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()

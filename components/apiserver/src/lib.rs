@@ -30,5 +30,6 @@ mod status;
 pub mod token;
 
 pub use server::{
-    ApiServerConfig, ApiServerError, AppState, KubernetesVersion, RunningApiServer, go_arch, start,
+    ApiServerConfig, ApiServerError, AppState, KubernetesVersion, RunningApiServer, SNAPSHOT_PATH, go_arch,
+    start,
 };

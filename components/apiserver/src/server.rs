@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_server::tls::TlsInfo;
 use axum_server::tls_rustls::RustlsConfig;
@@ -266,6 +266,36 @@ async fn openid(State(state): State<Arc<AppState>>, request: Request) -> Respons
     }
 }
 
+/// Where `bonsai snapshot save` fetches a snapshot of the cluster store, taken online (bonsai's own path, as
+/// k3s serves its own under `/v1-k3s/`).
+pub const SNAPSHOT_PATH: &str = "/bonsai/v1/snapshot";
+
+/// `GET /bonsai/v1/snapshot`: every key of the store at one revision, in `embedded_store::Snapshot`'s file
+/// format. Only for `system:masters`: a snapshot holds every Secret.
+async fn snapshot(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let admin = request
+        .extensions()
+        .get::<crate::authn::UserInfo>()
+        .is_some_and(|u| u.groups.iter().any(|g| g == "system:masters"));
+    if !admin {
+        return status::failure(
+            axum::http::StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "forbidden: only system:masters may take a snapshot of the cluster store ({SNAPSHOT_PATH})"
+            ),
+        );
+    }
+    match embedded_store::Snapshot::take(state.store.as_ref()).await {
+        Ok(snapshot) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            snapshot.encode(),
+        )
+            .into_response(),
+        Err(e) => resources::ApiError::from(e).response(),
+    }
+}
+
 /// `POST /apis/authentication.k8s.io/<v1|v1beta1>/selfsubjectreviews` (`kubectl auth whoami`).
 fn self_subject_review_version(path: &str) -> Option<&'static str> {
     match path.trim_end_matches('/') {
@@ -322,7 +352,8 @@ fn router(
         .route("/apis/{*rest}", axum::routing::any(api))
         .route("/metrics", get(crate::metrics::serve))
         .route("/.well-known/openid-configuration", get(openid))
-        .route("/openid/v1/jwks", get(openid));
+        .route("/openid/v1/jwks", get(openid))
+        .route(SNAPSHOT_PATH, get(snapshot));
     // Instrumentation sits inside authentication: what is counted is what was served.
     router
         .fallback(|| async { status::not_found() })

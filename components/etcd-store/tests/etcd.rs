@@ -154,10 +154,14 @@ impl Tls {
             ("server", ExtendedKeyUsagePurpose::ServerAuth),
             ("client", ExtendedKeyUsagePurpose::ClientAuth),
         ] {
-            let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+            let mut leaf =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
             leaf.extended_key_usages = vec![purpose];
             let key = KeyPair::generate().unwrap();
-            write(&format!("{name}.crt"), leaf.signed_by(&key, &issuer).unwrap().pem());
+            write(
+                &format!("{name}.crt"),
+                leaf.signed_by(&key, &issuer).unwrap().pem(),
+            );
             write(&format!("{name}.key"), key.serialize_pem());
         }
         Tls { dir }
@@ -518,7 +522,16 @@ async fn tls_with_a_client_certificate_as_the_datastore_flags_give_it() {
     };
     let store = etcd.store_with(config.clone()).await;
     let revision = written(&store, "/registry/over-tls", "v").await;
-    assert_eq!(store.get(b("/registry/over-tls"), 0).await.unwrap().kv.unwrap().mod_revision, revision);
+    assert_eq!(
+        store
+            .get(b("/registry/over-tls"), 0)
+            .await
+            .unwrap()
+            .kv
+            .unwrap()
+            .mod_revision,
+        revision
+    );
     // Without the client certificate etcd turns the connection away, and the error says where it went.
     let anonymous = EtcdConfig {
         cert_file: None,

@@ -1042,6 +1042,10 @@ async fn replace_service(
         let key = Bytes::from(key_of(t, &name));
         let owner = services::owner_value(t.namespace.as_deref().unwrap_or(""), &name);
         let finalized = being_finalized(t, &new);
+        if !finalized && before == after && is_no_op(&current, &new) {
+            // As for every kind: an update that changes nothing is not written.
+            return Ok(at_revision(current, current_rev));
+        }
         let (value, after) = if finalized {
             (None, Default::default())
         } else {

@@ -1,0 +1,132 @@
+//! `bonsai snapshot save|restore`: the store's snapshot (`embedded_store::Snapshot`) with the cluster's CA and
+//! keys beside it, fetched from the running server (`apiserver::SNAPSHOT_PATH`), and restored offline into
+//! a data directory without a store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use embedded_store::{EmbeddedStore, Snapshot, StoreOptions};
+
+use crate::cli::{SnapshotArgs, SnapshotCommand};
+
+/// Files kept with the snapshot, relative to `<data-dir>/server`: what a restored cluster needs for the
+/// credentials already out there (kubeconfigs, agents' certificates, service account tokens) to stay valid.
+fn kept_files() -> impl Iterator<Item = &'static str> {
+    apiserver::bootstrap_data::SHARED_FILES
+        .iter()
+        .copied()
+        .chain(["token"])
+}
+
+pub async fn run(args: SnapshotArgs) -> anyhow::Result<()> {
+    let server_dir = args.data_dir.join("server");
+    match args.command {
+        SnapshotCommand::Save {
+            name,
+            dir,
+            kubeconfig,
+        } => {
+            let dir = dir.unwrap_or_else(|| server_dir.join("snapshots"));
+            let path = save(&kubeconfig, &server_dir, &dir, &name).await?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        SnapshotCommand::Restore { file } => restore(&file, &server_dir),
+    }
+}
+
+async fn save(kubeconfig: &Path, server_dir: &Path, dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    if name.is_empty() || name.contains('/') {
+        bail!("--name {name:?} must be a file name");
+    }
+    let client = crate::network::kube_client(kubeconfig, None).await?;
+    let request = http::Request::get(apiserver::SNAPSHOT_PATH)
+        .body(kube::client::Body::from(Vec::new()))
+        .context("cannot build the snapshot request")?;
+    let response = client
+        .send(request)
+        .await
+        .context("the server did not give a snapshot")?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .context("the snapshot did not arrive whole")?;
+    if !status.is_success() {
+        bail!(
+            "the server refused the snapshot ({status}): {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let mut snapshot = Snapshot::decode(&bytes).context("the server's snapshot is not usable")?;
+    for file in kept_files() {
+        let path = server_dir.join(file);
+        let content = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read {} (run this on the server, with its --data-dir)",
+                path.display()
+            )
+        })?;
+        snapshot.files.push((file.to_string(), content.into()));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let host = apiserver::identity::hostname().unwrap_or_else(|| "server".into());
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = dir.join(format!("{name}-{host}-{seconds}"));
+    let partial = path.with_extension("partial");
+    write_private(&partial, &snapshot.encode())?;
+    std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(path = %path.display(), revision = snapshot.revision, keys = snapshot.kvs.len(), "snapshot saved");
+    Ok(path)
+}
+
+fn restore(file: &Path, server_dir: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let snapshot =
+        Snapshot::decode(&bytes).with_context(|| format!("{} cannot be restored", file.display()))?;
+    let db = server_dir.join("db");
+    if db.exists() && std::fs::read_dir(&db).map_or(true, |mut d| d.next().is_some()) {
+        bail!(
+            "{} holds a store already: stop the server and move it aside (or use a fresh --data-dir), then restore",
+            db.display()
+        );
+    }
+    EmbeddedStore::restore(&db, StoreOptions::default(), &snapshot)
+        .with_context(|| format!("cannot restore into {}", db.display()))?;
+    for (name, content) in &snapshot.files {
+        if name.contains("..") || name.starts_with('/') {
+            bail!("the snapshot names a file outside the data directory: {name:?}");
+        }
+        let path = server_dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        write_private(&path, content)?;
+    }
+    println!(
+        "restored {} objects at revision {} into {}; start `bonsai server --data-dir {}`",
+        snapshot.kvs.len(),
+        snapshot.revision,
+        db.display(),
+        server_dir.parent().unwrap_or(server_dir).display()
+    );
+    Ok(())
+}
+
+fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(content)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
