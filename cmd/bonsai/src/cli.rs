@@ -95,6 +95,19 @@ pub enum Command {
     },
     /// Save the cluster store to a snapshot file (online), or restore one into a fresh data directory.
     Snapshot(SnapshotArgs),
+    /// Show or rotate the keys that encrypt Secrets at rest (`bonsai server --secrets-encryption`).
+    SecretsEncrypt {
+        /// The running server's admin kubeconfig.
+        #[arg(
+            long,
+            env = "KUBECONFIG",
+            default_value = "/etc/bonsai/bonsai.yaml",
+            global = true
+        )]
+        kubeconfig: PathBuf,
+        #[command(subcommand)]
+        command: SecretsEncryptCommand,
+    },
     /// Print the version.
     Version,
     /// Print a shell completion script (e.g. `bonsai completion bash > /etc/bash_completion.d/bonsai`).
@@ -102,6 +115,14 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum SecretsEncryptCommand {
+    /// Whether encryption is on, the key new writes use, and how many Secrets each key holds.
+    Status,
+    /// Make a new key the writer, re-encrypt every Secret with it, and drop the old keys.
+    RotateKeys,
 }
 
 #[derive(Debug, Args)]
@@ -379,6 +400,11 @@ pub struct ServerArgs {
     /// The client certificate's key.
     #[arg(long, env = "BONSAI_DATASTORE_KEYFILE", requires_all = ["datastore_endpoint", "datastore_certfile"])]
     pub datastore_keyfile: Option<PathBuf>,
+
+    /// Encrypt Secrets at rest (AES-GCM, the key in <data-dir>/server/cred/encryption-config.json, kube-apiserver's
+    /// EncryptionConfiguration); `bonsai secrets-encrypt status|rotate-keys` manage it.
+    #[arg(long, env = "BONSAI_SECRETS_ENCRYPTION")]
+    pub secrets_encryption: bool,
 
     /// The cluster's shared secret (k3s's --token): the full `K10...::server:<secret>` token or the secret alone.
     /// A server joining an external datastore needs the first server's; by default one is made and kept in

@@ -70,6 +70,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent(args) => agent::run(args),
+        Command::SecretsEncrypt { kubeconfig, command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(snapshot::secrets_encrypt(&kubeconfig, command))
+        }
         Command::Snapshot(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -435,7 +435,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         apiserver::bootstrap_data::upload(etcd.as_ref(), &server_dir, &secret).await?;
         tracing::info!("stored the cluster's bootstrap data in the datastore, for the servers that join it");
     }
-    let store = store.shared();
+    // Secrets encryption: a configuration kept from an earlier start is always read (its Secrets must still
+    // decrypt); `--secrets-encryption` makes one, or turns writes to encrypted.
+    let mut secrets_encryption = apiserver::encryption::SecretsEncryption::load_or_create(
+        &server_dir.join("cred/encryption-config.json"),
+        args.secrets_encryption,
+    )?;
+    let store = secrets_encryption.wrap(store.shared());
+    if secrets_encryption.enabled() {
+        tracing::info!("secrets are encrypted at rest");
+    }
     let authenticator = match &args.token_auth_file {
         Some(path) => Authenticator::new().with_token_file(path)?,
         None => Authenticator::new(),
@@ -466,6 +475,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         authenticator,
         authorizer: Arc::new(AllowAuthenticated),
         service_account_tokens: Some(service_account_tokens),
+        secrets_encryption: Some(secrets_encryption),
         version: KubernetesVersion {
             major: "1".into(),
             minor: KUBERNETES_MINOR.into(),

@@ -1,3 +1,5 @@
+//! `bonsai secrets-encrypt status|rotate-keys`: the running server's secrets encryption, through its admin API.
+//!
 //! `bonsai snapshot save|restore`: the store's snapshot (`embedded_store::Snapshot`) with the cluster's CA and
 //! keys beside it, fetched from the running server (`apiserver::SNAPSHOT_PATH`), and restored offline into
 //! a data directory without a store.
@@ -7,7 +9,69 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use embedded_store::{EmbeddedStore, Snapshot, StoreOptions};
 
-use crate::cli::{SnapshotArgs, SnapshotCommand};
+use crate::cli::{SecretsEncryptCommand, SnapshotArgs, SnapshotCommand};
+
+/// Sends an admin request to the running server and gives back the body of a successful answer.
+async fn admin_request(kubeconfig: &Path, method: http::Method, path: &str) -> anyhow::Result<Vec<u8>> {
+    let client = crate::network::kube_client(kubeconfig, None).await?;
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(kube::client::Body::from(Vec::new()))
+        .context("cannot build the request")?;
+    let response = client
+        .send(request)
+        .await
+        .with_context(|| format!("the server did not answer {path}"))?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .with_context(|| format!("the answer to {path} did not arrive whole"))?
+        .to_vec();
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|s| s["message"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        bail!("the server refused ({status}): {message}");
+    }
+    Ok(bytes)
+}
+
+pub async fn secrets_encrypt(kubeconfig: &Path, command: SecretsEncryptCommand) -> anyhow::Result<()> {
+    let path = apiserver::SECRETS_ENCRYPTION_PATH;
+    let body = match command {
+        SecretsEncryptCommand::Status => admin_request(kubeconfig, http::Method::GET, path).await?,
+        SecretsEncryptCommand::RotateKeys => {
+            admin_request(kubeconfig, http::Method::POST, &format!("{path}/rotate-keys")).await?
+        }
+    };
+    let status: serde_json::Value =
+        serde_json::from_slice(&body).context("the server's answer is not JSON")?;
+    let on = status["encryption"].as_bool().unwrap_or(false);
+    println!("Encryption Status: {}", if on { "Enabled" } else { "Disabled" });
+    println!("Current Key: {}", status["currentKey"].as_str().unwrap_or("none"));
+    let keys: Vec<&str> = status["keys"]
+        .as_array()
+        .map(|k| k.iter().filter_map(|k| k.as_str()).collect())
+        .unwrap_or_default();
+    println!(
+        "Keys: {}",
+        if keys.is_empty() {
+            "none".into()
+        } else {
+            keys.join(", ")
+        }
+    );
+    if let Some(counts) = status["secretsByKey"].as_object() {
+        for (key, count) in counts {
+            println!("Secrets stored with {key}: {count}");
+        }
+    }
+    Ok(())
+}
 
 /// Files kept with the snapshot, relative to `<data-dir>/server`: what a restored cluster needs for the
 /// credentials already out there (kubeconfigs, agents' certificates, service account tokens) to stay valid.
@@ -39,27 +103,13 @@ async fn save(kubeconfig: &Path, server_dir: &Path, dir: &Path, name: &str) -> a
     if name.is_empty() || name.contains('/') {
         bail!("--name {name:?} must be a file name");
     }
-    let client = crate::network::kube_client(kubeconfig, None).await?;
-    let request = http::Request::get(apiserver::SNAPSHOT_PATH)
-        .body(kube::client::Body::from(Vec::new()))
-        .context("cannot build the snapshot request")?;
-    let response = client
-        .send(request)
-        .await
-        .context("the server did not give a snapshot")?;
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect_bytes()
-        .await
-        .context("the snapshot did not arrive whole")?;
-    if !status.is_success() {
-        bail!(
-            "the server refused the snapshot ({status}): {}",
-            String::from_utf8_lossy(&bytes)
-        );
-    }
+    let bytes = admin_request(kubeconfig, http::Method::GET, apiserver::SNAPSHOT_PATH).await?;
     let mut snapshot = Snapshot::decode(&bytes).context("the server's snapshot is not usable")?;
+    // The encryption configuration, when there is one: without it the snapshot's Secrets cannot be read.
+    let encryption = "cred/encryption-config.json";
+    if let Ok(content) = std::fs::read(server_dir.join(encryption)) {
+        snapshot.files.push((encryption.to_string(), content.into()));
+    }
     for file in kept_files() {
         let path = server_dir.join(file);
         let content = std::fs::read(&path).with_context(|| {

@@ -11,6 +11,7 @@
 pub mod authn;
 pub mod authz;
 pub mod bootstrap_data;
+pub mod encryption;
 mod health;
 pub mod identity;
 pub mod kubeconfig;
@@ -30,6 +31,6 @@ mod status;
 pub mod token;
 
 pub use server::{
-    ApiServerConfig, ApiServerError, AppState, KubernetesVersion, RunningApiServer, SNAPSHOT_PATH, go_arch,
-    start,
+    ApiServerConfig, ApiServerError, AppState, KubernetesVersion, RunningApiServer, SECRETS_ENCRYPTION_PATH,
+    SNAPSHOT_PATH, go_arch, start,
 };

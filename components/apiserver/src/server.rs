@@ -38,6 +38,8 @@ pub struct AppState {
     pub version: KubernetesVersion,
     /// The service account token issuer (TokenRequest, OIDC discovery); `None` serves neither.
     pub service_account_tokens: Option<Arc<crate::service_account_tokens::TokenIssuer>>,
+    /// Secrets encryption at rest, for `bonsai secrets-encrypt status|rotate-keys` (`store` is already wrapped).
+    pub secrets_encryption: Option<crate::encryption::SecretsEncryption>,
 }
 
 #[derive(Debug)]
@@ -270,14 +272,52 @@ async fn openid(State(state): State<Arc<AppState>>, request: Request) -> Respons
 /// k3s serves its own under `/v1-k3s/`).
 pub const SNAPSHOT_PATH: &str = "/bonsai/v1/snapshot";
 
+/// `bonsai secrets-encrypt status` (GET) and `rotate-keys` (POST `.../rotate-keys`), as k3s's supervisor serves
+/// its `/v1-k3s/encrypt/...`.
+pub const SECRETS_ENCRYPTION_PATH: &str = "/bonsai/v1/secrets-encryption";
+
+fn is_masters(request: &Request) -> bool {
+    request
+        .extensions()
+        .get::<crate::authn::UserInfo>()
+        .is_some_and(|u| u.groups.iter().any(|g| g == "system:masters"))
+}
+
+async fn secrets_encryption(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    if !is_masters(&request) {
+        return status::failure(
+            axum::http::StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "forbidden: only system:masters may manage secrets encryption ({SECRETS_ENCRYPTION_PATH})"
+            ),
+        );
+    }
+    let Some(encryption) = &state.secrets_encryption else {
+        return status::not_found();
+    };
+    let result = if request.method() == axum::http::Method::POST {
+        encryption.rotate_keys(state.store.as_ref()).await
+    } else {
+        encryption.current_status().await
+    };
+    match result {
+        Ok(status) => status::json(
+            axum::http::StatusCode::OK,
+            &serde_json::to_value(status).unwrap_or_default(),
+        ),
+        Err(e) => status::failure(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        ),
+    }
+}
+
 /// `GET /bonsai/v1/snapshot`: every key of the store at one revision, in `embedded_store::Snapshot`'s file
 /// format. Only for `system:masters`: a snapshot holds every Secret.
 async fn snapshot(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let admin = request
-        .extensions()
-        .get::<crate::authn::UserInfo>()
-        .is_some_and(|u| u.groups.iter().any(|g| g == "system:masters"));
-    if !admin {
+    if !is_masters(&request) {
         return status::failure(
             axum::http::StatusCode::FORBIDDEN,
             "Forbidden",
@@ -286,7 +326,13 @@ async fn snapshot(State(state): State<Arc<AppState>>, request: Request) -> Respo
             ),
         );
     }
-    match embedded_store::Snapshot::take(state.store.as_ref()).await {
+    // Secrets as they are stored (encrypted, when encryption is on), as an etcd snapshot holds them.
+    let store = state
+        .secrets_encryption
+        .as_ref()
+        .and_then(|e| e.raw_store())
+        .unwrap_or_else(|| state.store.clone());
+    match embedded_store::Snapshot::take(store.as_ref()).await {
         Ok(snapshot) => (
             [(header::CONTENT_TYPE, "application/octet-stream")],
             snapshot.encode(),
@@ -353,7 +399,12 @@ fn router(
         .route("/metrics", get(crate::metrics::serve))
         .route("/.well-known/openid-configuration", get(openid))
         .route("/openid/v1/jwks", get(openid))
-        .route(SNAPSHOT_PATH, get(snapshot));
+        .route(SNAPSHOT_PATH, get(snapshot))
+        .route(SECRETS_ENCRYPTION_PATH, get(secrets_encryption))
+        .route(
+            &format!("{SECRETS_ENCRYPTION_PATH}/rotate-keys"),
+            axum::routing::post(secrets_encryption),
+        );
     // Instrumentation sits inside authentication: what is counted is what was served.
     router
         .fallback(|| async { status::not_found() })

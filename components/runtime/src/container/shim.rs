@@ -533,7 +533,10 @@ Anonymous:             0 kB
                 m
             });
         assert!(counted[&':'] > 10);
-        assert_eq!(std::thread::spawn(|| "thread".to_string()).join().unwrap(), "thread");
+        assert_eq!(
+            std::thread::spawn(|| "thread".to_string()).join().unwrap(),
+            "thread"
+        );
         release_file_pages();
         assert_eq!(serde_json::to_string(&["again"]).unwrap(), r#"["again"]"#);
     }
