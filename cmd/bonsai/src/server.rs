@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use apiserver::authn::Authenticator;
-use apiserver::authz::AllowAuthenticated;
 use apiserver::pki::Pki;
 use apiserver::resources::services::{IpRange, PortRange, ServiceRanges};
 use apiserver::{ApiServerConfig, AppState, KubernetesVersion};
@@ -387,10 +386,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     apiserver::resources::ensure_kubernetes_service(&*store, service_ip, advertise, args.https_listen_port)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the kubernetes service: {}", e.status()["message"]))?;
+    apiserver::resources::ensure_bootstrap_policy(&*store)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reconcile the bootstrap RBAC policy: {}",
+                e.status()["message"]
+            )
+        })?;
+    let authorization = apiserver::authz::Authorization::node_rbac(store.clone())
+        .await
+        .context("cannot load the RBAC policy")?;
     let state = AppState {
         store: store.clone(),
         authenticator,
-        authorizer: Arc::new(AllowAuthenticated),
+        authorization: Arc::new(authorization),
         service_account_tokens: Some(service_account_tokens),
         version: KubernetesVersion {
             major: "1".into(),

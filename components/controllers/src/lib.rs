@@ -7,6 +7,7 @@
 //!
 //! **Architecture Invariant:** controllers read and write cluster state only through the Kubernetes API.
 
+pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -80,5 +81,6 @@ pub fn spawn_all(client: kube::Client, options: &ControllerOptions, tasks: &mut 
     tasks.spawn(job::run(client.clone()));
     tasks.spawn(cronjob::run(client.clone()));
     tasks.spawn(volumebinding::run(client.clone()));
-    tasks.spawn(daemonset::run(client));
+    tasks.spawn(daemonset::run(client.clone()));
+    tasks.spawn(clusterroleaggregation::run(client));
 }
