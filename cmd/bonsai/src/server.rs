@@ -243,12 +243,15 @@ async fn start_controllers(
     args: &ServerArgs,
     networks: network::config::ClusterNetworks,
     identity: &str,
+    scheduler_kubeconfig: &std::path::Path,
+    root_ca_pem: &str,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
     let mut tasks = tokio::task::JoinSet::new();
     if !args.disable_scheduler {
         let election = controllers::leader::Election::new("kube-system", "kube-scheduler", identity);
-        let client = client.clone();
+        // The scheduler is `system:kube-scheduler`, with the bootstrap roles bound to that user.
+        let client = crate::network::kube_client(scheduler_kubeconfig, None).await?;
         tasks.spawn(controllers::leader::run_while_leader(
             client.clone(),
             election,
@@ -266,7 +269,8 @@ async fn start_controllers(
         return Ok(tasks);
     }
     let service_lb = !args.disabled("servicelb");
-    let options = args.controller_options();
+    let mut options = args.controller_options();
+    options.root_ca_pem = root_ca_pem.to_string();
     let election = controllers::leader::Election::new("kube-system", "kube-controller-manager", identity);
     tasks.spawn(controllers::leader::run_while_leader(
         client.clone(),
@@ -279,6 +283,23 @@ async fn start_controllers(
         },
     ));
     Ok(tasks)
+}
+
+/// A kubeconfig of one of the server's components, with a client certificate of its own, as k3s keeps them:
+/// `<data-dir>/server/cred/<name>.kubeconfig` naming `<data-dir>/server/tls/<file>.crt`'s identity.
+fn component_kubeconfig(
+    server_dir: &std::path::Path,
+    pki: &Pki,
+    url: &str,
+    name: &str,
+    file: &str,
+    user: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let (cert, key) = pki.component_client(file, user, None)?;
+    let path = server_dir.join("cred").join(format!("{name}.kubeconfig"));
+    let rendered = apiserver::kubeconfig::render_for(url, &pki.ca_cert_pem, &cert, &key);
+    apiserver::kubeconfig::write_rendered(&path, 0o600, &rendered)?;
+    Ok(path)
 }
 
 /// kube-controller-manager's controllers, node IPAM and (unless disabled) ServiceLB.
@@ -440,7 +461,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         start_agent(&args, advertise, &pki, images, eviction).await?;
     }
     let identity = election_identity(&server_dir)?;
-    let mut controllers = start_controllers(&args, networks, &identity).await?;
+    let scheduler_kubeconfig = component_kubeconfig(
+        &server_dir,
+        &pki,
+        &url,
+        "scheduler",
+        "client-scheduler",
+        "system:kube-scheduler",
+    )?;
+    let mut controllers = start_controllers(
+        &args,
+        networks,
+        &identity,
+        &scheduler_kubeconfig,
+        &pki.ca_cert_pem,
+    )
+    .await?;
 
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("interrupted, shutting down"),

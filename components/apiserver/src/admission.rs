@@ -148,3 +148,73 @@ pub fn check_rbac_write(
         _ => Ok(()),
     }
 }
+
+/// The NodeRestriction admission plugin (plugin/pkg/admission/noderestriction), for the writes a node's rules
+/// allow on objects of other nodes: a node may create only mirror pods bound to itself, update only the status
+/// of pods bound to itself, and create or update only its own Node. `plural`/`subresource` name the write;
+/// `old` is the object before an update.
+pub fn check_node_restriction(
+    plural: &str,
+    subresource: Option<&str>,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(context) = current() else {
+        return Ok(());
+    };
+    let Some(node) = crate::authz::node::node_identity(&context.user) else {
+        return Ok(());
+    };
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let forbidden = |detail: String| ApiError::Forbidden(forbidden_status_message("", plural, name, &detail));
+    if node.is_empty() {
+        return Err(forbidden(format!(
+            "could not determine node from user {:?}",
+            context.user.name
+        )));
+    }
+    let node_name_of = |v: &Value| {
+        v.pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    match (plural, subresource, old) {
+        ("pods", None, None) => {
+            let mirror = object
+                .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+                .is_some();
+            if !mirror {
+                return Err(forbidden(format!(
+                    "pod does not have \"kubernetes.io/config.mirror\" annotation, node {node:?} can only create mirror pods"
+                )));
+            }
+            if node_name_of(object) != node {
+                return Err(forbidden(format!(
+                    "node {node:?} can only create pods with spec.nodeName set to itself"
+                )));
+            }
+            Ok(())
+        }
+        ("pods", Some("status"), Some(old)) => {
+            if node_name_of(old) != node {
+                return Err(forbidden(format!(
+                    "node {node:?} can only update pod status for pods with spec.nodeName set to itself"
+                )));
+            }
+            Ok(())
+        }
+        ("nodes", _, _) => {
+            if name != node {
+                return Err(forbidden(format!(
+                    "node {node:?} is not allowed to modify node {name:?}"
+                )));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}

@@ -131,9 +131,15 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let Some(mut user) = state.authenticator.authenticate(&peer, authorization) else {
+    let Some((mut user, claims)) = state.authenticator.authenticate_with_claims(&peer, authorization) else {
         return status::unauthorized();
     };
+    if let Some(claims) = claims
+        && let Err(reason) = crate::service_account_tokens::still_bound(&*state.store, &claims).await
+    {
+        tracing::info!(user = %user.name, reason = %reason, "service account token refused");
+        return status::unauthorized();
+    }
     match impersonate(&state.authorization, &user, request.headers()) {
         Ok(Some(impersonated)) => user = impersonated,
         Ok(None) => {}

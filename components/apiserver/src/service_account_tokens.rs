@@ -158,6 +158,11 @@ impl TokenIssuer {
 
     /// The user a valid token speaks for: `system:serviceaccount:<ns>:<name>` in the service accounts' groups.
     pub fn user(&self, token: &str, now: i64) -> Option<UserInfo> {
+        self.user_and_claims(token, now).map(|(user, _)| user)
+    }
+
+    /// The user a valid token speaks for, and the token's claims (for `still_bound`).
+    pub fn user_and_claims(&self, token: &str, now: i64) -> Option<(UserInfo, Value)> {
         let claims = self.verify(token, now)?;
         let subject = claims["sub"].as_str()?;
         let rest = subject.strip_prefix("system:serviceaccount:")?;
@@ -165,7 +170,7 @@ impl TokenIssuer {
         if namespace.is_empty() || name.is_empty() {
             return None;
         }
-        Some(UserInfo {
+        let user = UserInfo {
             name: subject.to_string(),
             uid: claims
                 .pointer("/kubernetes.io/serviceaccount/uid")
@@ -177,7 +182,8 @@ impl TokenIssuer {
                 format!("system:serviceaccounts:{namespace}"),
                 "system:authenticated".into(),
             ],
-        })
+        };
+        Some((user, claims))
     }
 
     /// `/openid/v1/jwks`: the public key as a JWK set.
@@ -194,6 +200,53 @@ impl TokenIssuer {
             "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
         }]})
     }
+}
+
+/// kube-apiserver's check of a token's private claims at each use (pkg/serviceaccount/claims.go): the service
+/// account, and the pod or secret the token is bound to, must still exist with the uids the token names. The
+/// error says why (it is logged; the client only gets 401, as from kube-apiserver).
+pub async fn still_bound(store: &dyn embedded_store::Store, claims: &Value) -> Result<(), String> {
+    let Some(private) = claims.get("kubernetes.io") else {
+        return Ok(());
+    };
+    let namespace = private
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    for (what, plural) in [
+        ("serviceaccount", "serviceaccounts"),
+        ("pod", "pods"),
+        ("secret", "secrets"),
+    ] {
+        let Some(reference) = private.get(what) else {
+            continue;
+        };
+        let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
+        let uid = reference.get("uid").and_then(Value::as_str).unwrap_or_default();
+        let key = format!("/registry/core/{plural}/{namespace}/{name}");
+        let stored = store
+            .get(bytes::Bytes::from(key), 0)
+            .await
+            .map_err(|e| format!("cannot read {what} {namespace}/{name}: {e}"))?
+            .kv
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
+        let Some(stored) = stored else {
+            let label = if what == "serviceaccount" {
+                "service account"
+            } else {
+                what
+            };
+            return Err(format!("{label} {namespace}/{name} has been deleted"));
+        };
+        let actual = stored
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !uid.is_empty() && actual != uid {
+            return Err(format!("{what} UID ({actual}) does not match claim ({uid})"));
+        }
+    }
+    Ok(())
 }
 
 /// Now, in Unix seconds (what `exp`, `iat` and `nbf` count).

@@ -21,6 +21,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod rootcacertpublisher;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod volumebinding;
@@ -53,6 +54,8 @@ pub struct ControllerOptions {
     pub node_monitor_grace_period: std::time::Duration,
     /// `--terminated-pod-gc-threshold`: terminated pods kept before the oldest are deleted (0: all kept).
     pub terminated_pod_gc_threshold: i32,
+    /// `--root-ca-file`'s contents: the CA published in every namespace as `kube-root-ca.crt` (none if empty).
+    pub root_ca_pem: String,
 }
 
 impl Default for ControllerOptions {
@@ -60,6 +63,7 @@ impl Default for ControllerOptions {
         ControllerOptions {
             node_monitor_grace_period: nodelifecycle::NODE_MONITOR_GRACE_PERIOD,
             terminated_pod_gc_threshold: podgc::TERMINATED_POD_GC_THRESHOLD,
+            root_ca_pem: String::new(),
         }
     }
 }
@@ -82,5 +86,11 @@ pub fn spawn_all(client: kube::Client, options: &ControllerOptions, tasks: &mut 
     tasks.spawn(cronjob::run(client.clone()));
     tasks.spawn(volumebinding::run(client.clone()));
     tasks.spawn(daemonset::run(client.clone()));
+    if !options.root_ca_pem.is_empty() {
+        tasks.spawn(rootcacertpublisher::run(
+            client.clone(),
+            options.root_ca_pem.clone(),
+        ));
+    }
     tasks.spawn(clusterroleaggregation::run(client));
 }

@@ -97,8 +97,17 @@ pub fn serve(
     namespace: Option<&str>,
     body: &[u8],
 ) -> Response {
-    let Ok(review) = serde_json::from_slice::<Value>(body) else {
-        return bad_request("the request body is not valid JSON");
+    // kubectl sends reviews as protobuf; other clients as JSON.
+    let review = if body.starts_with(b"k8s\0") {
+        match crate::protobuf::decode(body) {
+            Ok(review) => review,
+            Err(e) => return bad_request(format!("the request body is not valid protobuf: {e}")),
+        }
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(review) => review,
+            Err(_) => return bad_request("the request body is not valid JSON"),
+        }
     };
     if let Some(k) = review.get("kind").and_then(Value::as_str)
         && k != kind

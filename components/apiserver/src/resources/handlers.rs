@@ -841,7 +841,13 @@ async fn admit(
             old,
         )?;
     }
-    let _ = store;
+    if t.resource.group.is_empty() && matches!(t.resource.kind, "Pod" | "Node") {
+        crate::admission::check_node_restriction(t.resource.plural, t.subresource.as_deref(), object, old)?;
+    }
+    if old.is_none() && t.resource.group.is_empty() && t.resource.kind == "Pod" {
+        let namespace = t.namespace.as_deref().unwrap_or_default();
+        super::service_account_admission::admit(store, namespace, object).await?;
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod handlers;
 mod objects;
 pub mod registry;
 pub(crate) mod selectors;
+mod service_account_admission;
 pub mod services;
 mod tables;
 mod validation;
