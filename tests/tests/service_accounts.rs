@@ -252,3 +252,69 @@ fn projected_tokens_and_token_requests_authenticate_as_the_service_account() {
     assert_eq!(code, 200);
     assert!(jwks.contains(r#""kty":"EC""#), "{jwks}");
 }
+
+#[test]
+fn legacy_token_secrets_are_filled_only_when_asked_and_die_with_their_secret() {
+    let server = Server::start(&[]);
+    bonsai_e2e::wait_until("the default service account", || {
+        server
+            .kubectl(33, &["get", "serviceaccount", "default"])
+            .status
+            .success()
+    });
+    // No token Secret is made unasked.
+    let secrets = ok(server.kubectl(33, &["get", "secrets", "-o", "name"]));
+    assert_eq!(secrets.trim(), "");
+    let secret = |name: &str, account: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+               "metadata": {{"name": "{name}", "annotations": {{"kubernetes.io/service-account.name": "{account}"}}}}}}"#
+        )
+    };
+    kubectl_file(&server, "apply", "legacy.json", &secret("legacy", "default"));
+    kubectl_file(&server, "apply", "ghost.json", &secret("ghost", "nobody"));
+    let field = |name: &str, path: &str| {
+        text(&server.kubectl(33, &["get", "secret", name, "-o", &format!("jsonpath={path}")]))
+    };
+    bonsai_e2e::wait_for(30, "the token filled in", || {
+        !field("legacy", "{.data.token}").is_empty()
+    });
+    let decode = |b64: String| {
+        let out = std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        out.stdin.as_ref().unwrap().write_all(b64.as_bytes()).unwrap();
+        String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let token = decode(field("legacy", "{.data.token}"));
+    let ca = std::fs::read_to_string(server.data_dir().join("server/tls/server-ca.crt")).unwrap();
+    assert_eq!(decode(field("legacy", "{.data.ca\\.crt}")), ca);
+    assert_eq!(decode(field("legacy", "{.data.namespace}")), "default");
+    let uid = ok(server.kubectl(33, &["get", "sa", "default", "-o", "jsonpath={.metadata.uid}"]));
+    assert_eq!(
+        field(
+            "legacy",
+            "{.metadata.annotations.kubernetes\\.io/service-account\\.uid}"
+        ),
+        uid
+    );
+    // The Secret of an account that does not exist is deleted.
+    bonsai_e2e::wait_for(30, "the ghost's secret deleted", || {
+        !server.kubectl(33, &["get", "secret", "ghost"]).status.success()
+    });
+    // The token speaks for the account while the Secret holds it.
+    let me = whoami(&server, &token);
+    assert_eq!(
+        text(&me).split(' ').next(),
+        Some("system:serviceaccount:default:default"),
+        "{}",
+        text(&me)
+    );
+    ok(server.kubectl(33, &["delete", "secret", "legacy"]));
+    let refused = whoami(&server, &token);
+    assert!(text(&refused).contains("Unauthorized"), "{}", text(&refused));
+}

@@ -245,6 +245,7 @@ async fn start_controllers(
     identity: &str,
     scheduler_kubeconfig: &std::path::Path,
     root_ca_pem: &str,
+    tokens: Arc<apiserver::service_account_tokens::TokenIssuer>,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -271,6 +272,7 @@ async fn start_controllers(
     let service_lb = !args.disabled("servicelb");
     let mut options = args.controller_options();
     options.root_ca_pem = root_ca_pem.to_string();
+    options.legacy_token_signer = Some(Arc::new(LegacyTokens(tokens)));
     let election = controllers::leader::Election::new("kube-system", "kube-controller-manager", identity);
     tasks.spawn(controllers::leader::run_while_leader(
         client.clone(),
@@ -283,6 +285,16 @@ async fn start_controllers(
         },
     ));
     Ok(tasks)
+}
+
+/// The tokens controller's signer: the API server's service account key.
+#[derive(Debug)]
+struct LegacyTokens(Arc<apiserver::service_account_tokens::TokenIssuer>);
+
+impl controllers::serviceaccounttoken::LegacyTokenSigner for LegacyTokens {
+    fn sign(&self, namespace: &str, account: &str, account_uid: &str, secret: &str) -> Option<String> {
+        self.0.legacy_token(namespace, account, account_uid, secret)
+    }
 }
 
 /// A kubeconfig of one of the server's components, with a client certificate of its own, as k3s keeps them:
@@ -422,7 +434,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         store: store.clone(),
         authenticator,
         authorization: Arc::new(authorization),
-        service_account_tokens: Some(service_account_tokens),
+        service_account_tokens: Some(service_account_tokens.clone()),
         version: KubernetesVersion {
             major: "1".into(),
             minor: KUBERNETES_MINOR.into(),
@@ -475,6 +487,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &identity,
         &scheduler_kubeconfig,
         &pki.ca_cert_pem,
+        service_account_tokens,
     )
     .await?;
 

@@ -135,7 +135,15 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
         return status::unauthorized();
     };
     if let Some(claims) = claims
-        && let Err(reason) = crate::service_account_tokens::still_bound(&*state.store, &claims).await
+        && let Err(reason) = crate::service_account_tokens::still_bound(
+            &*state.store,
+            &claims,
+            authorization
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .trim(),
+        )
+        .await
     {
         tracing::info!(user = %user.name, reason = %reason, "service account token refused");
         return status::unauthorized();

@@ -23,6 +23,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
+pub mod serviceaccounttoken;
 pub mod statefulset;
 pub mod volumebinding;
 pub mod work;
@@ -56,6 +57,9 @@ pub struct ControllerOptions {
     pub terminated_pod_gc_threshold: i32,
     /// `--root-ca-file`'s contents: the CA published in every namespace as `kube-root-ca.crt` (none if empty).
     pub root_ca_pem: String,
+    /// What signs legacy tokens for `kubernetes.io/service-account-token` Secrets (the tokens controller runs
+    /// only with one).
+    pub legacy_token_signer: Option<std::sync::Arc<dyn serviceaccounttoken::LegacyTokenSigner>>,
 }
 
 impl Default for ControllerOptions {
@@ -64,6 +68,7 @@ impl Default for ControllerOptions {
             node_monitor_grace_period: nodelifecycle::NODE_MONITOR_GRACE_PERIOD,
             terminated_pod_gc_threshold: podgc::TERMINATED_POD_GC_THRESHOLD,
             root_ca_pem: String::new(),
+            legacy_token_signer: None,
         }
     }
 }
@@ -89,6 +94,13 @@ pub fn spawn_all(client: kube::Client, options: &ControllerOptions, tasks: &mut 
     if !options.root_ca_pem.is_empty() {
         tasks.spawn(rootcacertpublisher::run(
             client.clone(),
+            options.root_ca_pem.clone(),
+        ));
+    }
+    if let Some(signer) = &options.legacy_token_signer {
+        tasks.spawn(serviceaccounttoken::run(
+            client.clone(),
+            signer.clone(),
             options.root_ca_pem.clone(),
         ));
     }

@@ -71,8 +71,22 @@ pub async fn admit(store: &dyn Store, namespace: &str, pod: &mut Value) -> Resul
     };
     let accounts = registry::find("", "v1", "serviceaccounts")
         .ok_or_else(|| ApiError::Internal("serviceaccounts are not registered".into()))?;
-    let key = objects::key(accounts, Some(namespace), &account_name);
-    let account = match store.get(Bytes::from(key), 0).await?.kv {
+    let key = Bytes::from(objects::key(accounts, Some(namespace), &account_name));
+    // `default` is made by its controller just after the namespace: it is looked for 10 times, 100-200 ms
+    // apart, as the plugin's getServiceAccount does; any other account once.
+    let attempts = if account_name == "default" { 10 } else { 1 };
+    let pause = std::time::Duration::from_millis(rand::rng().random_range(100..200));
+    let mut found = None;
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        if let Some(kv) = store.get(key.clone(), 0).await?.kv {
+            found = Some(kv);
+            break;
+        }
+    }
+    let account = match found {
         Some(kv) => objects::decode(&kv.value, kv.mod_revision).unwrap_or_default(),
         None => {
             return Err(forbidden(
