@@ -75,7 +75,7 @@ impl Context {
         }
         let mut updated = (*secret).clone();
         let mut data: BTreeMap<String, ByteString> = data;
-        if !data.get("token").is_some_and(|v| !v.0.is_empty()) {
+        if data.get("token").is_none_or(|v| v.0.is_empty()) {
             let token = self
                 .signer
                 .sign(&namespace, account_name, &account_uid, &name)

@@ -648,14 +648,23 @@ pub fn reconcile_cluster_role(existing: &Value, expected: &Value) -> Option<Valu
     (result != *existing).then_some(result)
 }
 
-/// The reconciled form of an existing bootstrap binding: missing subjects added. `Err(())` when its roleRef
-/// differs (it must be deleted and created again, as roleRef is immutable).
-pub fn reconcile_binding(existing: &Value, expected: &Value) -> Result<Option<Value>, ()> {
+/// What reconciling an existing bootstrap binding asks for.
+#[derive(Debug, PartialEq)]
+pub enum BindingReconciliation {
+    Unchanged,
+    /// Missing subjects (or labels, annotations) added.
+    Update(Value),
+    /// Its roleRef differs: it is deleted and created again (roleRef is immutable).
+    Recreate,
+}
+
+/// The reconciliation of an existing bootstrap binding (`computeReconciledRoleBinding` with `Confirm`).
+pub fn reconcile_binding(existing: &Value, expected: &Value) -> BindingReconciliation {
     if protected(existing) {
-        return Ok(None);
+        return BindingReconciliation::Unchanged;
     }
     if existing.get("roleRef") != expected.get("roleRef") {
-        return Err(());
+        return BindingReconciliation::Recreate;
     }
     let mut result = existing.clone();
     merge_metadata(&mut result, expected);
@@ -682,7 +691,11 @@ pub fn reconcile_binding(existing: &Value, expected: &Value) -> Result<Option<Va
     if !subjects.is_empty() {
         result["subjects"] = Value::Array(subjects);
     }
-    Ok((result != *existing).then_some(result))
+    if result == *existing {
+        BindingReconciliation::Unchanged
+    } else {
+        BindingReconciliation::Update(result)
+    }
 }
 
 fn protected(object: &Value) -> bool {
@@ -762,11 +775,14 @@ mod tests {
         let mut emptied = binding.clone();
         emptied["subjects"] = json!([]);
         assert_eq!(
-            reconcile_binding(&emptied, &binding).unwrap().unwrap()["subjects"],
-            binding["subjects"]
+            reconcile_binding(&emptied, &binding),
+            BindingReconciliation::Update(binding.clone())
         );
         let mut other = binding.clone();
         other["roleRef"]["name"] = json!("view");
-        assert!(reconcile_binding(&other, &binding).is_err());
+        assert_eq!(
+            reconcile_binding(&other, &binding),
+            BindingReconciliation::Recreate
+        );
     }
 }

@@ -99,7 +99,7 @@ impl RuleResolver {
         &self,
         user: &UserInfo,
         namespace: &str,
-        visit: &mut dyn FnMut(Result<(&RuleSource<'_>, &PolicyRule), String>) -> bool,
+        visit: &mut dyn FnMut(Visited<'_>) -> bool,
     ) {
         let policy = self.read();
         for binding in policy.cluster_role_bindings.values() {
@@ -208,6 +208,9 @@ impl RuleResolver {
         self.read().cluster_roles.get(name).cloned()
     }
 }
+
+/// What `visit_rules_for` is called with: a rule and where it comes from, or a resolution error.
+pub type Visited<'a> = Result<(&'a RuleSource<'a>, &'a PolicyRule), String>;
 
 /// Where a rule comes from: a binding, its role and the subject that matched (kube's binding describers).
 #[derive(Debug)]

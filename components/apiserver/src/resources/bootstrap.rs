@@ -161,8 +161,9 @@ pub async fn ensure_bootstrap_policy(store: &dyn Store) -> Result<(), ApiError> 
                 policy::reconcile_cluster_role(&current, &expected)
             } else {
                 match policy::reconcile_binding(&current, &expected) {
-                    Ok(r) => r,
-                    Err(()) => {
+                    policy::BindingReconciliation::Unchanged => None,
+                    policy::BindingReconciliation::Update(updated) => Some(updated),
+                    policy::BindingReconciliation::Recreate => {
                         // roleRef is immutable: the binding is made again.
                         let key = super::objects::key(one.resource, None, &name);
                         store.delete(bytes::Bytes::from(key), Some(rev)).await?;
