@@ -71,3 +71,9 @@ pub fn now_rfc3339() -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Makes `namespace`'s `default` ServiceAccount, as its controller would, for tests that run without the
+/// controllers (pods are admitted only with their account).
+pub fn default_service_account(server: &Server, namespace: &str) {
+    ok(server.kubectl(33, &["create", "serviceaccount", "default", "-n", namespace]));
+}

@@ -139,9 +139,18 @@ fn pods_resolve_cluster_names_and_upstream_names() {
                 "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"]}}]}}}}"#
         )
     };
+    // The namespace first: its pods are admitted once its default ServiceAccount is there.
+    ok(server.kubectl(33, &["create", "namespace", "other"]));
+    for namespace in ["default", "other"] {
+        bonsai_e2e::wait_until("the default service account", || {
+            server
+                .kubectl(33, &["get", "serviceaccount", "default", "-n", namespace])
+                .status
+                .success()
+        });
+    }
     let manifest = format!(
         r#"{{"apiVersion": "v1", "kind": "List", "items": [
-          {{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "other"}}}},
           {pod_client}, {pod_other}, {pod_db},
           {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "web"}},
            "spec": {{"selector": {{"app": "db-0"}}, "ports": [{{"name": "http", "port": 80, "protocol": "TCP"}}]}}}},

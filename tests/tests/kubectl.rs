@@ -331,6 +331,7 @@ fn get_prints_kubernetes_columns_from_server_side_tables() {
     for minor in VERSIONS {
         let ns = format!("t{minor}");
         ok(server.kubectl(minor, &["create", "namespace", &ns]));
+        bonsai_e2e::as_node::default_service_account(&server, &ns);
         let n = ["-n", ns.as_str()];
         let k = |args: &[&str]| {
             let mut all = args.to_vec();
@@ -506,6 +507,7 @@ fn server_side_apply_with_conflicts_force_and_field_removal() {
 fn whoami_wait_describe_events_and_cascading_deletes() {
     // kubectl against the API alone: no controller or scheduler writes to the objects meanwhile.
     let server = Server::start(&["--disable-controller-manager", "--disable-scheduler"]);
+    bonsai_e2e::as_node::default_service_account(&server, "default");
     let dir = server.dir.path();
     for minor in VERSIONS {
         let whoami = ok(server.kubectl(minor, &["auth", "whoami"]));
@@ -789,6 +791,7 @@ fn a_rendered_chart_applies_from_standard_input() {
 #[test]
 fn objects_get_kubernetes_defaults_and_reapplying_changes_nothing() {
     let server = Server::start(&["--disable-controller-manager", "--disable-scheduler"]);
+    bonsai_e2e::as_node::default_service_account(&server, "default");
     let dir = server.dir.path();
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 8080}],

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use apiserver::authn::Authenticator;
-use apiserver::authz::AllowAuthenticated;
 use apiserver::pki::Pki;
 use apiserver::resources::services::{IpRange, PortRange, ServiceRanges};
 use apiserver::{ApiServerConfig, AppState, KubernetesVersion};
@@ -244,12 +243,16 @@ async fn start_controllers(
     args: &ServerArgs,
     networks: network::config::ClusterNetworks,
     identity: &str,
+    scheduler_kubeconfig: &std::path::Path,
+    root_ca_pem: &str,
+    tokens: Arc<apiserver::service_account_tokens::TokenIssuer>,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
     let mut tasks = tokio::task::JoinSet::new();
     if !args.disable_scheduler {
         let election = controllers::leader::Election::new("kube-system", "kube-scheduler", identity);
-        let client = client.clone();
+        // The scheduler is `system:kube-scheduler`, with the bootstrap roles bound to that user.
+        let client = crate::network::kube_client(scheduler_kubeconfig, None).await?;
         tasks.spawn(controllers::leader::run_while_leader(
             client.clone(),
             election,
@@ -267,7 +270,9 @@ async fn start_controllers(
         return Ok(tasks);
     }
     let service_lb = !args.disabled("servicelb");
-    let options = args.controller_options();
+    let mut options = args.controller_options();
+    options.root_ca_pem = root_ca_pem.to_string();
+    options.legacy_token_signer = Some(Arc::new(LegacyTokens(tokens)));
     let election = controllers::leader::Election::new("kube-system", "kube-controller-manager", identity);
     tasks.spawn(controllers::leader::run_while_leader(
         client.clone(),
@@ -280,6 +285,33 @@ async fn start_controllers(
         },
     ));
     Ok(tasks)
+}
+
+/// The tokens controller's signer: the API server's service account key.
+#[derive(Debug)]
+struct LegacyTokens(Arc<apiserver::service_account_tokens::TokenIssuer>);
+
+impl controllers::serviceaccounttoken::LegacyTokenSigner for LegacyTokens {
+    fn sign(&self, namespace: &str, account: &str, account_uid: &str, secret: &str) -> Option<String> {
+        self.0.legacy_token(namespace, account, account_uid, secret)
+    }
+}
+
+/// A kubeconfig of one of the server's components, with a client certificate of its own, as k3s keeps them:
+/// `<data-dir>/server/cred/<name>.kubeconfig` naming `<data-dir>/server/tls/<file>.crt`'s identity.
+fn component_kubeconfig(
+    server_dir: &std::path::Path,
+    pki: &Pki,
+    url: &str,
+    name: &str,
+    file: &str,
+    user: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let (cert, key) = pki.component_client(file, user, None)?;
+    let path = server_dir.join("cred").join(format!("{name}.kubeconfig"));
+    let rendered = apiserver::kubeconfig::render_for(url, &pki.ca_cert_pem, &cert, &key);
+    apiserver::kubeconfig::write_rendered(&path, 0o600, &rendered)?;
+    Ok(path)
 }
 
 /// kube-controller-manager's controllers, node IPAM and (unless disabled) ServiceLB.
@@ -470,11 +502,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     apiserver::resources::ensure_kubernetes_service(&*store, service_ip, advertise, args.https_listen_port)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the kubernetes service: {}", e.status()["message"]))?;
+    apiserver::resources::ensure_bootstrap_policy(&*store)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reconcile the bootstrap RBAC policy: {}",
+                e.status()["message"]
+            )
+        })?;
+    let authorization = apiserver::authz::Authorization::node_rbac(store.clone())
+        .await
+        .context("cannot load the RBAC policy")?;
     let state = AppState {
         store: store.clone(),
         authenticator,
-        authorizer: Arc::new(AllowAuthenticated),
-        service_account_tokens: Some(service_account_tokens),
+        authorization: Arc::new(authorization),
+        service_account_tokens: Some(service_account_tokens.clone()),
         secrets_encryption: Some(secrets_encryption),
         version: KubernetesVersion {
             major: "1".into(),
@@ -514,7 +557,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         start_agent(&args, advertise, &pki, images, eviction).await?;
     }
     let identity = election_identity(&server_dir)?;
-    let mut controllers = start_controllers(&args, networks, &identity).await?;
+    let scheduler_kubeconfig = component_kubeconfig(
+        &server_dir,
+        &pki,
+        &url,
+        "scheduler",
+        "client-scheduler",
+        "system:kube-scheduler",
+    )?;
+    let mut controllers = start_controllers(
+        &args,
+        networks,
+        &identity,
+        &scheduler_kubeconfig,
+        &pki.ca_cert_pem,
+        service_account_tokens,
+    )
+    .await?;
 
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("interrupted, shutting down"),

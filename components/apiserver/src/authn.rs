@@ -98,17 +98,29 @@ impl Authenticator {
         peer_certificates: &[Vec<u8>],
         authorization: Option<&str>,
     ) -> Option<UserInfo> {
+        self.authenticate_with_claims(peer_certificates, authorization)
+            .map(|(user, _)| user)
+    }
+
+    /// As `authenticate`, with the claims of a service account token (whose bound objects the caller checks
+    /// against the store: `service_account_tokens::still_bound`).
+    pub fn authenticate_with_claims(
+        &self,
+        peer_certificates: &[Vec<u8>],
+        authorization: Option<&str>,
+    ) -> Option<(UserInfo, Option<serde_json::Value>)> {
         if let Some(leaf) = peer_certificates.first()
             && let Some(user) = user_from_certificate(leaf)
         {
-            return Some(user);
+            return Some((user, None));
         }
         let token = authorization?.strip_prefix("Bearer ")?.trim();
         if let Some(user) = self.tokens.get(token) {
-            return Some(user.clone());
+            return Some((user.clone(), None));
         }
         let now = crate::service_account_tokens::unix_now();
-        self.service_accounts.as_ref()?.user(token, now)
+        let (user, claims) = self.service_accounts.as_ref()?.user_and_claims(token, now)?;
+        Some((user, Some(claims)))
     }
 }
 

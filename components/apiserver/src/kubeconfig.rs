@@ -9,6 +9,16 @@ use base64::engine::general_purpose::STANDARD;
 use crate::pki::{Pki, PkiError, write_file};
 
 pub fn render(server_url: &str, pki: &Pki) -> String {
+    render_for(
+        server_url,
+        &pki.ca_cert_pem,
+        &pki.admin_cert_pem,
+        &pki.admin_key_pem,
+    )
+}
+
+/// A kubeconfig for the client certificate `cert_pem` (k3s's `server/cred/*.kubeconfig` for its components).
+pub fn render_for(server_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
     format!(
         "apiVersion: v1\n\
          clusters:\n\
@@ -20,14 +30,19 @@ pub fn render(server_url: &str, pki: &Pki) -> String {
          preferences: {{}}\n\
          users:\n\
          - name: default\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",
-        ca = STANDARD.encode(&pki.ca_cert_pem),
-        cert = STANDARD.encode(&pki.admin_cert_pem),
-        key = STANDARD.encode(&pki.admin_key_pem),
+        ca = STANDARD.encode(ca_pem),
+        cert = STANDARD.encode(cert_pem),
+        key = STANDARD.encode(key_pem),
     )
 }
 
 /// Writes the kubeconfig with exactly `mode` (the directory is created if needed).
 pub fn write(path: &Path, mode: u32, server_url: &str, pki: &Pki) -> Result<(), PkiError> {
+    write_rendered(path, mode, &render(server_url, pki))
+}
+
+/// Writes a rendered kubeconfig with exactly `mode` (the directory is created if needed).
+pub fn write_rendered(path: &Path, mode: u32, kubeconfig: &str) -> Result<(), PkiError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
             action: "create",
@@ -35,5 +50,5 @@ pub fn write(path: &Path, mode: u32, server_url: &str, pki: &Pki) -> Result<(), 
             source,
         })?;
     }
-    write_file(path, render(server_url, pki).as_bytes(), mode)
+    write_file(path, kubeconfig.as_bytes(), mode)
 }

@@ -8,6 +8,7 @@
 //! authorization seam, health checks, `/version`, discovery, and the resource layer
 //! (`resources`): one generic code path for every built-in kind.
 
+pub mod admission;
 pub mod authn;
 pub mod authz;
 pub mod bootstrap_data;
@@ -23,6 +24,7 @@ mod patch;
 pub mod pki;
 mod protobuf;
 pub mod ready;
+pub mod request_info;
 pub mod resources;
 pub mod schema;
 mod server;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use ::metrics::{Buckets, CounterVec, GaugeVec, HistogramVec};
 use async_trait::async_trait;
 use axum::extract::Request;
-use axum::http::{Method, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -82,90 +82,9 @@ pub fn register_storage_size(size: impl Fn() -> u64 + Send + Sync + 'static) {
     );
 }
 
-/// What a request is, as kube-apiserver's `RequestInfoFactory` reads it from the URL.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct RequestInfo {
-    /// The authorization verb: get, list, watch, create, update, patch, delete, deletecollection (or the
-    /// lowercase method of a non-resource request).
-    pub verb: String,
-    pub resource_request: bool,
-    pub group: String,
-    pub version: String,
-    pub namespace: String,
-    pub resource: String,
-    pub name: String,
-    pub subresource: String,
-}
+pub use crate::request_info::RequestInfo;
 
 impl RequestInfo {
-    pub fn of(method: &Method, path: &str, query: Option<&str>) -> RequestInfo {
-        let non_resource = || RequestInfo {
-            verb: method.as_str().to_ascii_lowercase(),
-            ..RequestInfo::default()
-        };
-        let parts: Vec<&str> = path
-            .trim_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
-        let (group, rest) = match parts.as_slice() {
-            ["api", version, rest @ ..] => (("", *version), rest),
-            ["apis", group, version, rest @ ..] => ((*group, *version), rest),
-            _ => return non_resource(),
-        };
-        let mut rest = rest.to_vec();
-        // The deprecated `/watch/` path prefix.
-        let mut watch_path = false;
-        if rest.first() == Some(&"watch") {
-            watch_path = true;
-            rest.remove(0);
-        }
-        let mut info = RequestInfo {
-            resource_request: true,
-            group: group.0.to_string(),
-            version: group.1.to_string(),
-            ..RequestInfo::default()
-        };
-        // `namespaces/<ns>/<resource>...` is namespaced; `namespaces/<name>[/status|/finalize]` is the namespace
-        // itself.
-        let rest: &[&str] = match rest.as_slice() {
-            ["namespaces", ns, resource, tail @ ..] if !matches!(*resource, "status" | "finalize") => {
-                info.namespace = ns.to_string();
-                info.resource = resource.to_string();
-                tail
-            }
-            [resource, tail @ ..] => {
-                info.resource = resource.to_string();
-                tail
-            }
-            [] => &[],
-        };
-        if info.resource == "namespaces" && info.namespace.is_empty() {
-            info.namespace = rest.first().map(|s| s.to_string()).unwrap_or_default();
-        }
-        info.name = rest.first().map(|s| s.to_string()).unwrap_or_default();
-        info.subresource = rest.get(1).map(|s| s.to_string()).unwrap_or_default();
-        let watch_query = query.is_some_and(|q| {
-            form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
-        });
-        info.verb = match *method {
-            Method::GET | Method::HEAD if watch_path || watch_query => "watch",
-            Method::GET | Method::HEAD if info.name.is_empty() => "list",
-            Method::GET | Method::HEAD => "get",
-            Method::POST => "create",
-            Method::PUT => "update",
-            Method::PATCH => "patch",
-            Method::DELETE if info.name.is_empty() => "deletecollection",
-            Method::DELETE => "delete",
-            _ => "",
-        }
-        .to_string();
-        if info.verb.is_empty() {
-            info.verb = method.as_str().to_ascii_lowercase();
-        }
-        info
-    }
-
     /// The verb as kube-apiserver's metrics report it (`CleanVerb`): the route's verb in capitals (GET, LIST,
     /// WATCH, POST, PUT, PATCH, APPLY for server-side apply, DELETE, DELETECOLLECTION, CONNECT for exec, attach,
     /// port-forward and proxy).
@@ -387,6 +306,7 @@ impl Store for InstrumentedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
 
     fn info(method: Method, path: &str, query: Option<&str>) -> RequestInfo {
         RequestInfo::of(&method, path, query)

@@ -139,6 +139,43 @@ impl Pki {
         )
     }
 
+    /// A client certificate for one of the server's own components, as k3s keeps them (`client-scheduler.crt`,
+    /// `client-controller.crt`): `CN=<user>`, `O=<group>` if given, reissued when it nears expiry or names another
+    /// user. `file` is the name without extension. Returns the certificate and key PEM.
+    pub fn component_client(
+        &self,
+        file: &str,
+        user: &str,
+        group: Option<&str>,
+    ) -> Result<(String, String), PkiError> {
+        let (ca_cert_pem, ca_key) = load_or_create_ca(&self.dir)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key)
+            .map_err(|e| invalid(&self.dir.join(CA_CERT), e))?;
+        let names_user = |pem: &str| {
+            with_cert(pem, |c| {
+                c.subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    == Some(user)
+            })
+            .unwrap_or(false)
+        };
+        load_or_issue(
+            &self.dir,
+            &format!("{file}.crt"),
+            &format!("{file}.key"),
+            |pem: &str| fresh(pem) && signed_by(pem, &ca_cert_pem) && names_user(pem),
+            "a component's client certificate",
+            || {
+                let mut params = leaf_params(user, group)?;
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                Ok(params)
+            },
+            &issuer,
+        )
+    }
+
     /// The node agent's serving certificate for port 10250 (`serving-kubelet.crt`, k3s's name), issued by the
     /// cluster CA for `names` (the node's name and addresses) and reissued when one is missing or it nears
     /// expiry. Returns the certificate and key PEM.

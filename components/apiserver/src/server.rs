@@ -16,9 +16,11 @@ use embedded_store::Store;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use crate::authn::Authenticator;
-use crate::authz::{Authorizer, Decision, RequestAttributes};
+use crate::authn::UserInfo;
+use crate::authz::{Authorization, Decision};
 use crate::node_proxy;
 use crate::pki::Pki;
+use crate::request_info::RequestInfo;
 use crate::{health, resources, status};
 
 /// The Kubernetes version bonsai serves and reports.
@@ -34,7 +36,7 @@ pub struct KubernetesVersion {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub authenticator: Authenticator,
-    pub authorizer: Arc<dyn Authorizer>,
+    pub authorization: Arc<Authorization>,
     pub version: KubernetesVersion,
     /// The service account token issuer (TokenRequest, OIDC discovery); `None` serves neither.
     pub service_account_tokens: Option<Arc<crate::service_account_tokens::TokenIssuer>>,
@@ -131,24 +133,148 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let Some(user) = state.authenticator.authenticate(&peer, authorization) else {
+    let Some((mut user, claims)) = state.authenticator.authenticate_with_claims(&peer, authorization) else {
         return status::unauthorized();
     };
-    let attributes = RequestAttributes {
-        method: request.method().as_str(),
-        path: request.uri().path(),
-    };
-    if let Decision::Deny(reason) = state.authorizer.authorize(&user, &attributes) {
-        let message = format!(
-            "forbidden: User \"{}\" cannot {} path \"{}\": {reason}",
-            user.name,
-            attributes.method.to_lowercase(),
-            attributes.path
-        );
-        return status::failure(axum::http::StatusCode::FORBIDDEN, "Forbidden", message);
+    if let Some(claims) = claims
+        && let Err(reason) = crate::service_account_tokens::still_bound(
+            &*state.store,
+            &claims,
+            authorization
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .trim(),
+        )
+        .await
+    {
+        tracing::info!(user = %user.name, reason = %reason, "service account token refused");
+        return status::unauthorized();
     }
-    request.extensions_mut().insert(user);
-    next.run(request).await
+    match impersonate(&state.authorization, &user, request.headers()) {
+        Ok(Some(impersonated)) => user = impersonated,
+        Ok(None) => {}
+        Err(response) => return *response,
+    }
+    for name in IMPERSONATION_HEADERS {
+        request.headers_mut().remove(*name);
+    }
+    let info = RequestInfo::of(request.method(), request.uri().path(), request.uri().query());
+    let reason = match state.authorization.authorize(&user, &info) {
+        Decision::Allow(_) => None,
+        Decision::Deny(reason) | Decision::NoOpinion(reason) => Some(reason),
+    };
+    if let Some(reason) = reason {
+        let message = crate::authz::forbidden_message(&user.name, &info, &reason);
+        return crate::authz::forbidden_response(&info.group, &info.resource, &info.name, message);
+    }
+    request.extensions_mut().insert(user.clone());
+    let context = Arc::new(crate::admission::RequestContext {
+        user,
+        authorization: state.authorization.clone(),
+    });
+    crate::admission::scope(context, next.run(request)).await
+}
+
+const IMPERSONATE_USER: &str = "impersonate-user";
+const IMPERSONATE_GROUP: &str = "impersonate-group";
+const IMPERSONATE_UID: &str = "impersonate-uid";
+const IMPERSONATION_HEADERS: &[&str] = &[IMPERSONATE_USER, IMPERSONATE_GROUP, IMPERSONATE_UID];
+
+/// kube-apiserver's impersonation filter: `Impersonate-User`, `Impersonate-Group` and `Impersonate-Uid` each
+/// need the `impersonate` verb on `users`/`serviceaccounts`, `groups` or `uids` for the named value; the request
+/// then runs as the impersonated user (with `system:authenticated`, and a service account's groups when no group
+/// is given). `Impersonate-Extra-*` is refused: bonsai's users carry no extra fields.
+fn impersonate(
+    authorization: &Authorization,
+    user: &UserInfo,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<UserInfo>, Box<Response>> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let users = values(IMPERSONATE_USER);
+    let groups = values(IMPERSONATE_GROUP);
+    let uids = values(IMPERSONATE_UID);
+    let extra = headers
+        .keys()
+        .any(|k| k.as_str().starts_with("impersonate-extra-"));
+    if users.is_empty() {
+        if groups.is_empty() && uids.is_empty() && !extra {
+            return Ok(None);
+        }
+        return Err(Box::new(status::failure(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "Internal error occurred: requested impersonation without a user to impersonate",
+        )));
+    }
+    if extra {
+        return Err(Box::new(status::failure(
+            axum::http::StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "impersonating user extra fields is not supported by this server",
+        )));
+    }
+    let name = users[0].clone();
+    let check = |group: &str, resource: &str, namespace: &str, object: &str| -> Result<(), Box<Response>> {
+        let info = RequestInfo {
+            verb: "impersonate".into(),
+            resource_request: true,
+            group: group.into(),
+            resource: resource.into(),
+            namespace: namespace.into(),
+            name: object.into(),
+            ..RequestInfo::default()
+        };
+        match authorization.authorize(user, &info) {
+            Decision::Allow(_) => Ok(()),
+            Decision::Deny(reason) | Decision::NoOpinion(reason) => {
+                let message = crate::authz::forbidden_message(&user.name, &info, &reason);
+                Err(Box::new(crate::authz::forbidden_response(
+                    group, resource, object, message,
+                )))
+            }
+        }
+    };
+    let service_account = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'));
+    match service_account {
+        Some((namespace, account)) => check("", "serviceaccounts", namespace, account)?,
+        None => check("", "users", "", &name)?,
+    }
+    for group in &groups {
+        check("", "groups", "", group)?;
+    }
+    for uid in &uids {
+        check("authentication.k8s.io", "uids", "", uid)?;
+    }
+    let mut impersonated_groups = groups.clone();
+    if groups.is_empty()
+        && let Some((namespace, _)) = service_account
+    {
+        impersonated_groups = vec![
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{namespace}"),
+        ];
+    }
+    if name != "system:anonymous"
+        && !impersonated_groups
+            .iter()
+            .any(|g| g == "system:authenticated" || g == "system:unauthenticated")
+    {
+        impersonated_groups.push("system:authenticated".into());
+    }
+    Ok(Some(UserInfo {
+        name,
+        uid: uids.first().cloned().unwrap_or_default(),
+        groups: impersonated_groups,
+    }))
 }
 
 async fn version(State(state): State<Arc<AppState>>) -> Response {
@@ -216,6 +342,21 @@ async fn api(
                 "this server issues no service account tokens",
             ),
         };
+    }
+    if parts.method == axum::http::Method::POST
+        && let Some((kind, namespace)) = crate::authz::reviews::review_target(parts.uri.path())
+    {
+        let Some(user) = parts.extensions.get::<UserInfo>() else {
+            return status::unauthorized();
+        };
+        let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+            return status::failure(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                "the review is too large",
+            );
+        };
+        return crate::authz::reviews::serve(&state.authorization, user, kind, namespace, &bytes);
     }
     if let Some(version) = self_subject_review_version(parts.uri.path())
         && parts.method == axum::http::Method::POST

@@ -21,6 +21,9 @@ use crate::authn::UserInfo;
 /// k3s's issuer and API audiences (`--service-account-issuer`, `--api-audiences`).
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 pub const AUDIENCES: [&str; 2] = ["https://kubernetes.default.svc.cluster.local", "k3s"];
+/// The issuer of legacy tokens (the ones the tokens controller puts in `kubernetes.io/service-account-token`
+/// Secrets), as kube-apiserver's `LegacyIssuer`.
+pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
 /// Clock skew tolerated on `nbf` and `exp` (kube-apiserver's leeway).
 const LEEWAY_SECONDS: i64 = 60;
 
@@ -115,6 +118,25 @@ impl TokenIssuer {
         ))
     }
 
+    /// A legacy token for a Secret of `account` (kube's `LegacyClaims`: no audience, no expiry; valid as long as
+    /// the Secret holds it and the account exists).
+    pub fn legacy_token(
+        &self,
+        namespace: &str,
+        account: &str,
+        account_uid: &str,
+        secret: &str,
+    ) -> Option<String> {
+        self.sign(&json!({
+            "iss": LEGACY_ISSUER,
+            "kubernetes.io/serviceaccount/namespace": namespace,
+            "kubernetes.io/serviceaccount/secret.name": secret,
+            "kubernetes.io/serviceaccount/service-account.name": account,
+            "kubernetes.io/serviceaccount/service-account.uid": account_uid,
+            "sub": format!("system:serviceaccount:{namespace}:{account}"),
+        }))
+    }
+
     /// The claims of a token this issuer signed that is valid at `now` (Unix seconds) for one of the API's
     /// audiences; `None` for anything else (forged, expired, not yet valid, another issuer's).
     pub fn verify(&self, token: &str, now: i64) -> Option<Value> {
@@ -137,6 +159,9 @@ impl TokenIssuer {
             )
             .ok()?;
         let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
+        if claims["iss"] == LEGACY_ISSUER {
+            return legacy_claims(&claims);
+        }
         if claims["iss"] != ISSUER {
             return None;
         }
@@ -158,6 +183,11 @@ impl TokenIssuer {
 
     /// The user a valid token speaks for: `system:serviceaccount:<ns>:<name>` in the service accounts' groups.
     pub fn user(&self, token: &str, now: i64) -> Option<UserInfo> {
+        self.user_and_claims(token, now).map(|(user, _)| user)
+    }
+
+    /// The user a valid token speaks for, and the token's claims (for `still_bound`).
+    pub fn user_and_claims(&self, token: &str, now: i64) -> Option<(UserInfo, Value)> {
         let claims = self.verify(token, now)?;
         let subject = claims["sub"].as_str()?;
         let rest = subject.strip_prefix("system:serviceaccount:")?;
@@ -165,7 +195,7 @@ impl TokenIssuer {
         if namespace.is_empty() || name.is_empty() {
             return None;
         }
-        Some(UserInfo {
+        let user = UserInfo {
             name: subject.to_string(),
             uid: claims
                 .pointer("/kubernetes.io/serviceaccount/uid")
@@ -177,7 +207,8 @@ impl TokenIssuer {
                 format!("system:serviceaccounts:{namespace}"),
                 "system:authenticated".into(),
             ],
-        })
+        };
+        Some((user, claims))
     }
 
     /// `/openid/v1/jwks`: the public key as a JWK set.
@@ -194,6 +225,91 @@ impl TokenIssuer {
             "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
         }]})
     }
+}
+
+/// A legacy token's claims in the shape of a bound token's (`kubernetes.io` naming the namespace, account and
+/// Secret), marked with the legacy issuer.
+fn legacy_claims(claims: &Value) -> Option<Value> {
+    let text = |k: &str| {
+        claims
+            .get(format!("kubernetes.io/serviceaccount/{k}"))
+            .and_then(Value::as_str)
+    };
+    let (namespace, account, secret) = (
+        text("namespace")?,
+        text("service-account.name")?,
+        text("secret.name")?,
+    );
+    Some(json!({
+        "iss": LEGACY_ISSUER,
+        "sub": format!("system:serviceaccount:{namespace}:{account}"),
+        "kubernetes.io": {
+            "namespace": namespace,
+            "serviceaccount": {"name": account, "uid": text("service-account.uid").unwrap_or_default()},
+            "secret": {"name": secret},
+        },
+    }))
+}
+
+/// kube-apiserver's check of a token's private claims at each use (pkg/serviceaccount/claims.go): the service
+/// account, and the pod or secret the token is bound to, must still exist with the uids the token names. The
+/// error says why (it is logged; the client only gets 401, as from kube-apiserver).
+pub async fn still_bound(
+    store: &dyn embedded_store::Store,
+    claims: &Value,
+    token: &str,
+) -> Result<(), String> {
+    let Some(private) = claims.get("kubernetes.io") else {
+        return Ok(());
+    };
+    let namespace = private
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    for (what, plural) in [
+        ("serviceaccount", "serviceaccounts"),
+        ("pod", "pods"),
+        ("secret", "secrets"),
+    ] {
+        let Some(reference) = private.get(what) else {
+            continue;
+        };
+        let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
+        let uid = reference.get("uid").and_then(Value::as_str).unwrap_or_default();
+        let key = format!("/registry/core/{plural}/{namespace}/{name}");
+        let stored = store
+            .get(bytes::Bytes::from(key), 0)
+            .await
+            .map_err(|e| format!("cannot read {what} {namespace}/{name}: {e}"))?
+            .kv
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
+        let Some(stored) = stored else {
+            let label = if what == "serviceaccount" {
+                "service account"
+            } else {
+                what
+            };
+            return Err(format!("{label} {namespace}/{name} has been deleted"));
+        };
+        if what == "secret" && claims["iss"] == LEGACY_ISSUER {
+            // A legacy token is good only while its Secret holds it.
+            let held = stored
+                .pointer("/data/token")
+                .and_then(Value::as_str)
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+            if held.as_deref() != Some(token.as_bytes()) {
+                return Err(format!("token does not match secret {namespace}/{name}"));
+            }
+        }
+        let actual = stored
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !uid.is_empty() && actual != uid {
+            return Err(format!("{what} UID ({actual}) does not match claim ({uid})"));
+        }
+    }
+    Ok(())
 }
 
 /// Now, in Unix seconds (what `exp`, `iat` and `nbf` count).

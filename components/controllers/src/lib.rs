@@ -7,6 +7,7 @@
 //!
 //! **Architecture Invariant:** controllers read and write cluster state only through the Kubernetes API.
 
+pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -20,7 +21,9 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod rootcacertpublisher;
 pub mod serviceaccount;
+pub mod serviceaccounttoken;
 pub mod statefulset;
 pub mod volumebinding;
 pub mod work;
@@ -52,6 +55,11 @@ pub struct ControllerOptions {
     pub node_monitor_grace_period: std::time::Duration,
     /// `--terminated-pod-gc-threshold`: terminated pods kept before the oldest are deleted (0: all kept).
     pub terminated_pod_gc_threshold: i32,
+    /// `--root-ca-file`'s contents: the CA published in every namespace as `kube-root-ca.crt` (none if empty).
+    pub root_ca_pem: String,
+    /// What signs legacy tokens for `kubernetes.io/service-account-token` Secrets (the tokens controller runs
+    /// only with one).
+    pub legacy_token_signer: Option<std::sync::Arc<dyn serviceaccounttoken::LegacyTokenSigner>>,
 }
 
 impl Default for ControllerOptions {
@@ -59,6 +67,8 @@ impl Default for ControllerOptions {
         ControllerOptions {
             node_monitor_grace_period: nodelifecycle::NODE_MONITOR_GRACE_PERIOD,
             terminated_pod_gc_threshold: podgc::TERMINATED_POD_GC_THRESHOLD,
+            root_ca_pem: String::new(),
+            legacy_token_signer: None,
         }
     }
 }
@@ -80,5 +90,19 @@ pub fn spawn_all(client: kube::Client, options: &ControllerOptions, tasks: &mut 
     tasks.spawn(job::run(client.clone()));
     tasks.spawn(cronjob::run(client.clone()));
     tasks.spawn(volumebinding::run(client.clone()));
-    tasks.spawn(daemonset::run(client));
+    tasks.spawn(daemonset::run(client.clone()));
+    if !options.root_ca_pem.is_empty() {
+        tasks.spawn(rootcacertpublisher::run(
+            client.clone(),
+            options.root_ca_pem.clone(),
+        ));
+    }
+    if let Some(signer) = &options.legacy_token_signer {
+        tasks.spawn(serviceaccounttoken::run(
+            client.clone(),
+            signer.clone(),
+            options.root_ca_pem.clone(),
+        ));
+    }
+    tasks.spawn(clusterroleaggregation::run(client));
 }

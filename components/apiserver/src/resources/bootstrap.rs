@@ -129,3 +129,54 @@ pub async fn ensure_kubernetes_service(
     )
     .await
 }
+
+/// The bootstrap policy (`authz::policy`), reconciled as kube-apiserver's `rbac/bootstrap-roles` post-start hook
+/// does: missing ClusterRoles and ClusterRoleBindings are created; existing ones not annotated
+/// `rbac.authorization.kubernetes.io/autoupdate: "false"` get the rules, subjects, labels, annotations and
+/// aggregation selectors they lack (a binding whose roleRef changed is deleted and created again).
+pub async fn ensure_bootstrap_policy(store: &dyn Store) -> Result<(), ApiError> {
+    use crate::authz::policy;
+    const GROUP: &str = "rbac.authorization.k8s.io";
+    for (plural, objects) in [
+        ("clusterroles", policy::cluster_roles()),
+        ("clusterrolebindings", policy::cluster_role_bindings()),
+    ] {
+        for expected in objects {
+            let name = expected["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let collection = target(GROUP, plural, None, None)?;
+            match create_object(store, &collection, expected.clone(), false, None).await {
+                Ok(_) => {
+                    tracing::info!(kind = plural, name = %name, "created bootstrap RBAC object");
+                    continue;
+                }
+                Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let one = target(GROUP, plural, None, Some(&name))?;
+            let (current, rev) = get(store, &one).await?;
+            let reconciled = if plural == "clusterroles" {
+                policy::reconcile_cluster_role(&current, &expected)
+            } else {
+                match policy::reconcile_binding(&current, &expected) {
+                    policy::BindingReconciliation::Unchanged => None,
+                    policy::BindingReconciliation::Update(updated) => Some(updated),
+                    policy::BindingReconciliation::Recreate => {
+                        // roleRef is immutable: the binding is made again.
+                        let key = super::objects::key(one.resource, None, &name);
+                        store.delete(bytes::Bytes::from(key), Some(rev)).await?;
+                        create_object(store, &collection, expected.clone(), false, None).await?;
+                        continue;
+                    }
+                }
+            };
+            if let Some(updated) = reconciled {
+                replace(store, &one, current, rev, updated, false, None).await?;
+                tracing::info!(kind = plural, name = %name, "reconciled bootstrap RBAC object");
+            }
+        }
+    }
+    Ok(())
+}

@@ -649,6 +649,7 @@ pub async fn create_object(
     if services::is_service(t.resource) {
         return create_service(store, t, name, object, dry).await;
     }
+    admit(store, t, &mut object, None).await?;
     validate(t, &name, &object)?;
     if dry {
         return Ok(object);
@@ -824,6 +825,32 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     response
 }
 
+/// Admission of a create (`old` = None) or update by the request's user: RBAC escalation prevention and the
+/// ServiceAccount admission of pods.
+async fn admit(
+    store: &dyn Store,
+    t: &Target,
+    object: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    if t.resource.group == "rbac.authorization.k8s.io" {
+        crate::admission::check_rbac_write(
+            t.resource.plural,
+            t.namespace.as_deref().unwrap_or(""),
+            object,
+            old,
+        )?;
+    }
+    if t.resource.group.is_empty() && matches!(t.resource.kind, "Pod" | "Node") {
+        crate::admission::check_node_restriction(t.resource.plural, t.subresource.as_deref(), object, old)?;
+    }
+    if old.is_none() && t.resource.group.is_empty() && t.resource.kind == "Pod" {
+        let namespace = t.namespace.as_deref().unwrap_or_default();
+        super::service_account_admission::admit(store, namespace, object).await?;
+    }
+    Ok(())
+}
+
 /// Writes `new` over `current` (read at `current_rev`), keeping what the server owns and honouring
 /// the status split; deletes the object when its last finalizer goes during deletion.
 pub(super) async fn replace(
@@ -910,6 +937,7 @@ pub(super) async fn replace(
     if services::is_service(t.resource) {
         return replace_service(store, t, name, current, current_rev, new, dry, status_only).await;
     }
+    admit(store, t, &mut new, Some(&current)).await?;
     validate(t, &name, &new)?;
     if dry {
         return Ok(new);

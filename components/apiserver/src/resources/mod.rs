@@ -8,13 +8,16 @@ mod handlers;
 mod objects;
 pub mod registry;
 pub(crate) mod selectors;
+mod service_account_admission;
 pub mod services;
 mod tables;
 mod validation;
 mod watch;
 mod watch_cache;
 
-pub use bootstrap::{ensure_default_namespaces, ensure_kubernetes_service, ensure_service_ranges};
+pub use bootstrap::{
+    ensure_bootstrap_policy, ensure_default_namespaces, ensure_kubernetes_service, ensure_service_ranges,
+};
 pub use errors::ApiError;
 pub use handlers::{dispatch, token_request};
 pub use objects::now_rfc3339;

@@ -1,0 +1,788 @@
+//! The bootstrap policy (plugin/pkg/auth/authorizer/rbac/bootstrappolicy): the ClusterRoles and
+//! ClusterRoleBindings every cluster has, labelled `kubernetes.io/bootstrapping: rbac-defaults` and annotated
+//! `rbac.authorization.kubernetes.io/autoupdate: "true"`, reconciled at every start (`reconcile_*`: missing
+//! objects created, missing rules, subjects, labels, annotations and aggregation selectors added, unless the
+//! object is annotated `autoupdate: "false"`).
+
+use serde_json::{Value, json};
+
+pub const AUTO_UPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+const READ_WRITE: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+const READ_UPDATE: &[&str] = &["get", "list", "watch", "update", "patch"];
+
+fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
+    json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
+}
+
+fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
+    json!({"verbs": verbs, "apiGroups": groups, "resources": resources, "resourceNames": names})
+}
+
+fn urls(verbs: &[&str], urls: &[&str]) -> Value {
+    json!({"verbs": verbs, "nonResourceURLs": urls})
+}
+
+/// `eventsRule()`: events in both groups.
+fn events() -> Value {
+    rule(
+        &["create", "update", "patch"],
+        &["", "events.k8s.io"],
+        &["events"],
+    )
+}
+
+/// `NodeRules()`: what `system:node` grants; the Node authorizer grants these to kubelets, limited to their own
+/// objects.
+pub fn node_rules() -> Vec<Value> {
+    vec![
+        rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+        rule(
+            &["create"],
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews", "localsubjectaccessreviews"],
+        ),
+        rule(READ, &[""], &["services"]),
+        rule(&["create", "get", "list", "watch"], &[""], &["nodes"]),
+        rule(&["update", "patch"], &[""], &["nodes/status"]),
+        rule(&["update", "patch"], &[""], &["nodes"]),
+        rule(&["create", "update", "patch"], &[""], &["events"]),
+        rule(READ, &[""], &["pods"]),
+        rule(&["create", "delete"], &[""], &["pods"]),
+        rule(&["update", "patch"], &[""], &["pods/status"]),
+        rule(&["create"], &[""], &["pods/eviction"]),
+        rule(&["get", "list", "watch"], &[""], &["secrets", "configmaps"]),
+        rule(&["get"], &[""], &["persistentvolumeclaims", "persistentvolumes"]),
+        rule(&["get"], &[""], &["endpoints"]),
+        rule(
+            &["create", "get", "list", "watch"],
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+        ),
+        rule(
+            &["get", "create", "update", "patch", "delete"],
+            &["coordination.k8s.io"],
+            &["leases"],
+        ),
+        rule(&["get"], &["storage.k8s.io"], &["volumeattachments"]),
+        rule(&["create"], &[""], &["serviceaccounts/token"]),
+        rule(
+            &["get", "update", "patch"],
+            &[""],
+            &["persistentvolumeclaims/status"],
+        ),
+        rule(&["get", "watch", "list"], &["storage.k8s.io"], &["csidrivers"]),
+        rule(
+            &["get", "create", "update", "patch", "delete"],
+            &["storage.k8s.io"],
+            &["csinodes"],
+        ),
+        rule(&["get", "list", "watch"], &["node.k8s.io"], &["runtimeclasses"]),
+    ]
+}
+
+fn aggregated(name: &str, labels: Value, selects: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": labels},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {selects: "true"}}]},
+    })
+}
+
+fn role(name: &str, labels: Value, rules: Vec<Value>) -> Value {
+    json!({"metadata": {"name": name, "labels": labels}, "rules": rules})
+}
+
+/// `ClusterRoles()`.
+pub fn cluster_roles() -> Vec<Value> {
+    let none = json!({});
+    let to = |what: &str| json!({format!("rbac.authorization.k8s.io/aggregate-to-{what}"): "true"});
+    let mut roles = vec![
+        role(
+            "cluster-admin",
+            none.clone(),
+            vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
+        ),
+        role(
+            "system:discovery",
+            none.clone(),
+            vec![urls(
+                &["get"],
+                &[
+                    "/livez",
+                    "/readyz",
+                    "/healthz",
+                    "/version",
+                    "/version/",
+                    "/openapi",
+                    "/openapi/*",
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                ],
+            )],
+        ),
+        role(
+            "system:monitoring",
+            none.clone(),
+            vec![urls(
+                &["get"],
+                &[
+                    "/metrics",
+                    "/metrics/slis",
+                    "/livez",
+                    "/readyz",
+                    "/healthz",
+                    "/livez/*",
+                    "/readyz/*",
+                    "/healthz/*",
+                ],
+            )],
+        ),
+        role(
+            "system:basic-user",
+            none.clone(),
+            vec![
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                ),
+                rule(&["create"], &["authentication.k8s.io"], &["selfsubjectreviews"]),
+            ],
+        ),
+        role(
+            "system:public-info-viewer",
+            none.clone(),
+            vec![urls(
+                &["get"],
+                &["/livez", "/readyz", "/healthz", "/version", "/version/"],
+            )],
+        ),
+        aggregated(
+            "admin",
+            none.clone(),
+            "rbac.authorization.k8s.io/aggregate-to-admin",
+        ),
+        aggregated("edit", to("admin"), "rbac.authorization.k8s.io/aggregate-to-edit"),
+        aggregated("view", to("edit"), "rbac.authorization.k8s.io/aggregate-to-view"),
+        role(
+            "system:aggregate-to-admin",
+            to("admin"),
+            vec![
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["localsubjectaccessreviews"],
+                ),
+                rule(
+                    READ_WRITE,
+                    &["rbac.authorization.k8s.io"],
+                    &["roles", "rolebindings"],
+                ),
+            ],
+        ),
+        role(
+            "system:aggregate-to-edit",
+            to("edit"),
+            vec![
+                rule(
+                    READ,
+                    &[""],
+                    &[
+                        "pods/attach",
+                        "pods/proxy",
+                        "pods/exec",
+                        "pods/portforward",
+                        "secrets",
+                        "services/proxy",
+                    ],
+                ),
+                rule(&["impersonate"], &[""], &["serviceaccounts"]),
+                rule(
+                    WRITE,
+                    &[""],
+                    &[
+                        "pods",
+                        "pods/attach",
+                        "pods/proxy",
+                        "pods/exec",
+                        "pods/portforward",
+                    ],
+                ),
+                rule(&["create"], &[""], &["pods/eviction"]),
+                rule(
+                    WRITE,
+                    &[""],
+                    &[
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "serviceaccounts",
+                        "services",
+                        "services/proxy",
+                        "persistentvolumeclaims",
+                        "configmaps",
+                        "secrets",
+                        "events",
+                    ],
+                ),
+                rule(&["create"], &[""], &["serviceaccounts/token"]),
+                rule(
+                    WRITE,
+                    &["apps"],
+                    &[
+                        "statefulsets",
+                        "statefulsets/scale",
+                        "daemonsets",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/rollback",
+                        "replicasets",
+                        "replicasets/scale",
+                    ],
+                ),
+                rule(WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
+                rule(WRITE, &["batch"], &["jobs", "cronjobs"]),
+                rule(
+                    WRITE,
+                    &["extensions"],
+                    &[
+                        "daemonsets",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/rollback",
+                        "ingresses",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicationcontrollers/scale",
+                        "networkpolicies",
+                    ],
+                ),
+                rule(WRITE, &["policy"], &["poddisruptionbudgets"]),
+                rule(WRITE, &["networking.k8s.io"], &["networkpolicies", "ingresses"]),
+            ],
+        ),
+        role(
+            "system:aggregate-to-view",
+            to("view"),
+            vec![
+                rule(
+                    READ,
+                    &[""],
+                    &[
+                        "pods",
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "serviceaccounts",
+                        "services",
+                        "services/status",
+                        "endpoints",
+                        "persistentvolumeclaims",
+                        "persistentvolumeclaims/status",
+                        "configmaps",
+                    ],
+                ),
+                rule(
+                    READ,
+                    &[""],
+                    &[
+                        "limitranges",
+                        "resourcequotas",
+                        "bindings",
+                        "events",
+                        "pods/status",
+                        "resourcequotas/status",
+                        "namespaces/status",
+                        "replicationcontrollers/status",
+                        "pods/log",
+                    ],
+                ),
+                rule(READ, &[""], &["namespaces"]),
+                rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                rule(
+                    READ,
+                    &["apps"],
+                    &[
+                        "controllerrevisions",
+                        "statefulsets",
+                        "statefulsets/status",
+                        "statefulsets/scale",
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/status",
+                        "deployments/scale",
+                        "replicasets",
+                        "replicasets/status",
+                        "replicasets/scale",
+                    ],
+                ),
+                rule(
+                    READ,
+                    &["autoscaling"],
+                    &["horizontalpodautoscalers", "horizontalpodautoscalers/status"],
+                ),
+                rule(
+                    READ,
+                    &["batch"],
+                    &["jobs", "cronjobs", "cronjobs/status", "jobs/status"],
+                ),
+                rule(
+                    READ,
+                    &["extensions"],
+                    &[
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/status",
+                        "ingresses",
+                        "ingresses/status",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicasets/status",
+                        "replicationcontrollers/scale",
+                        "networkpolicies",
+                    ],
+                ),
+                rule(
+                    READ,
+                    &["policy"],
+                    &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+                ),
+                rule(
+                    READ,
+                    &["networking.k8s.io"],
+                    &["networkpolicies", "ingresses", "ingresses/status"],
+                ),
+            ],
+        ),
+        role("system:node", none.clone(), node_rules()),
+        role(
+            "system:node-bootstrapper",
+            none.clone(),
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
+        role(
+            "system:auth-delegator",
+            none.clone(),
+            vec![
+                rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+            ],
+        ),
+        role(
+            "system:kube-controller-manager",
+            none.clone(),
+            vec![
+                events(),
+                rule(&["create"], &["coordination.k8s.io"], &["leases"]),
+                named(
+                    &["get", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["kube-controller-manager"],
+                ),
+                rule(&["create"], &[""], &["secrets", "serviceaccounts"]),
+                rule(&["delete"], &[""], &["secrets"]),
+                rule(
+                    &["get"],
+                    &[""],
+                    &["namespaces", "secrets", "serviceaccounts", "configmaps"],
+                ),
+                rule(&["update"], &[""], &["secrets", "serviceaccounts"]),
+                rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+                rule(&["list", "watch"], &["*"], &["*"]),
+                rule(&["create"], &[""], &["serviceaccounts/token"]),
+            ],
+        ),
+        role(
+            "system:kube-dns",
+            none.clone(),
+            vec![rule(&["list", "watch"], &[""], &["endpoints", "services"])],
+        ),
+        role(
+            "system:persistent-volume-provisioner",
+            none.clone(),
+            vec![
+                rule(
+                    &["get", "list", "watch", "create", "delete"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                rule(
+                    &["get", "list", "watch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+                rule(&["watch"], &[""], &["events"]),
+                events(),
+            ],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            none.clone(),
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            none.clone(),
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
+        ),
+        role(
+            "system:volume-scheduler",
+            none.clone(),
+            vec![
+                rule(READ_UPDATE, &[""], &["persistentvolumes"]),
+                rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+                rule(READ_UPDATE, &[""], &["persistentvolumeclaims"]),
+            ],
+        ),
+        role(
+            "system:service-account-issuer-discovery",
+            none.clone(),
+            vec![urls(
+                &["get"],
+                &["/.well-known/openid-configuration", "/openid/v1/jwks"],
+            )],
+        ),
+        role(
+            "system:node-proxier",
+            none.clone(),
+            vec![
+                rule(&["list", "watch"], &[""], &["services", "endpoints"]),
+                rule(&["get", "list", "watch"], &[""], &["nodes"]),
+                events(),
+                rule(&["list", "watch"], &["discovery.k8s.io"], &["endpointslices"]),
+            ],
+        ),
+        role(
+            "system:kube-scheduler",
+            none,
+            vec![
+                events(),
+                rule(&["create"], &["coordination.k8s.io"], &["leases"]),
+                named(
+                    &["get", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["kube-scheduler"],
+                ),
+                rule(READ, &[""], &["nodes"]),
+                rule(&["get", "list", "watch", "delete"], &[""], &["pods"]),
+                rule(&["create"], &[""], &["pods/binding", "bindings"]),
+                rule(&["patch", "update"], &[""], &["pods/status"]),
+                rule(READ, &[""], &["services", "replicationcontrollers"]),
+                rule(READ, &["apps", "extensions"], &["replicasets"]),
+                rule(READ, &["apps"], &["statefulsets"]),
+                rule(READ, &["policy"], &["poddisruptionbudgets"]),
+                rule(READ, &[""], &["persistentvolumeclaims", "persistentvolumes"]),
+                rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+                rule(READ, &["storage.k8s.io"], &["csinodes"]),
+                rule(READ, &[""], &["namespaces"]),
+                rule(READ, &["storage.k8s.io"], &["csidrivers"]),
+                rule(READ, &["storage.k8s.io"], &["csistoragecapacities"]),
+            ],
+        ),
+    ];
+    for role in &mut roles {
+        add_default_metadata(role);
+    }
+    roles
+}
+
+fn subject(kind: &str, name: &str) -> Value {
+    match kind {
+        "ServiceAccount" => {
+            let (namespace, name) = name.split_once('/').unwrap_or(("", name));
+            json!({"kind": kind, "name": name, "namespace": namespace})
+        }
+        _ => json!({"kind": kind, "apiGroup": "rbac.authorization.k8s.io", "name": name}),
+    }
+}
+
+fn binding(name: &str, role: &str, subjects: &[(&str, &str)]) -> Value {
+    let subjects: Vec<Value> = subjects.iter().map(|(k, n)| subject(k, n)).collect();
+    let mut binding = json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+    });
+    if !subjects.is_empty() {
+        binding["subjects"] = Value::Array(subjects);
+    }
+    binding
+}
+
+/// `ClusterRoleBindings()`, plus `system:node-bootstrapper` for `system:bootstrappers` (what kubeadm and k3s
+/// grant bootstrap tokens) and `system:volume-scheduler`.
+pub fn cluster_role_bindings() -> Vec<Value> {
+    let same = |name: &str, subjects: &[(&str, &str)]| binding(name, name, subjects);
+    let mut bindings = vec![
+        same("cluster-admin", &[("Group", "system:masters")]),
+        same("system:monitoring", &[("Group", "system:monitoring")]),
+        same("system:discovery", &[("Group", "system:authenticated")]),
+        same("system:basic-user", &[("Group", "system:authenticated")]),
+        same(
+            "system:public-info-viewer",
+            &[
+                ("Group", "system:authenticated"),
+                ("Group", "system:unauthenticated"),
+            ],
+        ),
+        same("system:node-proxier", &[("User", "system:kube-proxy")]),
+        same(
+            "system:kube-controller-manager",
+            &[("User", "system:kube-controller-manager")],
+        ),
+        same("system:kube-dns", &[("ServiceAccount", "kube-system/kube-dns")]),
+        same("system:kube-scheduler", &[("User", "system:kube-scheduler")]),
+        same("system:volume-scheduler", &[("User", "system:kube-scheduler")]),
+        // Deprecated since the Node authorizer: kept without subjects, as upstream keeps it.
+        same("system:node", &[]),
+        same(
+            "system:service-account-issuer-discovery",
+            &[("Group", "system:serviceaccounts")],
+        ),
+        same("system:node-bootstrapper", &[("Group", "system:bootstrappers")]),
+        binding(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[("Group", "system:bootstrappers")],
+        ),
+        binding(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[("Group", "system:nodes")],
+        ),
+    ];
+    for binding in &mut bindings {
+        add_default_metadata(binding);
+    }
+    bindings
+}
+
+fn add_default_metadata(object: &mut Value) {
+    let metadata = &mut object["metadata"];
+    if !metadata["labels"].is_object() {
+        metadata["labels"] = json!({});
+    }
+    metadata["labels"]["kubernetes.io/bootstrapping"] = json!("rbac-defaults");
+    metadata["annotations"] = json!({AUTO_UPDATE: "true"});
+}
+
+/// The reconciled form of an existing bootstrap ClusterRole (`computeReconciledRole` with `Confirm`): `None`
+/// when nothing needs to change or the role is protected (`autoupdate: "false"`).
+pub fn reconcile_cluster_role(existing: &Value, expected: &Value) -> Option<Value> {
+    if protected(existing) {
+        return None;
+    }
+    let mut result = existing.clone();
+    merge_metadata(&mut result, expected);
+    if let Some(selectors) = expected
+        .pointer("/aggregationRule/clusterRoleSelectors")
+        .and_then(Value::as_array)
+    {
+        let have = result
+            .pointer("/aggregationRule/clusterRoleSelectors")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut merged = have.clone();
+        for s in selectors {
+            if !have.contains(s) {
+                merged.push(s.clone());
+            }
+        }
+        result["aggregationRule"] = json!({"clusterRoleSelectors": merged});
+    } else {
+        // Rules the existing role lacks are added (`Covers` over the broken-down rules).
+        let have: Vec<k8s_openapi::api::rbac::v1::PolicyRule> =
+            serde_json::from_value(existing.get("rules").cloned().unwrap_or(json!([]))).unwrap_or_default();
+        let mut rules = existing
+            .get("rules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for wanted in expected
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Ok(w) = serde_json::from_value::<k8s_openapi::api::rbac::v1::PolicyRule>(wanted.clone())
+            else {
+                continue;
+            };
+            if !super::rbac::covered(&have, &w) {
+                rules.push(wanted.clone());
+            }
+        }
+        result["rules"] = Value::Array(rules);
+    }
+    (result != *existing).then_some(result)
+}
+
+/// What reconciling an existing bootstrap binding asks for.
+#[derive(Debug, PartialEq)]
+pub enum BindingReconciliation {
+    Unchanged,
+    /// Missing subjects (or labels, annotations) added.
+    Update(Value),
+    /// Its roleRef differs: it is deleted and created again (roleRef is immutable).
+    Recreate,
+}
+
+/// The reconciliation of an existing bootstrap binding (`computeReconciledRoleBinding` with `Confirm`).
+pub fn reconcile_binding(existing: &Value, expected: &Value) -> BindingReconciliation {
+    if protected(existing) {
+        return BindingReconciliation::Unchanged;
+    }
+    if existing.get("roleRef") != expected.get("roleRef") {
+        return BindingReconciliation::Recreate;
+    }
+    let mut result = existing.clone();
+    merge_metadata(&mut result, expected);
+    let mut subjects = existing
+        .get("subjects")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for s in expected
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let same = |t: &Value| {
+            t.get("kind") == s.get("kind")
+                && t.get("name") == s.get("name")
+                && t.get("namespace") == s.get("namespace")
+        };
+        if !subjects.iter().any(same) {
+            subjects.push(s.clone());
+        }
+    }
+    if !subjects.is_empty() {
+        result["subjects"] = Value::Array(subjects);
+    }
+    if result == *existing {
+        BindingReconciliation::Unchanged
+    } else {
+        BindingReconciliation::Update(result)
+    }
+}
+
+fn protected(object: &Value) -> bool {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(AUTO_UPDATE))
+        .and_then(Value::as_str)
+        == Some("false")
+}
+
+fn merge_metadata(result: &mut Value, expected: &Value) {
+    for field in ["labels", "annotations"] {
+        let Some(wanted) = expected
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        if !result["metadata"][field].is_object() {
+            result["metadata"][field] = json!({});
+        }
+        for (k, v) in wanted {
+            if result["metadata"][field].get(k).is_none() {
+                result["metadata"][field][k] = v.clone();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bootstrap_object_is_well_formed() {
+        for role in cluster_roles() {
+            let typed: k8s_openapi::api::rbac::v1::ClusterRole =
+                serde_json::from_value(role.clone()).unwrap();
+            assert_eq!(typed.metadata.annotations.unwrap()[AUTO_UPDATE], "true", "{role}");
+        }
+        let names: Vec<String> = cluster_roles()
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        for binding in cluster_role_bindings() {
+            let typed: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+                serde_json::from_value(binding).unwrap();
+            assert!(names.contains(&typed.role_ref.name), "{}", typed.role_ref.name);
+        }
+    }
+
+    #[test]
+    fn reconciliation_adds_what_is_missing_unless_protected() {
+        let expected = cluster_roles()
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "system:kube-dns")
+            .unwrap();
+        let mut trimmed = expected.clone();
+        trimmed["rules"] = json!([]);
+        let fixed = reconcile_cluster_role(&trimmed, &expected).unwrap();
+        assert_eq!(fixed["rules"], expected["rules"]);
+        assert_eq!(reconcile_cluster_role(&expected, &expected), None);
+        // A user's extra rule stays.
+        let mut extra = expected.clone();
+        extra["rules"]
+            .as_array_mut()
+            .unwrap()
+            .push(rule(&["get"], &[""], &["pods"]));
+        assert_eq!(reconcile_cluster_role(&extra, &expected), None);
+        trimmed["metadata"]["annotations"][AUTO_UPDATE] = json!("false");
+        assert_eq!(reconcile_cluster_role(&trimmed, &expected), None);
+
+        let binding = cluster_role_bindings()
+            .into_iter()
+            .find(|b| b["metadata"]["name"] == "system:basic-user")
+            .unwrap();
+        let mut emptied = binding.clone();
+        emptied["subjects"] = json!([]);
+        assert_eq!(
+            reconcile_binding(&emptied, &binding),
+            BindingReconciliation::Update(binding.clone())
+        );
+        let mut other = binding.clone();
+        other["roleRef"]["name"] = json!("view");
+        assert_eq!(
+            reconcile_binding(&other, &binding),
+            BindingReconciliation::Recreate
+        );
+    }
+}
