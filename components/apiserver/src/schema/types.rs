@@ -26,8 +26,12 @@ pub struct Types {
     definitions: HashMap<String, HashMap<String, Shape>>,
 }
 
-/// The definition name of a built-in kind: `io.k8s.api.<first label of the group, or core>.<version>.<Kind>`.
+/// The definition name of a built-in kind: `io.k8s.api.<first label of the group, or core>.<version>.<Kind>`
+/// (apiextensions' kinds are under `io.k8s.apiextensions-apiserver.pkg.apis.apiextensions`).
 pub fn kind_definition(group: &str, version: &str, kind: &str) -> String {
+    if group == "apiextensions.k8s.io" {
+        return format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{version}.{kind}");
+    }
     let short = if group.is_empty() {
         "core"
     } else {
