@@ -366,6 +366,9 @@ fn validate(t: &Target, name: &str, object: &Value) -> Result<(), ApiError> {
     if let Some(served) = custom::served(t.resource) {
         causes.extend(custom::validate(&served, object));
     }
+    if custom::crd::is_crd(t.resource.group, t.resource.kind) {
+        causes.extend(custom::crd::validate(object));
+    }
     if causes.is_empty() {
         Ok(())
     } else {
@@ -932,6 +935,14 @@ pub(super) async fn replace(
     }
     if custom::crd::is_crd(t.resource.group, t.resource.kind) && !status_only {
         custom::crd::prepare(&mut new, Some(&current));
+        let causes = custom::crd::validate_update(&new, &current);
+        if !causes.is_empty() {
+            return Err(ApiError::Invalid {
+                resource: t.resource,
+                name,
+                causes,
+            });
+        }
     }
     // A custom resource without the status subresource counts a generation for any change but to metadata.
     let custom_changed = served.as_ref().is_some_and(|_| !t.resource.has_status())

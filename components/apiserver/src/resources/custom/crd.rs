@@ -78,8 +78,8 @@ fn err(field: impl Into<String>, reason: &'static str, message: impl Into<String
     }
 }
 
-/// `ValidateCustomResourceDefinition` (and `…Update` with `old`): the causes of a 422.
-pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
+/// `ValidateCustomResourceDefinition`: the causes of a 422.
+pub fn validate(crd: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
     let spec = &crd["spec"];
     let group = spec["group"].as_str().unwrap_or("");
@@ -209,15 +209,21 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
     {
         out.push(err("spec.conversion.strategy", "FieldValueNotSupported", format!("Unsupported value: {strategy:?}: supported values: \"None\" (conversion webhooks are not served by bonsai)")));
     }
-    if let Some(old) = old {
-        if old["spec"]["scope"] != spec["scope"] {
-            out.push(err("spec.scope", "FieldValueInvalid", format!("Invalid value: {}: field is immutable", spec["scope"])));
-        }
-        if let Some(stored) = crd.pointer("/status/storedVersions").and_then(Value::as_array) {
-            for (i, sv) in stored.iter().enumerate() {
-                if !versions.iter().any(|v| v["name"] == *sv) {
-                    out.push(err(format!("status.storedVersions[{i}]"), "FieldValueInvalid", format!("Invalid value: {sv}: must appear in spec.versions")));
-                }
+    out
+}
+
+/// What `ValidateCustomResourceDefinitionUpdate` adds: the scope is immutable, stored versions stay defined.
+pub fn validate_update(crd: &Value, old: &Value) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let spec = &crd["spec"];
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    if old["spec"]["scope"] != spec["scope"] {
+        out.push(err("spec.scope", "FieldValueInvalid", format!("Invalid value: {}: field is immutable", spec["scope"])));
+    }
+    if let Some(stored) = crd.pointer("/status/storedVersions").and_then(Value::as_array) {
+        for (i, sv) in stored.iter().enumerate() {
+            if !versions.iter().any(|v| v["name"] == *sv) {
+                out.push(err(format!("status.storedVersions[{i}]"), "FieldValueInvalid", format!("Invalid value: {sv}: must appear in spec.versions")));
             }
         }
     }
@@ -476,7 +482,7 @@ mod tests {
         assert_eq!(c["spec"]["names"]["listKind"], "WidgetList");
         assert_eq!(c["spec"]["conversion"]["strategy"], "None");
         assert_eq!(c["status"]["storedVersions"], json!(["v1"]));
-        assert!(validate(&c, None).is_empty(), "{:?}", validate(&c, None));
+        assert!(validate(&c).is_empty(), "{:?}", validate(&c));
     }
 
     #[test]
@@ -487,7 +493,7 @@ mod tests {
         c["spec"]["versions"][0]["storage"] = json!(false);
         c["spec"]["versions"][0]["schema"] = json!(null);
         prepare(&mut c, None);
-        let fields: Vec<String> = validate(&c, None).into_iter().map(|e| e.field).collect();
+        let fields: Vec<String> = validate(&c).into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["metadata.name", "spec.group", "spec.versions", "spec.versions[0].schema.openAPIV3Schema"]);
     }
 

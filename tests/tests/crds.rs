@@ -1,0 +1,316 @@
+//! CustomResourceDefinitions end to end: the real bonsai binary, the real kubectl 1.27 and 1.33, a kube-rs
+//! operator, and the real helm v4 installing a chart that brings its own CRD.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bonsai_e2e::{Server, fails, ok, text, wait_for};
+use serde_json::{Value, json};
+
+fn widget_schema() -> Value {
+    json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "required": ["size"], "properties": {
+            "size": {"type": "string", "enum": ["small", "large"]},
+            "replicas": {"type": "integer", "minimum": 0, "maximum": 10, "default": 1},
+            "colour": {"type": "string", "default": "green", "maxLength": 10},
+            "port": {"x-kubernetes-int-or-string": true},
+            "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+        }},
+        "status": {"type": "object", "properties": {
+            "replicas": {"type": "integer"}, "selector": {"type": "string"}, "phase": {"type": "string"},
+        }},
+    }}})
+}
+
+/// `widgets.example.com`: v1 (stored; status and scale subresources; printer columns), v1beta1 (served,
+/// deprecated) and v1alpha1 (not served).
+fn widget_crd() -> Value {
+    let columns = json!([
+        {"name": "Size", "type": "string", "jsonPath": ".spec.size"},
+        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+        {"name": "Colour", "type": "string", "jsonPath": ".spec.colour", "priority": 1},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]);
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"], "categories": ["toys"]},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true, "schema": widget_schema(),
+                 "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"}},
+                 "additionalPrinterColumns": columns},
+                {"name": "v1beta1", "served": true, "storage": false, "deprecated": true,
+                 "deprecationWarning": "example.com/v1beta1 Widget is deprecated; use example.com/v1", "schema": widget_schema()},
+                {"name": "v1alpha1", "served": false, "storage": false, "schema": widget_schema()},
+            ],
+        },
+    })
+}
+
+fn widget(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec})
+}
+
+fn apply(server: &Server, minor: u32, object: &Value, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["apply", "-f", "-"];
+    args.extend_from_slice(extra);
+    server.kubectl_stdin(minor, &args, &object.to_string())
+}
+
+fn get_json(server: &Server, args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&ok(server.kubectl(33, &all))).unwrap()
+}
+
+fn install_crd(server: &Server, crd: &Value) {
+    ok(apply(server, 33, crd, &[]));
+    let name = crd["metadata"]["name"].as_str().unwrap();
+    ok(server.kubectl(
+        33,
+        &["wait", "--for", "condition=established", "--timeout=30s", &format!("crd/{name}")],
+    ));
+}
+
+#[test]
+fn a_crd_is_validated_established_and_listed_in_discovery() {
+    let server = Server::start(&[]);
+    // A CRD that breaks the rules is refused with a cause per field.
+    let mut bad = widget_crd();
+    bad["metadata"]["name"] = json!("widgets");
+    bad["spec"]["versions"][1]["storage"] = json!(true);
+    bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["list"] = json!({"type": "array"});
+    let refused = fails(apply(&server, 33, &bad, &[]));
+    assert!(refused.contains("metadata.name: Invalid value: \"widgets\": must be spec.names.plural+\".\"+spec.group"), "{refused}");
+    assert!(refused.contains("spec.versions: Invalid value"), "{refused}");
+    assert!(refused.contains("must have exactly one version marked as storage version"), "{refused}");
+    assert!(refused.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[list].items: Required value: must be specified"), "{refused}");
+
+    install_crd(&server, &widget_crd());
+    let crd = get_json(&server, &["crd", "widgets.example.com"]);
+    let conditions = crd["status"]["conditions"].as_array().unwrap();
+    for kind in ["NamesAccepted", "Established"] {
+        assert!(conditions.iter().any(|c| c["type"] == kind && c["status"] == "True"), "{conditions:?}");
+    }
+    assert_eq!(crd["status"]["acceptedNames"]["kind"], "Widget");
+    assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
+    assert_eq!(crd["spec"]["names"]["listKind"], "WidgetList");
+
+    for minor in [27, 33] {
+        let resources = ok(server.kubectl(minor, &["api-resources", "--api-group=example.com"]));
+        let line = resources.lines().find(|l| l.starts_with("widgets")).unwrap_or_else(|| panic!("{resources}"));
+        assert!(line.contains("wd") && line.contains("example.com/v1") && line.contains("true") && line.contains("Widget"), "{line}");
+        let versions = ok(server.kubectl(minor, &["api-versions"]));
+        assert!(versions.contains("example.com/v1\n") && versions.contains("example.com/v1beta1"), "{versions}");
+        assert!(!versions.contains("example.com/v1alpha1"), "{versions}");
+    }
+    // Legacy discovery: the group lists its served versions, v1 preferred; the unserved version is not there.
+    let (code, group) = server.request("GET", "/apis/example.com", None, "application/json");
+    assert_eq!(code, 200, "{group}");
+    let group: Value = serde_json::from_str(&group).unwrap();
+    assert_eq!(group["preferredVersion"]["version"], "v1");
+    assert_eq!(group["versions"].as_array().unwrap().len(), 2);
+    let (code, list) = server.request("GET", "/apis/example.com/v1", None, "application/json");
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let names: Vec<&str> = list["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["widgets", "widgets/scale", "widgets/status"]);
+    let (code, _) = server.request("GET", "/apis/example.com/v1alpha1/namespaces/default/widgets", None, "application/json");
+    assert_eq!(code, 404);
+    // A second CRD whose names collide with the first one's is not accepted.
+    let mut rival = widget_crd();
+    rival["metadata"]["name"] = json!("gadgets.example.com");
+    rival["spec"]["names"] = json!({"plural": "gadgets", "kind": "Gadget", "shortNames": ["wd"]});
+    ok(apply(&server, 33, &rival, &[]));
+    wait_for(30, "the rival CRD's NamesAccepted=False", || {
+        let rival = get_json(&server, &["crd", "gadgets.example.com"]);
+        rival["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "NamesAccepted" && c["status"] == "False"))
+    });
+}
+
+#[test]
+fn custom_resources_are_validated_pruned_defaulted_and_printed() {
+    let server = Server::start(&[]);
+    install_crd(&server, &widget_crd());
+    for minor in [27, 33] {
+        let name = format!("w{minor}");
+        // The schema's types, enums and bounds, with Kubernetes' causes.
+        let bad = widget(&name, json!({"size": "medium", "replicas": "three"}));
+        let refused = fails(apply(&server, minor, &bad, &[]));
+        assert!(refused.contains("spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""), "{refused}");
+        assert!(refused.contains("spec.size: Unsupported value: \"medium\": supported values: \"small\", \"large\""), "{refused}");
+        let refused = fails(apply(&server, minor, &widget(&name, json!({"replicas": 11})), &[]));
+        assert!(refused.contains("spec.size: Required value"), "{refused}");
+        assert!(refused.contains("spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"), "{refused}");
+
+        // Unknown fields: refused with --validate=strict, pruned otherwise; defaults are filled in.
+        let unknown = widget(&name, json!({"size": "small", "bogus": 1, "port": "http", "extra": {"kept": {"deep": true}}}));
+        let refused = fails(apply(&server, minor, &unknown, &["--validate=strict"]));
+        assert!(refused.contains("unknown field \"spec.bogus\""), "{refused}");
+        ok(apply(&server, minor, &unknown, &["--validate=false"]));
+        let stored = get_json(&server, &["widget", &name]);
+        assert_eq!(
+            stored["spec"],
+            json!({"size": "small", "replicas": 1, "colour": "green", "port": "http", "extra": {"kept": {"deep": true}}})
+        );
+        assert_eq!(stored["metadata"]["generation"], 1);
+
+        // Printer columns, `-o wide` adding the priority ones; short names and categories.
+        let table = ok(server.kubectl(minor, &["get", "widgets"]));
+        let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["NAME", "SIZE", "REPLICAS", "PHASE", "AGE"], "{table}");
+        let row = table.lines().find(|l| l.starts_with(&name)).unwrap();
+        assert!(row.split_whitespace().take(3).eq([name.as_str(), "small", "1"]), "{table}");
+        let wide = ok(server.kubectl(minor, &["get", "wd", "-o", "wide"]));
+        let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["NAME", "SIZE", "REPLICAS", "COLOUR", "PHASE", "AGE"], "{wide}");
+        assert!(ok(server.kubectl(minor, &["get", "toys"])).contains(&name));
+    }
+    // Label and field selectors.
+    ok(server.kubectl(33, &["label", "widget", "w33", "tier=gold"]));
+    assert_eq!(ok(server.kubectl(33, &["get", "widgets", "-l", "tier=gold", "-o", "name"])).trim(), "widget.example.com/w33");
+    assert_eq!(
+        ok(server.kubectl(33, &["get", "widgets", "--field-selector", "metadata.name=w27", "-o", "name"])).trim(),
+        "widget.example.com/w27"
+    );
+    // Merge and JSON patches; strategic merge patches are refused as Kubernetes refuses them for custom resources.
+    ok(server.kubectl(33, &["patch", "widget", "w33", "--type=merge", "-p", r#"{"spec":{"size":"large"}}"#]));
+    ok(server.kubectl(33, &["patch", "widget", "w33", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/colour","value":"blue"}]"#]));
+    let patched = get_json(&server, &["widget", "w33"]);
+    assert_eq!((patched["spec"]["size"].as_str(), patched["spec"]["colour"].as_str()), (Some("large"), Some("blue")));
+    assert_eq!(patched["metadata"]["generation"], 3);
+    let refused = fails(server.kubectl(33, &["patch", "widget", "w33", "--type=strategic", "-p", r#"{"spec":{"size":"small"}}"#]));
+    assert!(refused.contains("415") || refused.contains("unknown format") || refused.contains("strategic merge patch is not supported"), "{refused}");
+    let (code, body) = server.request(
+        "PATCH",
+        "/apis/example.com/v1/namespaces/default/widgets/w33",
+        Some(br#"{"spec":{"size":"small"}}"#),
+        "application/strategic-merge-patch+json",
+    );
+    assert_eq!(code, 415, "{body}");
+    // Server-side apply of a custom resource, and the JSON patch that breaks the schema is a 422.
+    let applied = ok(apply(&server, 33, &widget("ssa", json!({"size": "small", "replicas": 2})), &["--server-side"]));
+    assert!(applied.contains("serverside-applied"), "{applied}");
+    assert_eq!(get_json(&server, &["widget", "ssa"])["spec"]["replicas"], 2);
+    let refused = fails(server.kubectl(33, &["patch", "widget", "ssa", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":-1}]"#]));
+    assert!(refused.contains("spec.replicas in body should be greater than or equal to 0"), "{refused}");
+    // kubectl explain reads the CRD's schema from the OpenAPI v3 document.
+    let explained = ok(server.kubectl(33, &["explain", "widgets.spec"]));
+    assert!(explained.contains("replicas") && explained.contains("colour") && explained.contains("<integer>"), "{explained}");
+    // Deleting one object, then the collection.
+    ok(server.kubectl(33, &["delete", "widget", "w27"]));
+    ok(server.kubectl(33, &["delete", "widgets", "--all"]));
+    assert_eq!(ok(server.kubectl(33, &["get", "widgets", "-o", "name"])).trim(), "");
+}
+
+#[test]
+fn status_and_scale_subresources_and_versions() {
+    let server = Server::start(&[]);
+    install_crd(&server, &widget_crd());
+    ok(apply(&server, 33, &widget("w", json!({"size": "small", "replicas": 2})), &[]));
+    // Status writes change only the status, and do not count a generation; spec writes leave the status.
+    ok(server.kubectl(33, &["patch", "widget", "w", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Ready","replicas":2,"selector":"app=w"},"spec":{"size":"large"}}"#]));
+    let w = get_json(&server, &["widget", "w"]);
+    assert_eq!((w["status"]["phase"].as_str(), w["spec"]["size"].as_str()), (Some("Ready"), Some("small")));
+    assert_eq!(w["metadata"]["generation"], 1);
+    ok(server.kubectl(33, &["patch", "widget", "w", "--type=merge", "-p", r#"{"spec":{"size":"large"},"status":{"phase":"Gone"}}"#]));
+    let w = get_json(&server, &["widget", "w"]);
+    assert_eq!((w["status"]["phase"].as_str(), w["spec"]["size"].as_str()), (Some("Ready"), Some("large")));
+    assert_eq!(w["metadata"]["generation"], 2);
+    assert!(ok(server.kubectl(33, &["get", "widgets"])).contains("Ready"));
+
+    // /scale maps the CRD's replica and selector paths; `kubectl scale` writes spec.replicas.
+    for minor in [27, 33] {
+        let replicas = format!("--replicas={}", minor % 10);
+        ok(server.kubectl(minor, &["scale", "widget", "w", &replicas]));
+        assert_eq!(get_json(&server, &["widget", "w"])["spec"]["replicas"], minor % 10);
+    }
+    let (code, scale) = server.request("GET", "/apis/example.com/v1/namespaces/default/widgets/w/scale", None, "application/json");
+    assert_eq!(code, 200, "{scale}");
+    let scale: Value = serde_json::from_str(&scale).unwrap();
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(scale["status"], json!({"replicas": 2, "selector": "app=w"}));
+    let refused = fails(server.kubectl(33, &["scale", "widget", "w", "--replicas=11"]));
+    assert!(refused.contains("should be less than or equal to 10"), "{refused}");
+
+    // The same object read through the deprecated v1beta1 (with its warning); objects written there are stored
+    // in v1 and read back in either version.
+    let out = server.kubectl(33, &["get", "widgets.v1beta1.example.com", "w", "-o", "json"]);
+    let warned = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(warned.contains("example.com/v1beta1 Widget is deprecated; use example.com/v1"), "{warned}");
+    let old: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(old["apiVersion"], "example.com/v1beta1");
+    assert_eq!(old["spec"]["size"], "large");
+    let mut beta = widget("b", json!({"size": "small"}));
+    beta["apiVersion"] = json!("example.com/v1beta1");
+    ok(apply(&server, 33, &beta, &[]));
+    let b = get_json(&server, &["widgets.v1.example.com", "b"]);
+    assert_eq!(b["apiVersion"], "example.com/v1");
+    assert_eq!(b["spec"]["replicas"], 1);
+    let (code, raw) = server.request("GET", "/apis/example.com/v1beta1/namespaces/default/widgets/b", None, "application/json");
+    assert_eq!(code, 200);
+    assert_eq!(serde_json::from_str::<Value>(&raw).unwrap()["apiVersion"], "example.com/v1beta1");
+}
+
+#[test]
+fn watches_see_custom_resources_and_deleting_the_crd_removes_them() {
+    let server = Server::start(&[]);
+    install_crd(&server, &widget_crd());
+    ok(apply(&server, 33, &widget("first", json!({"size": "small"})), &[]));
+    // `kubectl get -w` (server-side Table rows) while objects come and go.
+    let mut watch = server
+        .kubectl_command(33)
+        .args(["get", "widgets", "-w", "--output-watch-events", "--request-timeout=20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    ok(apply(&server, 33, &widget("second", json!({"size": "large", "replicas": 4})), &[]));
+    ok(server.kubectl(33, &["delete", "widget", "first"]));
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = watch.kill();
+    let mut seen = String::new();
+    watch.stdout.take().unwrap().read_to_string(&mut seen).unwrap();
+    let _ = watch.wait();
+    let events: Vec<Vec<&str>> = seen.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert!(events.iter().any(|e| e[..2] == ["ADDED", "first"]), "{seen}");
+    assert!(events.iter().any(|e| e[..4] == ["ADDED", "second", "large", "4"]), "{seen}");
+    assert!(events.iter().any(|e| e[..2] == ["DELETED", "first"]), "{seen}");
+
+    // Deleting the CRD deletes its objects (the cleanup finalizer holds it until they are gone; an object
+    // with a finalizer of its own holds it longer), then the resources leave discovery.
+    ok(server.kubectl(33, &["patch", "widget", "second", "--type=merge", "-p", r#"{"metadata":{"finalizers":["example.com/hold"]}}"#]));
+    ok(server.kubectl(33, &["delete", "crd", "widgets.example.com", "--wait=false"]));
+    wait_for(30, "the CRD to be Terminating and its held object marked", || {
+        let crd = get_json(&server, &["crd", "widgets.example.com"]);
+        let terminating = crd["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Terminating" && c["status"] == "True"));
+        let second = get_json(&server, &["widget", "second"]);
+        terminating && second["metadata"]["deletionTimestamp"].is_string()
+    });
+    let refused = fails(apply(&server, 33, &widget("third", json!({"size": "small"})), &[]));
+    assert!(refused.contains("terminating"), "{refused}");
+    ok(server.kubectl(33, &["patch", "widget", "second", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]));
+    wait_for(30, "the CRD to go", || !server.kubectl(33, &["get", "crd", "widgets.example.com"]).status.success());
+    let gone = fails(server.kubectl(33, &["get", "widgets"]));
+    // (kubectl names the resource from its discovery cache, or finds it no longer there.)
+    assert!(
+        gone.contains("the server could not find the requested resource")
+            || gone.contains("the server doesn't have a resource type \"widgets\""),
+        "{gone}"
+    );
+    let (code, _) = server.request("GET", "/apis/example.com/v1", None, "application/json");
+    assert_eq!(code, 404);
+    let (_, index) = server.request("GET", "/openapi/v3", None, "application/json");
+    assert!(!index.contains("apis/example.com/v1"), "{index}");
+    // Made again, the CRD starts empty: nothing of the old objects is left in the store.
+    install_crd(&server, &widget_crd());
+    assert_eq!(ok(server.kubectl(33, &["get", "widgets", "-A", "-o", "name"])).trim(), "", "{}", text(&server.kubectl(33, &["get", "widgets", "-A"])));
+}
