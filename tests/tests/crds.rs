@@ -314,3 +314,103 @@ fn watches_see_custom_resources_and_deleting_the_crd_removes_them() {
     install_crd(&server, &widget_crd());
     assert_eq!(ok(server.kubectl(33, &["get", "widgets", "-A", "-o", "name"])).trim(), "", "{}", text(&server.kubectl(33, &["get", "widgets", "-A"])));
 }
+
+/// What the operator's reconciler needs.
+struct Operator {
+    client: kube::Client,
+    widgets: kube::api::ApiResource,
+}
+
+#[derive(Debug)]
+struct ReconcileError(String);
+
+impl std::fmt::Display for ReconcileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ReconcileError {}
+
+/// The operator's reconcile: one ConfigMap per Widget (owned by it, server-side applied), then the Widget's status.
+async fn reconcile(
+    widget: std::sync::Arc<kube::api::DynamicObject>,
+    ctx: std::sync::Arc<Operator>,
+) -> Result<kube::runtime::controller::Action, ReconcileError> {
+    use kube::api::{Api, Patch, PatchParams};
+    use kube::{Resource, ResourceExt};
+    let fail = |e: kube::Error| ReconcileError(e.to_string());
+    let namespace = widget.namespace().unwrap_or_default();
+    let name = widget.name_any();
+    let size = widget.data["spec"]["size"].as_str().unwrap_or_default().to_string();
+    let owner = widget.controller_owner_ref(&ctx.widgets).unwrap();
+    let configmap = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": format!("{name}-config"), "ownerReferences": [owner]},
+        "data": {"size": size},
+    });
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    configmaps
+        .patch(&format!("{name}-config"), &PatchParams::apply("widget-operator").force(), &Patch::Apply(&configmap))
+        .await
+        .map_err(fail)?;
+    let widgets: Api<kube::api::DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.widgets);
+    let status = json!({"status": {"phase": "Configured", "replicas": widget.data["spec"]["replicas"]}});
+    widgets
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .map_err(fail)?;
+    Ok(kube::runtime::controller::Action::await_change())
+}
+
+#[test]
+fn an_operator_written_with_kube_rs_reconciles_widgets() {
+    use futures_util::StreamExt;
+    use kube::api::{Api, DynamicObject, PostParams};
+    let server = Server::start(&[]);
+    install_crd(&server, &widget_crd());
+    server.with_client(|client| async move {
+        let gvk = kube::api::GroupVersionKind::gvk("example.com", "v1", "Widget");
+        let (widgets, _) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widgets);
+        let operator = std::sync::Arc::new(Operator { client: client.clone(), widgets: widgets.clone() });
+        let controller = kube::runtime::Controller::new_with(api.clone(), kube::runtime::watcher::Config::default(), widgets.clone())
+            .run(reconcile, |_, _, _| kube::runtime::controller::Action::requeue(Duration::from_secs(1)), operator)
+            .for_each(|_| async {});
+        tokio::spawn(controller);
+
+        let mut object = DynamicObject::new("op", &widgets).within("default");
+        object.data = json!({"spec": {"size": "large", "replicas": 3}});
+        api.create(&PostParams::default(), &object).await.unwrap();
+        let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "default");
+        let mut done = None;
+        for _ in 0..100 {
+            let widget = api.get("op").await.unwrap();
+            if widget.data["status"]["phase"] == "Configured" {
+                done = Some(widget);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let widget = done.expect("the operator never configured the widget");
+        assert_eq!(widget.data["status"]["replicas"], 3);
+        // The status write did not count a generation.
+        assert_eq!(widget.metadata.generation, Some(1));
+        let configmap = configmaps.get("op-config").await.unwrap();
+        assert_eq!(configmap.data.unwrap()["size"], "large");
+        let owners = configmap.metadata.owner_references.unwrap();
+        assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str()), ("Widget", "op"));
+        // A change of the spec is reconciled too.
+        let patch = json!({"spec": {"size": "small"}});
+        api.patch("op", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+        let mut size = String::new();
+        for _ in 0..100 {
+            size = configmaps.get("op-config").await.unwrap().data.unwrap()["size"].clone();
+            if size == "small" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(size, "small");
+    });
+}

@@ -130,9 +130,15 @@ impl Collector {
             None => ("", reference.api_version.as_str()),
         };
         let gvk = kube::api::GroupVersionKind::gvk(group, version, &reference.kind);
-        let Some((resource, capabilities)) = self.discovery.resolve_gvk(&gvk) else {
-            // A kind the API does not serve cannot own anything that exists.
-            return Ok(true);
+        let (resource, capabilities) = match self.discovery.resolve_gvk(&gvk) {
+            Some(found) => found,
+            // A kind served since the collector started (a CustomResourceDefinition's) is looked up now. One the
+            // API does not serve is not taken as a gone owner: as kube-controller-manager's collector, which
+            // requeues an owner it cannot map rather than delete its dependents, it waits.
+            None => match kube::discovery::pinned_kind(&self.client, &gvk).await {
+                Ok(found) => found,
+                Err(_) => return Ok(false),
+            },
         };
         let api = self.api_for(&resource, capabilities.scope == Scope::Namespaced, namespace);
         match api.get_opt(&reference.name).await {
