@@ -809,6 +809,9 @@ fn manager_of(t: &Target, q: &Query, headers: &HeaderMap) -> Result<Manager, Api
 
 fn definition_of(t: &Target) -> String {
     let r = t.resource;
+    if custom::served(r).is_some() {
+        return crate::schema::types::custom_definition(r.group, r.version, r.kind);
+    }
     crate::schema::types::kind_definition(r.group, r.version, r.kind)
 }
 

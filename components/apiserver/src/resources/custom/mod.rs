@@ -333,6 +333,10 @@ pub fn serve_only<'a>(crds: impl Iterator<Item = &'a Value>) {
             list.sort_by(|a, b| a.resource.plural.cmp(b.resource.plural));
         }
     }
+    crate::schema::types::set_custom_schemas(next.served.values().filter_map(|s| {
+        let r = s.resource;
+        s.schema.as_ref().map(|schema| (r.group, r.version, r.kind, schema))
+    }));
     *kinds().write().unwrap_or_else(|p| p.into_inner()) = next;
 }
 

@@ -12,11 +12,7 @@ use super::Served;
 
 const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
 
-/// `example.com`, `v1`, `Widget` → `com.example.v1.Widget`.
-fn definition_name(group: &str, version: &str, kind: &str) -> String {
-    let reversed: Vec<&str> = group.split('.').rev().collect();
-    format!("{}.{version}.{kind}", reversed.join("."))
-}
+use crate::schema::types::custom_definition as definition_name;
 
 /// The meta types (`ObjectMeta`, `ListMeta`, `Status`, `DeleteOptions`, ...) from the built-in documents.
 fn meta_schemas() -> &'static Map<String, Value> {
