@@ -11,12 +11,16 @@ use serde_json::{Value, json};
 
 fn widget_schema() -> Value {
     json!({"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "required": ["size"], "properties": {
+        "spec": {"type": "object", "required": ["size"],
+          "x-kubernetes-validations": [{"rule": "self.size != 'small' || self.replicas <= 5", "message": "small widgets have at most 5 replicas"}],
+          "properties": {
             "size": {"type": "string", "enum": ["small", "large"]},
             "replicas": {"type": "integer", "minimum": 0, "maximum": 10, "default": 1},
             "colour": {"type": "string", "default": "green", "maxLength": 10},
             "port": {"x-kubernetes-int-or-string": true},
             "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}},
         }},
         "status": {"type": "object", "properties": {
             "replicas": {"type": "integer"}, "selector": {"type": "string"}, "phase": {"type": "string"},
@@ -194,6 +198,20 @@ fn custom_resources_are_validated_pruned_defaulted_and_printed() {
         "application/strategic-merge-patch+json",
     );
     assert_eq!(code, 415, "{body}");
+    // The schema's CEL rule.
+    let refused = fails(apply(&server, 33, &widget("cel", json!({"size": "small", "replicas": 6})), &[]));
+    assert!(refused.contains("spec: Invalid value: \"object\": small widgets have at most 5 replicas"), "{refused}");
+    ok(apply(&server, 33, &widget("cel", json!({"size": "large", "replicas": 6})), &[]));
+    // Server-side apply by two managers merges a `map` list element by element (its CRD's list type and keys).
+    let ports = |name: &str, port: i64| widget("ports", json!({"size": "large", "ports": [{"name": name, "port": port}]}));
+    ok(apply(&server, 33, &ports("http", 80), &["--server-side", "--field-manager=one"]));
+    ok(apply(&server, 33, &ports("https", 443), &["--server-side", "--field-manager=two"]));
+    assert_eq!(
+        get_json(&server, &["widget", "ports"])["spec"]["ports"],
+        json!([{"name": "http", "port": 80}, {"name": "https", "port": 443}])
+    );
+    let conflict = fails(apply(&server, 33, &ports("http", 8080), &["--server-side", "--field-manager=two"]));
+    assert!(conflict.contains("conflict with \"one\"") && conflict.contains(".spec.ports[name=\"http\"].port"), "{conflict}");
     // Server-side apply of a custom resource, and the JSON patch that breaks the schema is a 422.
     let applied = ok(apply(&server, 33, &widget("ssa", json!({"size": "small", "replicas": 2})), &["--server-side"]));
     assert!(applied.contains("serverside-applied"), "{applied}");

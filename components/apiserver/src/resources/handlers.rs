@@ -971,6 +971,16 @@ pub(super) async fn replace(
         return replace_service(store, t, name, current, current_rev, new, dry, status_only).await;
     }
     validate(t, &name, &new)?;
+    if let Some(served) = &served {
+        let causes = custom::validate_transition(served, &new, &current);
+        if !causes.is_empty() {
+            return Err(ApiError::Invalid {
+                resource: t.resource,
+                name,
+                causes,
+            });
+        }
+    }
     if dry {
         return Ok(new);
     }

@@ -11,6 +11,7 @@
 //! storage version; conversion is `None` (only `apiVersion` is rewritten), on the way in and out. Schemas prune
 //! unknown fields and set defaults on every write and default again on every read, then validate (`schema.rs`).
 
+mod cel;
 pub mod crd;
 mod openapi;
 mod printer;
@@ -357,12 +358,25 @@ pub fn default(served: &Served, object: &mut Value) {
     }
 }
 
-/// The schema's field errors for `object`.
+/// The schema's field errors for `object`, its CEL rules' included.
 pub fn validate(served: &Served, object: &Value) -> Vec<FieldError> {
     match &served.schema {
-        Some(schema) => schema::validate(schema, object),
+        Some(schema) => {
+            let mut errors = schema::validate(schema, object);
+            cel::validate(schema, object, None, "", &mut errors);
+            errors
+        }
         None => Vec::new(),
     }
+}
+
+/// The causes of an update that breaks the schema's transition rules (those reading `oldSelf`).
+pub fn validate_transition(served: &Served, object: &Value, old: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if let Some(schema) = &served.schema {
+        cel::validate(schema, object, Some(old), "", &mut errors);
+    }
+    errors
 }
 
 /// A stored object as the requested version shows it: `apiVersion` rewritten (conversion `None`), defaults set.

@@ -244,6 +244,7 @@ fn check_node(schema: &Value, path: &str, root: bool, out: &mut Vec<FieldError>)
             check_node(child, &child_path, false, out);
         }
     }
+    out.extend(super::cel::check_rules(schema, path));
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
         && regex::Regex::new(pattern).is_err()
     {
