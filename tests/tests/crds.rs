@@ -218,9 +218,11 @@ fn custom_resources_are_validated_pruned_defaulted_and_printed() {
     assert_eq!(get_json(&server, &["widget", "ssa"])["spec"]["replicas"], 2);
     let refused = fails(server.kubectl(33, &["patch", "widget", "ssa", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":-1}]"#]));
     assert!(refused.contains("spec.replicas in body should be greater than or equal to 0"), "{refused}");
-    // kubectl explain reads the CRD's schema from the OpenAPI v3 document.
-    let explained = ok(server.kubectl(33, &["explain", "widgets.spec"]));
-    assert!(explained.contains("replicas") && explained.contains("colour") && explained.contains("<integer>"), "{explained}");
+    // kubectl explain reads the CRD's schema from the OpenAPI v3 document (1.33) or the v2 one (1.27).
+    for minor in [27, 33] {
+        let explained = ok(server.kubectl(minor, &["explain", "widgets.spec"]));
+        assert!(explained.contains("replicas") && explained.contains("colour") && explained.contains("<integer>"), "1.{minor}: {explained}");
+    }
     // Deleting one object, then the collection.
     ok(server.kubectl(33, &["delete", "widget", "w27"]));
     ok(server.kubectl(33, &["delete", "widgets", "--all"]));

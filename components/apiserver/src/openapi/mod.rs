@@ -87,7 +87,7 @@ pub fn document(path: &str, headers: &HeaderMap) -> Response {
 
 /// `GET /openapi/v2`: Swagger 2.0 as gnostic protobuf, the only form kubectl asks it in.
 pub fn v2_document() -> Response {
-    let mut response = v2::document().into_response();
+    let mut response = v2::document().as_ref().clone().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),

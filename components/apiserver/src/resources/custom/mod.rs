@@ -25,7 +25,9 @@ use serde_json::{Value, json};
 use super::errors::FieldError;
 use super::registry::{NameRule, ResourceType};
 
-pub use openapi::{document as openapi_document, index_entries as openapi_index_entries};
+pub use openapi::{
+    document as openapi_document, documents as openapi_documents, index_entries as openapi_index_entries,
+};
 pub use printer::printer;
 
 /// Where `/scale` reads and writes (`spec.versions[].subresources.scale`), as JSON pointers.
@@ -66,6 +68,13 @@ struct Kinds {
 fn kinds() -> &'static RwLock<Kinds> {
     static KINDS: std::sync::OnceLock<RwLock<Kinds>> = std::sync::OnceLock::new();
     KINDS.get_or_init(Default::default)
+}
+
+/// Counts the changes of the served kinds (for what is built from them, such as the OpenAPI v2 document).
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn generation() -> u64 {
+    GENERATION.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 fn read() -> std::sync::RwLockReadGuard<'static, Kinds> {
@@ -339,6 +348,7 @@ pub fn serve_only<'a>(crds: impl Iterator<Item = &'a Value>) {
         s.schema.as_ref().map(|schema| (r.group, r.version, r.kind, schema))
     }));
     *kinds().write().unwrap_or_else(|p| p.into_inner()) = next;
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
 // ---- what the handlers call for a custom resource ----

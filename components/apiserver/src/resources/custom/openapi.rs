@@ -213,3 +213,15 @@ pub fn index_entries() -> Vec<(String, String)> {
     }
     out
 }
+
+/// The documents of every custom group/version, with the generation of the served kinds they were built for.
+pub fn documents() -> (u64, Vec<Value>) {
+    let generation = super::generation();
+    let mut out = Vec::new();
+    for (group, versions) in super::groups() {
+        for version in versions {
+            out.extend(build(&group, &version));
+        }
+    }
+    (generation, out)
+}
