@@ -78,7 +78,13 @@ fn install_crd(server: &Server, crd: &Value) {
     let name = crd["metadata"]["name"].as_str().unwrap();
     ok(server.kubectl(
         33,
-        &["wait", "--for", "condition=established", "--timeout=30s", &format!("crd/{name}")],
+        &[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=30s",
+            &format!("crd/{name}"),
+        ],
     ));
 }
 
@@ -89,18 +95,32 @@ fn a_crd_is_validated_established_and_listed_in_discovery() {
     let mut bad = widget_crd();
     bad["metadata"]["name"] = json!("widgets");
     bad["spec"]["versions"][1]["storage"] = json!(true);
-    bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["list"] = json!({"type": "array"});
+    bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["list"] =
+        json!({"type": "array"});
     let refused = fails(apply(&server, 33, &bad, &[]));
-    assert!(refused.contains("metadata.name: Invalid value: \"widgets\": must be spec.names.plural+\".\"+spec.group"), "{refused}");
+    assert!(
+        refused.contains(
+            "metadata.name: Invalid value: \"widgets\": must be spec.names.plural+\".\"+spec.group"
+        ),
+        "{refused}"
+    );
     assert!(refused.contains("spec.versions: Invalid value"), "{refused}");
-    assert!(refused.contains("must have exactly one version marked as storage version"), "{refused}");
+    assert!(
+        refused.contains("must have exactly one version marked as storage version"),
+        "{refused}"
+    );
     assert!(refused.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[list].items: Required value: must be specified"), "{refused}");
 
     install_crd(&server, &widget_crd());
     let crd = get_json(&server, &["crd", "widgets.example.com"]);
     let conditions = crd["status"]["conditions"].as_array().unwrap();
     for kind in ["NamesAccepted", "Established"] {
-        assert!(conditions.iter().any(|c| c["type"] == kind && c["status"] == "True"), "{conditions:?}");
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c["type"] == kind && c["status"] == "True"),
+            "{conditions:?}"
+        );
     }
     assert_eq!(crd["status"]["acceptedNames"]["kind"], "Widget");
     assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
@@ -108,10 +128,22 @@ fn a_crd_is_validated_established_and_listed_in_discovery() {
 
     for minor in [27, 33] {
         let resources = ok(server.kubectl(minor, &["api-resources", "--api-group=example.com"]));
-        let line = resources.lines().find(|l| l.starts_with("widgets")).unwrap_or_else(|| panic!("{resources}"));
-        assert!(line.contains("wd") && line.contains("example.com/v1") && line.contains("true") && line.contains("Widget"), "{line}");
+        let line = resources
+            .lines()
+            .find(|l| l.starts_with("widgets"))
+            .unwrap_or_else(|| panic!("{resources}"));
+        assert!(
+            line.contains("wd")
+                && line.contains("example.com/v1")
+                && line.contains("true")
+                && line.contains("Widget"),
+            "{line}"
+        );
         let versions = ok(server.kubectl(minor, &["api-versions"]));
-        assert!(versions.contains("example.com/v1\n") && versions.contains("example.com/v1beta1"), "{versions}");
+        assert!(
+            versions.contains("example.com/v1\n") && versions.contains("example.com/v1beta1"),
+            "{versions}"
+        );
         assert!(!versions.contains("example.com/v1alpha1"), "{versions}");
     }
     // Legacy discovery: the group lists its served versions, v1 preferred; the unserved version is not there.
@@ -123,9 +155,19 @@ fn a_crd_is_validated_established_and_listed_in_discovery() {
     let (code, list) = server.request("GET", "/apis/example.com/v1", None, "application/json");
     assert_eq!(code, 200);
     let list: Value = serde_json::from_str(&list).unwrap();
-    let names: Vec<&str> = list["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["widgets", "widgets/scale", "widgets/status"]);
-    let (code, _) = server.request("GET", "/apis/example.com/v1alpha1/namespaces/default/widgets", None, "application/json");
+    let (code, _) = server.request(
+        "GET",
+        "/apis/example.com/v1alpha1/namespaces/default/widgets",
+        None,
+        "application/json",
+    );
     assert_eq!(code, 404);
     // A second CRD whose names collide with the first one's is not accepted.
     let mut rival = widget_crd();
@@ -134,7 +176,10 @@ fn a_crd_is_validated_established_and_listed_in_discovery() {
     ok(apply(&server, 33, &rival, &[]));
     wait_for(30, "the rival CRD's NamesAccepted=False", || {
         let rival = get_json(&server, &["crd", "gadgets.example.com"]);
-        rival["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "NamesAccepted" && c["status"] == "False"))
+        rival["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "NamesAccepted" && c["status"] == "False")
+        })
     });
 }
 
@@ -148,13 +193,30 @@ fn custom_resources_are_validated_pruned_defaulted_and_printed() {
         let bad = widget(&name, json!({"size": "medium", "replicas": "three"}));
         let refused = fails(apply(&server, minor, &bad, &[]));
         assert!(refused.contains("spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""), "{refused}");
-        assert!(refused.contains("spec.size: Unsupported value: \"medium\": supported values: \"small\", \"large\""), "{refused}");
-        let refused = fails(apply(&server, minor, &widget(&name, json!({"replicas": 11})), &[]));
+        assert!(
+            refused
+                .contains("spec.size: Unsupported value: \"medium\": supported values: \"small\", \"large\""),
+            "{refused}"
+        );
+        let refused = fails(apply(
+            &server,
+            minor,
+            &widget(&name, json!({"replicas": 11})),
+            &[],
+        ));
         assert!(refused.contains("spec.size: Required value"), "{refused}");
-        assert!(refused.contains("spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"), "{refused}");
+        assert!(
+            refused.contains(
+                "spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"
+            ),
+            "{refused}"
+        );
 
         // Unknown fields: refused with --validate=strict, pruned otherwise; defaults are filled in.
-        let unknown = widget(&name, json!({"size": "small", "bogus": 1, "port": "http", "extra": {"kept": {"deep": true}}}));
+        let unknown = widget(
+            &name,
+            json!({"size": "small", "bogus": 1, "port": "http", "extra": {"kept": {"deep": true}}}),
+        );
         let refused = fails(apply(&server, minor, &unknown, &["--validate=strict"]));
         assert!(refused.contains("unknown field \"spec.bogus\""), "{refused}");
         ok(apply(&server, minor, &unknown, &["--validate=false"]));
@@ -170,27 +232,89 @@ fn custom_resources_are_validated_pruned_defaulted_and_printed() {
         let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
         assert_eq!(header, ["NAME", "SIZE", "REPLICAS", "PHASE", "AGE"], "{table}");
         let row = table.lines().find(|l| l.starts_with(&name)).unwrap();
-        assert!(row.split_whitespace().take(3).eq([name.as_str(), "small", "1"]), "{table}");
+        assert!(
+            row.split_whitespace().take(3).eq([name.as_str(), "small", "1"]),
+            "{table}"
+        );
         let wide = ok(server.kubectl(minor, &["get", "wd", "-o", "wide"]));
         let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
-        assert_eq!(header, ["NAME", "SIZE", "REPLICAS", "COLOUR", "PHASE", "AGE"], "{wide}");
+        assert_eq!(
+            header,
+            ["NAME", "SIZE", "REPLICAS", "COLOUR", "PHASE", "AGE"],
+            "{wide}"
+        );
         assert!(ok(server.kubectl(minor, &["get", "toys"])).contains(&name));
     }
     // Label and field selectors.
     ok(server.kubectl(33, &["label", "widget", "w33", "tier=gold"]));
-    assert_eq!(ok(server.kubectl(33, &["get", "widgets", "-l", "tier=gold", "-o", "name"])).trim(), "widget.example.com/w33");
     assert_eq!(
-        ok(server.kubectl(33, &["get", "widgets", "--field-selector", "metadata.name=w27", "-o", "name"])).trim(),
+        ok(server.kubectl(33, &["get", "widgets", "-l", "tier=gold", "-o", "name"])).trim(),
+        "widget.example.com/w33"
+    );
+    assert_eq!(
+        ok(server.kubectl(
+            33,
+            &[
+                "get",
+                "widgets",
+                "--field-selector",
+                "metadata.name=w27",
+                "-o",
+                "name"
+            ]
+        ))
+        .trim(),
         "widget.example.com/w27"
     );
     // Merge and JSON patches; strategic merge patches are refused as Kubernetes refuses them for custom resources.
-    ok(server.kubectl(33, &["patch", "widget", "w33", "--type=merge", "-p", r#"{"spec":{"size":"large"}}"#]));
-    ok(server.kubectl(33, &["patch", "widget", "w33", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/colour","value":"blue"}]"#]));
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "widget",
+            "w33",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"size":"large"}}"#,
+        ],
+    ));
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "widget",
+            "w33",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/colour","value":"blue"}]"#,
+        ],
+    ));
     let patched = get_json(&server, &["widget", "w33"]);
-    assert_eq!((patched["spec"]["size"].as_str(), patched["spec"]["colour"].as_str()), (Some("large"), Some("blue")));
+    assert_eq!(
+        (
+            patched["spec"]["size"].as_str(),
+            patched["spec"]["colour"].as_str()
+        ),
+        (Some("large"), Some("blue"))
+    );
     assert_eq!(patched["metadata"]["generation"], 3);
-    let refused = fails(server.kubectl(33, &["patch", "widget", "w33", "--type=strategic", "-p", r#"{"spec":{"size":"small"}}"#]));
-    assert!(refused.contains("415") || refused.contains("unknown format") || refused.contains("strategic merge patch is not supported"), "{refused}");
+    let refused = fails(server.kubectl(
+        33,
+        &[
+            "patch",
+            "widget",
+            "w33",
+            "--type=strategic",
+            "-p",
+            r#"{"spec":{"size":"small"}}"#,
+        ],
+    ));
+    assert!(
+        refused.contains("415")
+            || refused.contains("unknown format")
+            || refused.contains("strategic merge patch is not supported"),
+        "{refused}"
+    );
     let (code, body) = server.request(
         "PATCH",
         "/apis/example.com/v1/namespaces/default/widgets/w33",
@@ -199,49 +323,141 @@ fn custom_resources_are_validated_pruned_defaulted_and_printed() {
     );
     assert_eq!(code, 415, "{body}");
     // The schema's CEL rule.
-    let refused = fails(apply(&server, 33, &widget("cel", json!({"size": "small", "replicas": 6})), &[]));
-    assert!(refused.contains("spec: Invalid value: \"object\": small widgets have at most 5 replicas"), "{refused}");
-    ok(apply(&server, 33, &widget("cel", json!({"size": "large", "replicas": 6})), &[]));
+    let refused = fails(apply(
+        &server,
+        33,
+        &widget("cel", json!({"size": "small", "replicas": 6})),
+        &[],
+    ));
+    assert!(
+        refused.contains("spec: Invalid value: \"object\": small widgets have at most 5 replicas"),
+        "{refused}"
+    );
+    ok(apply(
+        &server,
+        33,
+        &widget("cel", json!({"size": "large", "replicas": 6})),
+        &[],
+    ));
     // Server-side apply by two managers merges a `map` list element by element (its CRD's list type and keys).
-    let ports = |name: &str, port: i64| widget("ports", json!({"size": "large", "ports": [{"name": name, "port": port}]}));
-    ok(apply(&server, 33, &ports("http", 80), &["--server-side", "--field-manager=one"]));
-    ok(apply(&server, 33, &ports("https", 443), &["--server-side", "--field-manager=two"]));
+    let ports = |name: &str, port: i64| {
+        widget(
+            "ports",
+            json!({"size": "large", "ports": [{"name": name, "port": port}]}),
+        )
+    };
+    ok(apply(
+        &server,
+        33,
+        &ports("http", 80),
+        &["--server-side", "--field-manager=one"],
+    ));
+    ok(apply(
+        &server,
+        33,
+        &ports("https", 443),
+        &["--server-side", "--field-manager=two"],
+    ));
     assert_eq!(
         get_json(&server, &["widget", "ports"])["spec"]["ports"],
         json!([{"name": "http", "port": 80}, {"name": "https", "port": 443}])
     );
-    let conflict = fails(apply(&server, 33, &ports("http", 8080), &["--server-side", "--field-manager=two"]));
-    assert!(conflict.contains("conflict with \"one\"") && conflict.contains(".spec.ports[name=\"http\"].port"), "{conflict}");
+    let conflict = fails(apply(
+        &server,
+        33,
+        &ports("http", 8080),
+        &["--server-side", "--field-manager=two"],
+    ));
+    assert!(
+        conflict.contains("conflict with \"one\"") && conflict.contains(".spec.ports[name=\"http\"].port"),
+        "{conflict}"
+    );
     // Server-side apply of a custom resource, and the JSON patch that breaks the schema is a 422.
-    let applied = ok(apply(&server, 33, &widget("ssa", json!({"size": "small", "replicas": 2})), &["--server-side"]));
+    let applied = ok(apply(
+        &server,
+        33,
+        &widget("ssa", json!({"size": "small", "replicas": 2})),
+        &["--server-side"],
+    ));
     assert!(applied.contains("serverside-applied"), "{applied}");
     assert_eq!(get_json(&server, &["widget", "ssa"])["spec"]["replicas"], 2);
-    let refused = fails(server.kubectl(33, &["patch", "widget", "ssa", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":-1}]"#]));
-    assert!(refused.contains("spec.replicas in body should be greater than or equal to 0"), "{refused}");
+    let refused = fails(server.kubectl(
+        33,
+        &[
+            "patch",
+            "widget",
+            "ssa",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/replicas","value":-1}]"#,
+        ],
+    ));
+    assert!(
+        refused.contains("spec.replicas in body should be greater than or equal to 0"),
+        "{refused}"
+    );
     // kubectl explain reads the CRD's schema from the OpenAPI v3 document (1.33) or the v2 one (1.27).
     for minor in [27, 33] {
         let explained = ok(server.kubectl(minor, &["explain", "widgets.spec"]));
-        assert!(explained.contains("replicas") && explained.contains("colour") && explained.contains("<integer>"), "1.{minor}: {explained}");
+        assert!(
+            explained.contains("replicas") && explained.contains("colour") && explained.contains("<integer>"),
+            "1.{minor}: {explained}"
+        );
     }
     // Deleting one object, then the collection.
     ok(server.kubectl(33, &["delete", "widget", "w27"]));
     ok(server.kubectl(33, &["delete", "widgets", "--all"]));
-    assert_eq!(ok(server.kubectl(33, &["get", "widgets", "-o", "name"])).trim(), "");
+    assert_eq!(
+        ok(server.kubectl(33, &["get", "widgets", "-o", "name"])).trim(),
+        ""
+    );
 }
 
 #[test]
 fn status_and_scale_subresources_and_versions() {
     let server = Server::start(&[]);
     install_crd(&server, &widget_crd());
-    ok(apply(&server, 33, &widget("w", json!({"size": "small", "replicas": 2})), &[]));
+    ok(apply(
+        &server,
+        33,
+        &widget("w", json!({"size": "small", "replicas": 2})),
+        &[],
+    ));
     // Status writes change only the status, and do not count a generation; spec writes leave the status.
-    ok(server.kubectl(33, &["patch", "widget", "w", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Ready","replicas":2,"selector":"app=w"},"spec":{"size":"large"}}"#]));
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "widget",
+            "w",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Ready","replicas":2,"selector":"app=w"},"spec":{"size":"large"}}"#,
+        ],
+    ));
     let w = get_json(&server, &["widget", "w"]);
-    assert_eq!((w["status"]["phase"].as_str(), w["spec"]["size"].as_str()), (Some("Ready"), Some("small")));
+    assert_eq!(
+        (w["status"]["phase"].as_str(), w["spec"]["size"].as_str()),
+        (Some("Ready"), Some("small"))
+    );
     assert_eq!(w["metadata"]["generation"], 1);
-    ok(server.kubectl(33, &["patch", "widget", "w", "--type=merge", "-p", r#"{"spec":{"size":"large"},"status":{"phase":"Gone"}}"#]));
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "widget",
+            "w",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"size":"large"},"status":{"phase":"Gone"}}"#,
+        ],
+    ));
     let w = get_json(&server, &["widget", "w"]);
-    assert_eq!((w["status"]["phase"].as_str(), w["spec"]["size"].as_str()), (Some("Ready"), Some("large")));
+    assert_eq!(
+        (w["status"]["phase"].as_str(), w["spec"]["size"].as_str()),
+        (Some("Ready"), Some("large"))
+    );
     assert_eq!(w["metadata"]["generation"], 2);
     assert!(ok(server.kubectl(33, &["get", "widgets"])).contains("Ready"));
 
@@ -249,22 +465,36 @@ fn status_and_scale_subresources_and_versions() {
     for minor in [27, 33] {
         let replicas = format!("--replicas={}", minor % 10);
         ok(server.kubectl(minor, &["scale", "widget", "w", &replicas]));
-        assert_eq!(get_json(&server, &["widget", "w"])["spec"]["replicas"], minor % 10);
+        assert_eq!(
+            get_json(&server, &["widget", "w"])["spec"]["replicas"],
+            minor % 10
+        );
     }
-    let (code, scale) = server.request("GET", "/apis/example.com/v1/namespaces/default/widgets/w/scale", None, "application/json");
+    let (code, scale) = server.request(
+        "GET",
+        "/apis/example.com/v1/namespaces/default/widgets/w/scale",
+        None,
+        "application/json",
+    );
     assert_eq!(code, 200, "{scale}");
     let scale: Value = serde_json::from_str(&scale).unwrap();
     assert_eq!(scale["kind"], "Scale");
     assert_eq!(scale["spec"]["replicas"], 3);
     assert_eq!(scale["status"], json!({"replicas": 2, "selector": "app=w"}));
     let refused = fails(server.kubectl(33, &["scale", "widget", "w", "--replicas=11"]));
-    assert!(refused.contains("should be less than or equal to 10"), "{refused}");
+    assert!(
+        refused.contains("should be less than or equal to 10"),
+        "{refused}"
+    );
 
     // The same object read through the deprecated v1beta1 (with its warning); objects written there are stored
     // in v1 and read back in either version.
     let out = server.kubectl(33, &["get", "widgets.v1beta1.example.com", "w", "-o", "json"]);
     let warned = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(warned.contains("example.com/v1beta1 Widget is deprecated; use example.com/v1"), "{warned}");
+    assert!(
+        warned.contains("example.com/v1beta1 Widget is deprecated; use example.com/v1"),
+        "{warned}"
+    );
     let old: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(old["apiVersion"], "example.com/v1beta1");
     assert_eq!(old["spec"]["size"], "large");
@@ -274,26 +504,50 @@ fn status_and_scale_subresources_and_versions() {
     let b = get_json(&server, &["widgets.v1.example.com", "b"]);
     assert_eq!(b["apiVersion"], "example.com/v1");
     assert_eq!(b["spec"]["replicas"], 1);
-    let (code, raw) = server.request("GET", "/apis/example.com/v1beta1/namespaces/default/widgets/b", None, "application/json");
+    let (code, raw) = server.request(
+        "GET",
+        "/apis/example.com/v1beta1/namespaces/default/widgets/b",
+        None,
+        "application/json",
+    );
     assert_eq!(code, 200);
-    assert_eq!(serde_json::from_str::<Value>(&raw).unwrap()["apiVersion"], "example.com/v1beta1");
+    assert_eq!(
+        serde_json::from_str::<Value>(&raw).unwrap()["apiVersion"],
+        "example.com/v1beta1"
+    );
 }
 
 #[test]
 fn watches_see_custom_resources_and_deleting_the_crd_removes_them() {
     let server = Server::start(&[]);
     install_crd(&server, &widget_crd());
-    ok(apply(&server, 33, &widget("first", json!({"size": "small"})), &[]));
+    ok(apply(
+        &server,
+        33,
+        &widget("first", json!({"size": "small"})),
+        &[],
+    ));
     // `kubectl get -w` (server-side Table rows) while objects come and go.
     let mut watch = server
         .kubectl_command(33)
-        .args(["get", "widgets", "-w", "--output-watch-events", "--request-timeout=20s"])
+        .args([
+            "get",
+            "widgets",
+            "-w",
+            "--output-watch-events",
+            "--request-timeout=20s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    ok(apply(&server, 33, &widget("second", json!({"size": "large", "replicas": 4})), &[]));
+    ok(apply(
+        &server,
+        33,
+        &widget("second", json!({"size": "large", "replicas": 4})),
+        &[],
+    ));
     ok(server.kubectl(33, &["delete", "widget", "first"]));
     std::thread::sleep(Duration::from_secs(2));
     let _ = watch.kill();
@@ -302,23 +556,59 @@ fn watches_see_custom_resources_and_deleting_the_crd_removes_them() {
     let _ = watch.wait();
     let events: Vec<Vec<&str>> = seen.lines().map(|l| l.split_whitespace().collect()).collect();
     assert!(events.iter().any(|e| e[..2] == ["ADDED", "first"]), "{seen}");
-    assert!(events.iter().any(|e| e[..4] == ["ADDED", "second", "large", "4"]), "{seen}");
+    assert!(
+        events.iter().any(|e| e[..4] == ["ADDED", "second", "large", "4"]),
+        "{seen}"
+    );
     assert!(events.iter().any(|e| e[..2] == ["DELETED", "first"]), "{seen}");
 
     // Deleting the CRD deletes its objects (the cleanup finalizer holds it until they are gone; an object
     // with a finalizer of its own holds it longer), then the resources leave discovery.
-    ok(server.kubectl(33, &["patch", "widget", "second", "--type=merge", "-p", r#"{"metadata":{"finalizers":["example.com/hold"]}}"#]));
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "widget",
+            "second",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+        ],
+    ));
     ok(server.kubectl(33, &["delete", "crd", "widgets.example.com", "--wait=false"]));
     wait_for(30, "the CRD to be Terminating and its held object marked", || {
         let crd = get_json(&server, &["crd", "widgets.example.com"]);
-        let terminating = crd["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Terminating" && c["status"] == "True"));
+        let terminating = crd["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Terminating" && c["status"] == "True")
+        });
         let second = get_json(&server, &["widget", "second"]);
         terminating && second["metadata"]["deletionTimestamp"].is_string()
     });
-    let refused = fails(apply(&server, 33, &widget("third", json!({"size": "small"})), &[]));
+    let refused = fails(apply(
+        &server,
+        33,
+        &widget("third", json!({"size": "small"})),
+        &[],
+    ));
     assert!(refused.contains("terminating"), "{refused}");
-    ok(server.kubectl(33, &["patch", "widget", "second", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]));
-    wait_for(30, "the CRD to go", || !server.kubectl(33, &["get", "crd", "widgets.example.com"]).status.success());
+    ok(server.kubectl(
+        33,
+        &[
+            "patch",
+            "widget",
+            "second",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+    ));
+    wait_for(30, "the CRD to go", || {
+        !server
+            .kubectl(33, &["get", "crd", "widgets.example.com"])
+            .status
+            .success()
+    });
     let gone = fails(server.kubectl(33, &["get", "widgets"]));
     // (kubectl names the resource from its discovery cache, or finds it no longer there.)
     assert!(
@@ -332,7 +622,12 @@ fn watches_see_custom_resources_and_deleting_the_crd_removes_them() {
     assert!(!index.contains("apis/example.com/v1"), "{index}");
     // Made again, the CRD starts empty: nothing of the old objects is left in the store.
     install_crd(&server, &widget_crd());
-    assert_eq!(ok(server.kubectl(33, &["get", "widgets", "-A", "-o", "name"])).trim(), "", "{}", text(&server.kubectl(33, &["get", "widgets", "-A"])));
+    assert_eq!(
+        ok(server.kubectl(33, &["get", "widgets", "-A", "-o", "name"])).trim(),
+        "",
+        "{}",
+        text(&server.kubectl(33, &["get", "widgets", "-A"]))
+    );
 }
 
 /// What the operator's reconciler needs.
@@ -362,19 +657,28 @@ async fn reconcile(
     let fail = |e: kube::Error| ReconcileError(e.to_string());
     let namespace = widget.namespace().unwrap_or_default();
     let name = widget.name_any();
-    let size = widget.data["spec"]["size"].as_str().unwrap_or_default().to_string();
+    let size = widget.data["spec"]["size"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let owner = widget.controller_owner_ref(&ctx.widgets).unwrap();
     let configmap = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": format!("{name}-config"), "ownerReferences": [owner]},
         "data": {"size": size},
     });
-    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(ctx.client.clone(), &namespace);
     configmaps
-        .patch(&format!("{name}-config"), &PatchParams::apply("widget-operator").force(), &Patch::Apply(&configmap))
+        .patch(
+            &format!("{name}-config"),
+            &PatchParams::apply("widget-operator").force(),
+            &Patch::Apply(&configmap),
+        )
         .await
         .map_err(fail)?;
-    let widgets: Api<kube::api::DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.widgets);
+    let widgets: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.widgets);
     let status = json!({"status": {"phase": "Configured", "replicas": widget.data["spec"]["replicas"]}});
     widgets
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
@@ -393,16 +697,28 @@ fn an_operator_written_with_kube_rs_reconciles_widgets() {
         let gvk = kube::api::GroupVersionKind::gvk("example.com", "v1", "Widget");
         let (widgets, _) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widgets);
-        let operator = std::sync::Arc::new(Operator { client: client.clone(), widgets: widgets.clone() });
-        let controller = kube::runtime::Controller::new_with(api.clone(), kube::runtime::watcher::Config::default(), widgets.clone())
-            .run(reconcile, |_, _, _| kube::runtime::controller::Action::requeue(Duration::from_secs(1)), operator)
-            .for_each(|_| async {});
+        let operator = std::sync::Arc::new(Operator {
+            client: client.clone(),
+            widgets: widgets.clone(),
+        });
+        let controller = kube::runtime::Controller::new_with(
+            api.clone(),
+            kube::runtime::watcher::Config::default(),
+            widgets.clone(),
+        )
+        .run(
+            reconcile,
+            |_, _, _| kube::runtime::controller::Action::requeue(Duration::from_secs(1)),
+            operator,
+        )
+        .for_each(|_| async {});
         tokio::spawn(controller);
 
         let mut object = DynamicObject::new("op", &widgets).within("default");
         object.data = json!({"spec": {"size": "large", "replicas": 3}});
         api.create(&PostParams::default(), &object).await.unwrap();
-        let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "default");
+        let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(client.clone(), "default");
         let mut done = None;
         for _ in 0..100 {
             let widget = api.get("op").await.unwrap();
@@ -419,10 +735,19 @@ fn an_operator_written_with_kube_rs_reconciles_widgets() {
         let configmap = configmaps.get("op-config").await.unwrap();
         assert_eq!(configmap.data.unwrap()["size"], "large");
         let owners = configmap.metadata.owner_references.unwrap();
-        assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str()), ("Widget", "op"));
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].name.as_str()),
+            ("Widget", "op")
+        );
         // A change of the spec is reconciled too.
         let patch = json!({"spec": {"size": "small"}});
-        api.patch("op", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+        api.patch(
+            "op",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
         let mut size = String::new();
         for _ in 0..100 {
             size = configmaps.get("op-config").await.unwrap().data.unwrap()["size"].clone();

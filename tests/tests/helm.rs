@@ -303,7 +303,10 @@ fn a_chart_with_a_crd_installs_upgrades_rolls_back_and_uninstalls() {
         let object = json(&server, &["gizmo", &gizmo]);
         assert_eq!(object["spec"]["size"], "small");
         assert_eq!(object["spec"]["colour"], "red");
-        assert_eq!(object["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+        assert_eq!(
+            object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "Helm"
+        );
         for (kind, name) in [
             ("deployment", format!("{release}-api")),
             ("service", format!("{release}-api")),
@@ -313,26 +316,51 @@ fn a_chart_with_a_crd_installs_upgrades_rolls_back_and_uninstalls() {
             json(&server, &[kind, &name]);
         }
         let table = ok(server.kubectl(33, &["get", "gz"]));
-        assert!(table.lines().any(|l| l.starts_with(&gizmo) && l.contains("small")), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(&gizmo) && l.contains("small")),
+            "{table}"
+        );
 
         // The upgrade changes the custom object and drops a field helm set before (the schema's default comes
         // back in its place); the rollback restores the first revision.
         helm_ok(
             &server,
-            &["upgrade", release, chart, "--set", "size=large", "--set", "colour=", &side],
+            &[
+                "upgrade",
+                release,
+                chart,
+                "--set",
+                "size=large",
+                "--set",
+                "colour=",
+                &side,
+            ],
         );
         let object = json(&server, &["gizmo", &gizmo]);
         assert_eq!(object["spec"]["size"], "large");
         assert_eq!(object["spec"]["colour"], "green", "{object}");
-        assert_eq!(json(&server, &["configmap", &format!("{release}-settings")])["data"]["size"], "large");
+        assert_eq!(
+            json(&server, &["configmap", &format!("{release}-settings")])["data"]["size"],
+            "large"
+        );
         helm_ok(&server, &["rollback", release, "1"]);
         let object = json(&server, &["gizmo", &gizmo]);
-        assert_eq!((object["spec"]["size"].as_str(), object["spec"]["colour"].as_str()), (Some("small"), Some("red")));
+        assert_eq!(
+            (object["spec"]["size"].as_str(), object["spec"]["colour"].as_str()),
+            (Some("small"), Some("red"))
+        );
         assert_eq!(release_secrets(&server, release).len(), 3);
 
         helm_ok(&server, &["uninstall", release, "--wait", "--timeout", "60s"]);
         assert!(!server.kubectl(33, &["get", "gizmo", &gizmo]).status.success());
-        assert!(!server.kubectl(33, &["get", "deployment", &format!("{release}-api")]).status.success());
+        assert!(
+            !server
+                .kubectl(33, &["get", "deployment", &format!("{release}-api")])
+                .status
+                .success()
+        );
         json(&server, &["crd", "gizmos.charts.example.com"]);
     }
 }

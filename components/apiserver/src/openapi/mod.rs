@@ -40,9 +40,10 @@ pub fn document(path: &str, headers: &HeaderMap) -> Response {
         return match crate::resources::custom::openapi_document(path) {
             Some(document) => {
                 let mut response = crate::status::json(StatusCode::OK, &document);
-                response
-                    .headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+                response.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-cache, private"),
+                );
                 response
             }
             None => crate::status::not_found(),

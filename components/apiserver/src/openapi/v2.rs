@@ -494,10 +494,13 @@ fn build(custom: Vec<Value>) -> Vec<u8> {
 /// change (their documents come from `resources::custom`).
 pub fn document() -> std::sync::Arc<Vec<u8>> {
     static BUILT_IN: OnceLock<std::sync::Arc<Vec<u8>>> = OnceLock::new();
-    static WITH_CUSTOM: std::sync::Mutex<Option<(u64, std::sync::Arc<Vec<u8>>)>> = std::sync::Mutex::new(None);
+    static WITH_CUSTOM: std::sync::Mutex<Option<(u64, std::sync::Arc<Vec<u8>>)>> =
+        std::sync::Mutex::new(None);
     let (generation, documents) = crate::resources::custom::openapi_documents();
     if documents.is_empty() {
-        return BUILT_IN.get_or_init(|| std::sync::Arc::new(build(Vec::new()))).clone();
+        return BUILT_IN
+            .get_or_init(|| std::sync::Arc::new(build(Vec::new())))
+            .clone();
     }
     let mut cached = WITH_CUSTOM.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((built_for, bytes)) = cached.as_ref()

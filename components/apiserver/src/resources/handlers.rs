@@ -141,10 +141,7 @@ pub async fn dispatch(
     )
     .await;
     // Every request for a deprecated custom resource version gets its warning, as kube-apiserver adds it.
-    with_warnings(
-        result.unwrap_or_else(|e| e.response()),
-        deprecation.as_slice(),
-    )
+    with_warnings(result.unwrap_or_else(|e| e.response()), deprecation.as_slice())
 }
 
 #[allow(clippy::too_many_arguments)] // the request's parts, each used by some verb
@@ -1361,7 +1358,13 @@ async fn scale(
         } else {
             main
         };
-        apply_patch(&plain, headers, &bytes, &mut wanted, "io.k8s.api.autoscaling.v1.Scale")?;
+        apply_patch(
+            &plain,
+            headers,
+            &bytes,
+            &mut wanted,
+            "io.k8s.api.autoscaling.v1.Scale",
+        )?;
     } else {
         wanted = decode_body(headers, &bytes)?;
     }

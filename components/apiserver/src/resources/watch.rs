@@ -175,9 +175,10 @@ pub async fn serve(
                 (false, false) => None,
             };
             let out = match (out, &served) {
-                (Some((kind, Some(object))), Some(served)) => {
-                    Some((kind, Some(Bytes::from(super::custom::on_read_json(served, &object)))))
-                }
+                (Some((kind, Some(object))), Some(served)) => Some((
+                    kind,
+                    Some(Bytes::from(super::custom::on_read_json(served, &object))),
+                )),
                 (out, _) => out,
             };
             let out = match (out, table_version) {

@@ -94,11 +94,11 @@ fn custom_shape(schema: &Value, name: String, out: &mut CustomShapes) -> Shape {
                 Shape::Map(Box::new(Shape::Any))
             }
         }
-        Some("array") => Shape::List(Box::new(
-            schema
-                .get("items")
-                .map_or(Shape::Any, |items| custom_shape(items, format!("{name}[]"), out)),
-        )),
+        Some("array") => {
+            Shape::List(Box::new(schema.get("items").map_or(Shape::Any, |items| {
+                custom_shape(items, format!("{name}[]"), out)
+            })))
+        }
         Some(_) => Shape::Scalar,
         None => Shape::Any,
     }

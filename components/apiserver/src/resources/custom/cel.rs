@@ -132,9 +132,13 @@ pub fn validate(schema: &Value, value: &Value, old: Option<&Value>, path: &str, 
 
 fn context<'a>(env: Arc<Env>, value: &Value, old: Option<&Value>) -> Result<Context<'a, 'a>, String> {
     let mut context = Context::with_env(env);
-    context.add_variable("self", value.clone()).map_err(|e| e.to_string())?;
+    context
+        .add_variable("self", value.clone())
+        .map_err(|e| e.to_string())?;
     if let Some(old) = old {
-        context.add_variable("oldSelf", old.clone()).map_err(|e| e.to_string())?;
+        context
+            .add_variable("oldSelf", old.clone())
+            .map_err(|e| e.to_string())?;
     }
     Ok(context)
 }
@@ -151,11 +155,10 @@ fn evaluate(rule: &str, value: &Value, old: Option<&Value>) -> Result<bool, Stri
 /// The message of a failed rule: its `messageExpression`'s result, else `message`, else `failed rule: <rule>`.
 fn message(rule: &Value, value: &Value, old: Option<&Value>, text: &str) -> String {
     if let Some(expression) = rule.get("messageExpression").and_then(Value::as_str) {
-        let result = compile(expression)
-            .and_then(|(env, program)| {
-                let context = context(env, value, old)?;
-                program.execute(&context).map_err(|e| e.to_string())
-            });
+        let result = compile(expression).and_then(|(env, program)| {
+            let context = context(env, value, old)?;
+            program.execute(&context).map_err(|e| e.to_string())
+        });
         if let Ok(cel::Value::String(s)) = result {
             return s.to_string();
         }
@@ -184,7 +187,10 @@ mod tests {
         let mut out = Vec::new();
         let object = json!({"spec": {"min": 5, "max": 3, "name": "x", "tags": ["ok", "toolong"]}});
         validate(&schema, &object, None, "", &mut out);
-        let shown: Vec<String> = out.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        let shown: Vec<String> = out
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
         assert_eq!(
             shown,
             [
@@ -200,6 +206,9 @@ mod tests {
         assert_eq!(out[0].message, "Invalid value: \"object\": max may only shrink");
         assert!(check_rules(&schema["properties"]["spec"], "s").is_empty());
         let broken = json!({"x-kubernetes-validations": [{"rule": "self.a >"}]});
-        assert_eq!(check_rules(&broken, "s")[0].field, "s.x-kubernetes-validations[0].rule");
+        assert_eq!(
+            check_rules(&broken, "s")[0].field,
+            "s.x-kubernetes-validations[0].rule"
+        );
     }
 }

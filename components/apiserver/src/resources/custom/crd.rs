@@ -42,11 +42,21 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>) {
         return;
     }
     let spec = &mut crd["spec"];
-    if let Some(kind) = spec.pointer("/names/kind").and_then(Value::as_str).map(String::from) {
-        if spec.pointer("/names/singular").is_none_or(|s| s.as_str().is_none_or(str::is_empty)) {
+    if let Some(kind) = spec
+        .pointer("/names/kind")
+        .and_then(Value::as_str)
+        .map(String::from)
+    {
+        if spec
+            .pointer("/names/singular")
+            .is_none_or(|s| s.as_str().is_none_or(str::is_empty))
+        {
             spec["names"]["singular"] = json!(kind.to_lowercase());
         }
-        if spec.pointer("/names/listKind").is_none_or(|s| s.as_str().is_none_or(str::is_empty)) {
+        if spec
+            .pointer("/names/listKind")
+            .is_none_or(|s| s.as_str().is_none_or(str::is_empty))
+        {
             spec["names"]["listKind"] = json!(format!("{kind}List"));
         }
     }
@@ -83,8 +93,14 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
     let spec = &crd["spec"];
     let group = spec["group"].as_str().unwrap_or("");
-    let plural = spec.pointer("/names/plural").and_then(Value::as_str).unwrap_or("");
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let plural = spec
+        .pointer("/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if name != format!("{plural}.{group}") {
         out.push(err(
             "metadata.name",
@@ -139,7 +155,11 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
         }
     }
     if names["kind"].is_string() && names["kind"] == names["listKind"] {
-        out.push(err("spec.names.listKind", "FieldValueInvalid", "Invalid value: kind and listKind may not be the same or parsing become ambiguous"));
+        out.push(err(
+            "spec.names.listKind",
+            "FieldValueInvalid",
+            "Invalid value: kind and listKind may not be the same or parsing become ambiguous",
+        ));
     }
     for (i, short) in names["shortNames"].as_array().into_iter().flatten().enumerate() {
         let s = short.as_str().unwrap_or("");
@@ -149,18 +169,32 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
     }
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
-        out.push(err("spec.versions", "FieldValueInvalid", "Invalid value: null: must have exactly one version marked as storage version"));
+        out.push(err(
+            "spec.versions",
+            "FieldValueInvalid",
+            "Invalid value: null: must have exactly one version marked as storage version",
+        ));
     } else {
         let storage = versions.iter().filter(|v| v["storage"] == true).count();
         if storage != 1 {
             out.push(err(
                 "spec.versions",
                 "FieldValueInvalid",
-                format!("Invalid value: {}: must have exactly one version marked as storage version", shown_versions(&versions)),
+                format!(
+                    "Invalid value: {}: must have exactly one version marked as storage version",
+                    shown_versions(&versions)
+                ),
             ));
         }
         if !versions.iter().any(|v| v["served"] == true) {
-            out.push(err("spec.versions", "FieldValueInvalid", format!("Invalid value: {}: must have at least one version marked as served", shown_versions(&versions))));
+            out.push(err(
+                "spec.versions",
+                "FieldValueInvalid",
+                format!(
+                    "Invalid value: {}: must have at least one version marked as served",
+                    shown_versions(&versions)
+                ),
+            ));
         }
     }
     let mut seen = Vec::new();
@@ -168,31 +202,63 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
         let path = format!("spec.versions[{i}]");
         let vname = v["name"].as_str().unwrap_or("");
         if vname.is_empty() {
-            out.push(err(format!("{path}.name"), "FieldValueRequired", "Required value"));
+            out.push(err(
+                format!("{path}.name"),
+                "FieldValueRequired",
+                "Required value",
+            ));
         } else if !is_dns1123_label(vname) || vname.starts_with(|c: char| c.is_ascii_digit()) {
             out.push(err(format!("{path}.name"), "FieldValueInvalid", format!("Invalid value: {vname:?}: a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")));
         }
         if seen.contains(&vname) {
-            out.push(err(format!("{path}.name"), "FieldValueInvalid", format!("Invalid value: {vname:?}: must be unique")));
+            out.push(err(
+                format!("{path}.name"),
+                "FieldValueInvalid",
+                format!("Invalid value: {vname:?}: must be unique"),
+            ));
         }
         seen.push(vname);
         match v.pointer("/schema/openAPIV3Schema") {
-            None => out.push(err(format!("{path}.schema.openAPIV3Schema"), "FieldValueRequired", "Required value: schemas are required")),
-            Some(schema) => out.extend(super::schema::check_structural(schema, &format!("{path}.schema.openAPIV3Schema"))),
+            None => out.push(err(
+                format!("{path}.schema.openAPIV3Schema"),
+                "FieldValueRequired",
+                "Required value: schemas are required",
+            )),
+            Some(schema) => out.extend(super::schema::check_structural(
+                schema,
+                &format!("{path}.schema.openAPIV3Schema"),
+            )),
         }
         if let Some(scale) = v.pointer("/subresources/scale") {
             for field in ["specReplicasPath", "statusReplicasPath"] {
                 match scale[field].as_str() {
-                    None | Some("") => out.push(err(format!("{path}.subresources.scale.{field}"), "FieldValueRequired", "Required value")),
-                    Some(p) if !p.starts_with('.') => out.push(err(format!("{path}.subresources.scale.{field}"), "FieldValueInvalid", format!("Invalid value: {p:?}: should be a json path under .spec"))),
+                    None | Some("") => out.push(err(
+                        format!("{path}.subresources.scale.{field}"),
+                        "FieldValueRequired",
+                        "Required value",
+                    )),
+                    Some(p) if !p.starts_with('.') => out.push(err(
+                        format!("{path}.subresources.scale.{field}"),
+                        "FieldValueInvalid",
+                        format!("Invalid value: {p:?}: should be a json path under .spec"),
+                    )),
                     Some(_) => {}
                 }
             }
         }
-        for (j, c) in v["additionalPrinterColumns"].as_array().into_iter().flatten().enumerate() {
+        for (j, c) in v["additionalPrinterColumns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let cpath = format!("{path}.additionalPrinterColumns[{j}]");
             if c["name"].as_str().is_none_or(str::is_empty) {
-                out.push(err(format!("{cpath}.name"), "FieldValueRequired", "Required value"));
+                out.push(err(
+                    format!("{cpath}.name"),
+                    "FieldValueRequired",
+                    "Required value",
+                ));
             }
             match c["type"].as_str() {
                 Some("integer" | "number" | "string" | "boolean" | "date") => {}
@@ -200,7 +266,11 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
                 Some(t) => out.push(err(format!("{cpath}.type"), "FieldValueNotSupported", format!("Unsupported value: {t:?}: supported values: \"boolean\", \"date\", \"integer\", \"number\", \"string\""))),
             }
             if c["jsonPath"].as_str().is_none_or(str::is_empty) {
-                out.push(err(format!("{cpath}.JSONPath"), "FieldValueRequired", "Required value"));
+                out.push(err(
+                    format!("{cpath}.JSONPath"),
+                    "FieldValueRequired",
+                    "Required value",
+                ));
             }
         }
     }
@@ -218,12 +288,20 @@ pub fn validate_update(crd: &Value, old: &Value) -> Vec<FieldError> {
     let spec = &crd["spec"];
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     if old["spec"]["scope"] != spec["scope"] {
-        out.push(err("spec.scope", "FieldValueInvalid", format!("Invalid value: {}: field is immutable", spec["scope"])));
+        out.push(err(
+            "spec.scope",
+            "FieldValueInvalid",
+            format!("Invalid value: {}: field is immutable", spec["scope"]),
+        ));
     }
     if let Some(stored) = crd.pointer("/status/storedVersions").and_then(Value::as_array) {
         for (i, sv) in stored.iter().enumerate() {
             if !versions.iter().any(|v| v["name"] == *sv) {
-                out.push(err(format!("status.storedVersions[{i}]"), "FieldValueInvalid", format!("Invalid value: {sv}: must appear in spec.versions")));
+                out.push(err(
+                    format!("status.storedVersions[{i}]"),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {sv}: must appear in spec.versions"),
+                ));
             }
         }
     }
@@ -233,9 +311,19 @@ pub fn validate_update(crd: &Value, old: &Value) -> Vec<FieldError> {
 fn shown_versions(versions: &[Value]) -> String {
     let parts: Vec<String> = versions
         .iter()
-        .map(|v| format!("apiextensions.CustomResourceDefinitionVersion{{Name:{:?}, Served:{}, Storage:{}}}", v["name"].as_str().unwrap_or(""), v["served"] == true, v["storage"] == true))
+        .map(|v| {
+            format!(
+                "apiextensions.CustomResourceDefinitionVersion{{Name:{:?}, Served:{}, Storage:{}}}",
+                v["name"].as_str().unwrap_or(""),
+                v["served"] == true,
+                v["storage"] == true
+            )
+        })
         .collect();
-    format!("[]apiextensions.CustomResourceDefinitionVersion{{{}}}", parts.join(", "))
+    format!(
+        "[]apiextensions.CustomResourceDefinitionVersion{{{}}}",
+        parts.join(", ")
+    )
 }
 
 /// What a delete of a CRD does first (the CRD REST's `Delete`): the cleanup finalizer and the Terminating condition.
@@ -248,7 +336,13 @@ pub fn mark_for_deletion(crd: &mut Value) {
     {
         list.push(json!(CLEANUP_FINALIZER));
     }
-    set_condition(crd, "Terminating", "True", "InstanceDeletionPending", "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon");
+    set_condition(
+        crd,
+        "Terminating",
+        "True",
+        "InstanceDeletionPending",
+        "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+    );
 }
 
 /// Sets a status condition, keeping its transition time when its status does not change. True when it changed.
@@ -287,13 +381,21 @@ fn name_conflict(crd: &Value, all: &BTreeMap<String, (Value, i64)>) -> Option<St
     let group = &crd["spec"]["group"];
     let me = crd.pointer("/metadata/name");
     let names = &crd["spec"]["names"];
-    let mine_plural: Vec<&Value> = [&names["plural"], &names["singular"]].into_iter().chain(names["shortNames"].as_array().into_iter().flatten()).filter(|v| v.is_string()).collect();
+    let mine_plural: Vec<&Value> = [&names["plural"], &names["singular"]]
+        .into_iter()
+        .chain(names["shortNames"].as_array().into_iter().flatten())
+        .filter(|v| v.is_string())
+        .collect();
     for (other, _) in all.values() {
         if other.pointer("/metadata/name") == me || &other["spec"]["group"] != group {
             continue;
         }
         let accepted = &other["status"]["acceptedNames"];
-        let theirs: Vec<&Value> = [&accepted["plural"], &accepted["singular"]].into_iter().chain(accepted["shortNames"].as_array().into_iter().flatten()).filter(|v| v.as_str().is_some_and(|s| !s.is_empty())).collect();
+        let theirs: Vec<&Value> = [&accepted["plural"], &accepted["singular"]]
+            .into_iter()
+            .chain(accepted["shortNames"].as_array().into_iter().flatten())
+            .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            .collect();
         if let Some(taken) = mine_plural.iter().find(|n| theirs.contains(n)) {
             return Some(format!("{taken} is already in use"));
         }
@@ -326,7 +428,10 @@ async fn follow(store: &dyn Store) -> Result<(), StoreError> {
     let mut all: BTreeMap<String, (Value, i64)> = BTreeMap::new();
     for kv in &page.kvs {
         if let Ok(crd) = serde_json::from_slice::<Value>(&kv.value) {
-            all.insert(String::from_utf8_lossy(&kv.key).into_owned(), (crd, kv.mod_revision));
+            all.insert(
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                (crd, kv.mod_revision),
+            );
         }
     }
     super::serve_only(all.values().map(|(c, _)| c));
@@ -372,28 +477,58 @@ async fn follow(store: &dyn Store) -> Result<(), StoreError> {
 }
 
 /// Brings one CRD's status (and, when it is being deleted, its objects) to where they should be.
-async fn reconcile(store: &dyn Store, key: &str, all: &mut BTreeMap<String, (Value, i64)>) -> Result<(), StoreError> {
+async fn reconcile(
+    store: &dyn Store,
+    key: &str,
+    all: &mut BTreeMap<String, (Value, i64)>,
+) -> Result<(), StoreError> {
     let Some((crd, rev)) = all.get(key).cloned() else {
         return Ok(());
     };
     let mut next = crd.clone();
     if crd.pointer("/metadata/deletionTimestamp").is_some() {
-        let has_finalizer = crd.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| f.iter().any(|f| f == CLEANUP_FINALIZER));
+        let has_finalizer = crd
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|f| f == CLEANUP_FINALIZER));
         if !has_finalizer {
             return Ok(());
         }
-        set_condition(&mut next, "Terminating", "True", "InstanceDeletionInProgress", "CustomResource deletion is in progress");
+        set_condition(
+            &mut next,
+            "Terminating",
+            "True",
+            "InstanceDeletionInProgress",
+            "CustomResource deletion is in progress",
+        );
         let left = delete_objects(store, &crd).await?;
         if left > 0 {
-            set_condition(&mut next, "Terminating", "True", "InstanceDeletionInProgress", &format!("CustomResource deletion is in progress: {left} left"));
+            set_condition(
+                &mut next,
+                "Terminating",
+                "True",
+                "InstanceDeletionInProgress",
+                &format!("CustomResource deletion is in progress: {left} left"),
+            );
         } else {
-            set_condition(&mut next, "Terminating", "True", "InstanceDeletionCompleted", "removed all instances");
+            set_condition(
+                &mut next,
+                "Terminating",
+                "True",
+                "InstanceDeletionCompleted",
+                "removed all instances",
+            );
             if let Some(list) = next["metadata"]["finalizers"].as_array_mut() {
                 list.retain(|f| f != CLEANUP_FINALIZER);
             }
-            let none_left = next.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            let none_left = next
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
             if none_left {
-                if let DeleteOutcome::Deleted { .. } = store.delete(Bytes::from(key.to_string()), Some(rev)).await? {
+                if let DeleteOutcome::Deleted { .. } =
+                    store.delete(Bytes::from(key.to_string()), Some(rev)).await?
+                {
                     all.remove(key);
                     super::serve_only(all.values().map(|(c, _)| c));
                 }
@@ -405,13 +540,31 @@ async fn reconcile(store: &dyn Store, key: &str, all: &mut BTreeMap<String, (Val
             Some(message) => {
                 set_condition(&mut next, "NamesAccepted", "False", "NameConflict", &message);
                 if !super::condition_true(&crd, "Established") {
-                    set_condition(&mut next, "Established", "False", "NotAccepted", "not all names are accepted");
+                    set_condition(
+                        &mut next,
+                        "Established",
+                        "False",
+                        "NotAccepted",
+                        "not all names are accepted",
+                    );
                 }
             }
             None => {
                 next["status"]["acceptedNames"] = crd["spec"]["names"].clone();
-                set_condition(&mut next, "NamesAccepted", "True", "NoConflicts", "no conflicts found");
-                set_condition(&mut next, "Established", "True", "InitialNamesAccepted", "the initial names have been accepted");
+                set_condition(
+                    &mut next,
+                    "NamesAccepted",
+                    "True",
+                    "NoConflicts",
+                    "no conflicts found",
+                );
+                set_condition(
+                    &mut next,
+                    "Established",
+                    "True",
+                    "InitialNamesAccepted",
+                    "the initial names have been accepted",
+                );
             }
         }
     }
@@ -419,7 +572,9 @@ async fn reconcile(store: &dyn Store, key: &str, all: &mut BTreeMap<String, (Val
         return Ok(());
     }
     let value = Bytes::from(objects::encode(&next));
-    if let WriteOutcome::Written { revision, .. } = store.update(Bytes::from(key.to_string()), value, rev).await? {
+    if let WriteOutcome::Written { revision, .. } =
+        store.update(Bytes::from(key.to_string()), value, rev).await?
+    {
         // Served at once, before this write's watch event comes back, so that a client that sees the CRD
         // Established finds its resources.
         all.insert(key.to_string(), (next, revision));
@@ -431,7 +586,10 @@ async fn reconcile(store: &dyn Store, key: &str, all: &mut BTreeMap<String, (Val
 /// Deletes the objects of a CRD being deleted: those without finalizers at once, the rest marked for deletion.
 /// The number still there.
 async fn delete_objects(store: &dyn Store, crd: &Value) -> Result<usize, StoreError> {
-    let (Some(group), Some(plural)) = (crd["spec"]["group"].as_str(), crd.pointer("/spec/names/plural").and_then(Value::as_str)) else {
+    let (Some(group), Some(plural)) = (
+        crd["spec"]["group"].as_str(),
+        crd.pointer("/spec/names/plural").and_then(Value::as_str),
+    ) else {
         return Ok(0);
     };
     let prefix = format!("/registry/{group}/{plural}/");
@@ -447,7 +605,10 @@ async fn delete_objects(store: &dyn Store, crd: &Value) -> Result<usize, StoreEr
             store.delete(kv.key.clone(), Some(kv.mod_revision)).await?;
             continue;
         };
-        let held = object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let held = object
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
         if !held {
             store.delete(kv.key.clone(), Some(kv.mod_revision)).await?;
             continue;
@@ -456,7 +617,13 @@ async fn delete_objects(store: &dyn Store, crd: &Value) -> Result<usize, StoreEr
         if object.pointer("/metadata/deletionTimestamp").is_none() {
             objects::set_meta(&mut object, "deletionTimestamp", json!(objects::now_rfc3339()));
             objects::set_meta(&mut object, "deletionGracePeriodSeconds", json!(0));
-            store.update(kv.key.clone(), Bytes::from(objects::encode(&object)), kv.mod_revision).await?;
+            store
+                .update(
+                    kv.key.clone(),
+                    Bytes::from(objects::encode(&object)),
+                    kv.mod_revision,
+                )
+                .await?;
         }
     }
     Ok(left)
@@ -494,7 +661,15 @@ mod tests {
         c["spec"]["versions"][0]["schema"] = json!(null);
         prepare(&mut c, None);
         let fields: Vec<String> = validate(&c).into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["metadata.name", "spec.group", "spec.versions", "spec.versions[0].schema.openAPIV3Schema"]);
+        assert_eq!(
+            fields,
+            [
+                "metadata.name",
+                "spec.group",
+                "spec.versions",
+                "spec.versions[0].schema.openAPIV3Schema"
+            ]
+        );
     }
 
     #[test]

@@ -57,12 +57,15 @@ pub struct Served {
     pub terminating: bool,
 }
 
+/// A version of a group and the resources served in it.
+type VersionResources = (String, Vec<Arc<Served>>);
+
 #[derive(Debug, Default)]
 struct Kinds {
     /// (group, version, plural) → what is served there.
     served: HashMap<(String, String, String), Arc<Served>>,
     /// group → its served versions, in Kubernetes' priority order, each with its resources.
-    groups: BTreeMap<String, Vec<(String, Vec<Arc<Served>>)>>,
+    groups: BTreeMap<String, Vec<VersionResources>>,
 }
 
 fn kinds() -> &'static RwLock<Kinds> {
@@ -301,7 +304,10 @@ fn served_versions(crd: &Value) -> Vec<Served> {
                 storage_version: storage_version.clone(),
                 schema: v.pointer("/schema/openAPIV3Schema").cloned(),
                 deprecation,
-                printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
+                printer_columns: v["additionalPrinterColumns"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
                 scale,
                 terminating,
             })
@@ -311,11 +317,13 @@ fn served_versions(crd: &Value) -> Vec<Served> {
 
 /// `.spec.replicas` → `/spec/replicas`.
 fn pointer_of(path: &str) -> String {
-    path.trim_start_matches('.').split('.').fold(String::new(), |mut out, part| {
-        out.push('/');
-        out.push_str(&part.replace('~', "~0").replace('/', "~1"));
-        out
-    })
+    path.trim_start_matches('.')
+        .split('.')
+        .fold(String::new(), |mut out, part| {
+            out.push('/');
+            out.push_str(&part.replace('~', "~0").replace('/', "~1"));
+            out
+        })
 }
 
 /// Serves exactly the versions the `Established` CRDs of `crds` define (the CRD controller calls it with every
@@ -345,7 +353,9 @@ pub fn serve_only<'a>(crds: impl Iterator<Item = &'a Value>) {
     }
     crate::schema::types::set_custom_schemas(next.served.values().filter_map(|s| {
         let r = s.resource;
-        s.schema.as_ref().map(|schema| (r.group, r.version, r.kind, schema))
+        s.schema
+            .as_ref()
+            .map(|schema| (r.group, r.version, r.kind, schema))
     }));
     *kinds().write().unwrap_or_else(|p| p.into_inner()) = next;
     GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -401,10 +411,7 @@ pub fn on_read(served: &Served, object: &mut Value) {
 pub fn for_storage(served: &Served, object: &Value) -> Value {
     let mut stored = object.clone();
     if stored.is_object() {
-        stored["apiVersion"] = json!(format!(
-            "{}/{}",
-            served.resource.group, served.storage_version
-        ));
+        stored["apiVersion"] = json!(format!("{}/{}", served.resource.group, served.storage_version));
     }
     stored
 }
@@ -428,7 +435,8 @@ pub fn to_scale(paths: &ScalePaths, namespace: Option<&str>, object: &Value) -> 
             .cloned()
             .unwrap_or(Value::Null)
     };
-    let mut status = json!({"replicas": object.pointer(&paths.status_replicas).and_then(Value::as_i64).unwrap_or(0)});
+    let mut status =
+        json!({"replicas": object.pointer(&paths.status_replicas).and_then(Value::as_i64).unwrap_or(0)});
     if let Some(selector) = paths
         .label_selector
         .as_deref()
@@ -472,9 +480,16 @@ mod tests {
 
     #[test]
     fn versions_sort_as_kubernetes_sorts_them() {
-        let mut v = vec!["v1alpha1", "foo", "v2beta1", "v1", "v2", "v1beta2", "v1beta1", "bar"];
+        let mut v = vec![
+            "v1alpha1", "foo", "v2beta1", "v1", "v2", "v1beta2", "v1beta1", "bar",
+        ];
         v.sort_by(|a, b| version_priority(a, b));
-        assert_eq!(v, ["v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1", "bar", "foo"]);
+        assert_eq!(
+            v,
+            [
+                "v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1", "bar", "foo"
+            ]
+        );
     }
 
     #[test]
@@ -503,8 +518,14 @@ mod tests {
         let served = served_versions(&crd);
         assert_eq!(served.len(), 2);
         assert!(served[0].resource.has_status());
-        assert_eq!(served[1].deprecation.as_deref(), Some("example.com/v1beta1 Widget is deprecated"));
+        assert_eq!(
+            served[1].deprecation.as_deref(),
+            Some("example.com/v1beta1 Widget is deprecated")
+        );
         // The same names give the same interned type.
-        assert!(std::ptr::eq(served[0].resource, served_versions(&crd)[0].resource));
+        assert!(std::ptr::eq(
+            served[0].resource,
+            served_versions(&crd)[0].resource
+        ));
     }
 }

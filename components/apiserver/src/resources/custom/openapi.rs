@@ -49,13 +49,29 @@ fn param(name: &str, description: &str) -> Value {
 
 fn write_params() -> Vec<Value> {
     vec![
-        param("dryRun", "When present, indicates that modifications should not be persisted."),
-        param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
-        param("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore - Warn (default) - Strict"),
+        param(
+            "dryRun",
+            "When present, indicates that modifications should not be persisted.",
+        ),
+        param(
+            "fieldManager",
+            "fieldManager is a name associated with the actor or entity that is making these changes.",
+        ),
+        param(
+            "fieldValidation",
+            "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore - Warn (default) - Strict",
+        ),
     ]
 }
 
-fn operation(id: String, action: &str, served: &Served, params: Vec<Value>, body: Option<Value>, response: Value) -> Value {
+fn operation(
+    id: String,
+    action: &str,
+    served: &Served,
+    params: Vec<Value>,
+    body: Option<Value>,
+    response: Value,
+) -> Value {
     let r = served.resource;
     let mut op = json!({
         "operationId": id,
@@ -88,7 +104,10 @@ fn paths_of(served: &Served, paths: &mut Map<String, Value>) {
     let scope = if r.namespaced { "Namespaced" } else { "" };
     let id = |verb: &str, suffix: &str| format!("{verb}{scope}{}{suffix}", r.kind);
     let base = if r.namespaced {
-        format!("/apis/{}/{}/namespaces/{{namespace}}/{}", r.group, r.version, r.plural)
+        format!(
+            "/apis/{}/{}/namespaces/{{namespace}}/{}",
+            r.group, r.version, r.plural
+        )
     } else {
         format!("/apis/{}/{}/{}", r.group, r.version, r.plural)
     };
@@ -96,29 +115,90 @@ fn paths_of(served: &Served, paths: &mut Map<String, Value>) {
     if r.namespaced {
         common.push(json!({"name": "namespace", "in": "path", "required": true, "description": "object name and auth scope, such as for teams and projects", "schema": {"type": "string", "uniqueItems": true}}));
     }
-    let list_params: Vec<Value> = ["labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "watch", "timeoutSeconds"]
-        .iter()
-        .map(|p| param(p, ""))
-        .collect();
+    let list_params: Vec<Value> = [
+        "labelSelector",
+        "fieldSelector",
+        "limit",
+        "continue",
+        "resourceVersion",
+        "watch",
+        "timeoutSeconds",
+    ]
+    .iter()
+    .map(|p| param(p, ""))
+    .collect();
     let json_types = ["application/json", "application/yaml"];
-    let patch_types = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"];
+    let patch_types = [
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    ];
     let mut collection = Map::new();
-    collection.insert("get".into(), operation(id("list", ""), "list", served, list_params, None, list.clone()));
-    collection.insert("post".into(), operation(id("create", ""), "post", served, write_params(), Some(body(&json_types, &object)), object.clone()));
-    collection.insert("delete".into(), operation(id("deletecollection", ""), "deletecollection", served, vec![], None, status.clone()));
+    collection.insert(
+        "get".into(),
+        operation(id("list", ""), "list", served, list_params, None, list.clone()),
+    );
+    collection.insert(
+        "post".into(),
+        operation(
+            id("create", ""),
+            "post",
+            served,
+            write_params(),
+            Some(body(&json_types, &object)),
+            object.clone(),
+        ),
+    );
+    collection.insert(
+        "delete".into(),
+        operation(
+            id("deletecollection", ""),
+            "deletecollection",
+            served,
+            vec![],
+            None,
+            status.clone(),
+        ),
+    );
     collection.insert("parameters".into(), json!(common));
     paths.insert(base.clone(), Value::Object(collection));
     let mut item_common = common.clone();
     item_common.push(json!({"name": "name", "in": "path", "required": true, "description": format!("name of the {}", r.kind), "schema": {"type": "string", "uniqueItems": true}}));
     let item = |suffix: &str, sub: &str, schema: &Value| {
         let mut ops = Map::new();
-        ops.insert("get".into(), operation(id("read", sub), "get", served, vec![], None, schema.clone()));
-        ops.insert("put".into(), operation(id("replace", sub), "put", served, write_params(), Some(body(&json_types, schema)), schema.clone()));
+        ops.insert(
+            "get".into(),
+            operation(id("read", sub), "get", served, vec![], None, schema.clone()),
+        );
+        ops.insert(
+            "put".into(),
+            operation(
+                id("replace", sub),
+                "put",
+                served,
+                write_params(),
+                Some(body(&json_types, schema)),
+                schema.clone(),
+            ),
+        );
         let mut patch_params = write_params();
         patch_params.push(param("force", "Force is going to \"force\" Apply requests."));
-        ops.insert("patch".into(), operation(id("patch", sub), "patch", served, patch_params, Some(body(&patch_types, &patch)), schema.clone()));
+        ops.insert(
+            "patch".into(),
+            operation(
+                id("patch", sub),
+                "patch",
+                served,
+                patch_params,
+                Some(body(&patch_types, &patch)),
+                schema.clone(),
+            ),
+        );
         if suffix.is_empty() {
-            ops.insert("delete".into(), operation(id("delete", ""), "delete", served, vec![], None, status.clone()));
+            ops.insert(
+                "delete".into(),
+                operation(id("delete", ""), "delete", served, vec![], None, status.clone()),
+            );
         }
         ops.insert("parameters".into(), json!(item_common));
         (format!("{base}/{{name}}{suffix}"), Value::Object(ops))

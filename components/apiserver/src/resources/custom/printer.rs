@@ -74,16 +74,11 @@ pub fn printer(resource: &ResourceType, now: OffsetDateTime) -> Option<(Vec<Valu
             col["format"] = json!("");
         }
         columns.push(col);
-        paths.push((
-            kind.to_string(),
-            json_path(c["jsonPath"].as_str().unwrap_or("")),
-        ));
+        paths.push((kind.to_string(), json_path(c["jsonPath"].as_str().unwrap_or(""))));
     }
     let cells: Cells = Box::new(move |o: &Value| {
         let mut row = vec![json!(
-            o.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
+            o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
         )];
         for (kind, path) in &paths {
             let values = o.query(path).unwrap_or_default();
@@ -102,11 +97,21 @@ mod tests {
     fn kubernetes_json_paths_are_evaluated() {
         let o = json!({"spec": {"replicas": 3}, "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Other", "status": "False"}]},
             "metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}});
-        let now = OffsetDateTime::parse("2026-01-01T00:05:00Z", &time::format_description::well_known::Rfc3339).unwrap();
+        let now = OffsetDateTime::parse(
+            "2026-01-01T00:05:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
         let eval = |kind: &str, p: &str| cell(kind, &o.query(&json_path(p)).unwrap_or_default(), now);
         assert_eq!(eval("integer", ".spec.replicas"), json!(3));
-        assert_eq!(eval("string", ".status.conditions[?(@.type==\"Ready\")].status"), json!("True"));
-        assert_eq!(eval("string", "{.status.conditions[*].type}"), json!("Ready,Other"));
+        assert_eq!(
+            eval("string", ".status.conditions[?(@.type==\"Ready\")].status"),
+            json!("True")
+        );
+        assert_eq!(
+            eval("string", "{.status.conditions[*].type}"),
+            json!("Ready,Other")
+        );
         assert_eq!(eval("date", ".metadata.creationTimestamp"), json!("5m"));
         assert_eq!(eval("string", ".spec.missing"), Value::Null);
     }

@@ -262,10 +262,7 @@ fn check_node(schema: &Value, path: &str, root: bool, out: &mut Vec<FieldError>)
             out.push(cause(
                 join(path, "default"),
                 "FieldValueInvalid",
-                format!(
-                    "Invalid value: {}: must not have unknown fields",
-                    shown(default)
-                ),
+                format!("Invalid value: {}: must not have unknown fields", shown(default)),
             ));
         }
         let mut errors = Vec::new();
@@ -484,14 +481,20 @@ fn validate_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldE
                 if flag(schema, "exclusiveMaximum") && x >= max {
                     invalid(out, format!("{at} in body should be less than {}", num(max)));
                 } else if x > max {
-                    invalid(out, format!("{at} in body should be less than or equal to {}", num(max)));
+                    invalid(
+                        out,
+                        format!("{at} in body should be less than or equal to {}", num(max)),
+                    );
                 }
             }
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
                 if flag(schema, "exclusiveMinimum") && x <= min {
                     invalid(out, format!("{at} in body should be greater than {}", num(min)));
                 } else if x < min {
-                    invalid(out, format!("{at} in body should be greater than or equal to {}", num(min)));
+                    invalid(
+                        out,
+                        format!("{at} in body should be greater than or equal to {}", num(min)),
+                    );
                 }
             }
             if let Some(m) = schema.get("multipleOf").and_then(Value::as_f64)
@@ -665,11 +668,17 @@ fn format_ok(format: &str, s: &str) -> bool {
             base64::engine::general_purpose::STANDARD.decode(s).is_ok()
         }
         "uri" => s.split_once(':').is_some_and(|(scheme, _)| {
-            !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         }),
         "mac" => {
             let parts: Vec<&str> = s.split([':', '-']).collect();
-            parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
+            parts.len() == 6
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
         }
         _ => true,
     }
@@ -697,7 +706,10 @@ mod tests {
     }
 
     fn messages(errors: &[FieldError]) -> Vec<String> {
-        errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect()
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect()
     }
 
     #[test]
@@ -753,14 +765,20 @@ mod tests {
             messages(&check_structural(&bad, p)),
             [
                 format!("{p}.properties[list].items: Required value: must be specified"),
-                format!("{p}.properties[m].additionalProperties: Forbidden: additionalProperties and properties are mutual exclusive"),
-                format!("{p}.properties[spec].type: Required value: must not be empty for specified object fields"),
+                format!(
+                    "{p}.properties[m].additionalProperties: Forbidden: additionalProperties and properties are mutual exclusive"
+                ),
+                format!(
+                    "{p}.properties[spec].type: Required value: must not be empty for specified object fields"
+                ),
             ]
         );
         assert!(check_structural(&widget_schema(), p).is_empty());
         assert_eq!(
             messages(&check_structural(&json!({"type": "string"}), p)),
-            [format!("{p}.type: Invalid value: \"string\": must be object at the root")]
+            [format!(
+                "{p}.type: Invalid value: \"string\": must be object at the root"
+            )]
         );
     }
 }
