@@ -758,4 +758,17 @@ fn an_operator_written_with_kube_rs_reconciles_widgets() {
         }
         assert_eq!(size, "small");
     });
+    // A foreground delete of the widget waits for the garbage collector to delete its ConfigMap first (the
+    // collector follows kinds served since it started); then both are gone.
+    ok(server.kubectl(
+        33,
+        &["delete", "widget", "op", "--cascade=foreground", "--wait=false"],
+    ));
+    wait_for(90, "the widget and its ConfigMap to go", || {
+        !server.kubectl(33, &["get", "widget", "op"]).status.success()
+            && !server
+                .kubectl(33, &["get", "configmap", "op-config"])
+                .status
+                .success()
+    });
 }

@@ -1279,13 +1279,26 @@ async fn server_side_apply(
         managed::ApplyError::Conflicts(c) => ApiError::ApplyConflict(c),
         other => ApiError::BadRequest(other.to_string()),
     };
-    match get(store, t).await {
-        Ok((current, rev)) => {
-            let merged = managed::apply(&definition, Some(&current), &applied, &manager, force)
-                .map_err(to_conflict)?;
-            let updated = replace(store, t, current, rev, merged, dry_run(q), None).await?;
-            Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings))
+    // As a patch, an apply that does not pin a resourceVersion is applied again to the object as it is now when
+    // another write (a controller's) got in between its read and its write (kube-apiserver's GuaranteedUpdate).
+    let pinned = meta_str(&applied, "resourceVersion").is_some_and(|rv| !rv.is_empty());
+    let mut attempts = 0;
+    let found = loop {
+        attempts += 1;
+        let (current, rev) = match get(store, t).await {
+            Ok(found) => found,
+            Err(e) => break Err(e),
+        };
+        let merged =
+            managed::apply(&definition, Some(&current), &applied, &manager, force).map_err(to_conflict)?;
+        match replace(store, t, current, rev, merged, dry_run(q), None).await {
+            Err(ApiError::Conflict { .. }) if !pinned && attempts < 5 => continue,
+            Err(e) => return Err(e),
+            Ok(updated) => break Ok(updated),
         }
+    };
+    match found {
+        Ok(updated) => Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings)),
         Err(ApiError::NotFound { .. }) if t.subresource.is_none() => {
             let object = managed::apply(&definition, None, &applied, &manager, force).map_err(to_conflict)?;
             let collection = Target {
