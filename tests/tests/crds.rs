@@ -73,6 +73,12 @@ fn get_json(server: &Server, args: &[&str]) -> Value {
     serde_json::from_str(&ok(server.kubectl(33, &all))).unwrap()
 }
 
+/// Sets (or, with `null`, clears) a widget's finalizers.
+fn set_finalizers(server: &Server, name: &str, finalizers: &str) {
+    let patch = format!(r#"{{"metadata":{{"finalizers":{finalizers}}}}}"#);
+    ok(server.kubectl(33, &["patch", "widget", name, "--type=merge", "-p", &patch]));
+}
+
 fn install_crd(server: &Server, crd: &Value) {
     ok(apply(server, 33, crd, &[]));
     let name = crd["metadata"]["name"].as_str().unwrap();
@@ -564,17 +570,7 @@ fn watches_see_custom_resources_and_deleting_the_crd_removes_them() {
 
     // Deleting the CRD deletes its objects (the cleanup finalizer holds it until they are gone; an object
     // with a finalizer of its own holds it longer), then the resources leave discovery.
-    ok(server.kubectl(
-        33,
-        &[
-            "patch",
-            "widget",
-            "second",
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
-        ],
-    ));
+    set_finalizers(&server, "second", r#"["example.com/hold"]"#);
     ok(server.kubectl(33, &["delete", "crd", "widgets.example.com", "--wait=false"]));
     wait_for(30, "the CRD to be Terminating and its held object marked", || {
         let crd = get_json(&server, &["crd", "widgets.example.com"]);
@@ -592,17 +588,7 @@ fn watches_see_custom_resources_and_deleting_the_crd_removes_them() {
         &[],
     ));
     assert!(refused.contains("terminating"), "{refused}");
-    ok(server.kubectl(
-        33,
-        &[
-            "patch",
-            "widget",
-            "second",
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ],
-    ));
+    set_finalizers(&server, "second", r#"null"#);
     wait_for(30, "the CRD to go", || {
         !server
             .kubectl(33, &["get", "crd", "widgets.example.com"])

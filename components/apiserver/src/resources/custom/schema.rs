@@ -193,16 +193,7 @@ fn check_node(schema: &Value, path: &str, root: bool, out: &mut Vec<FieldError>)
     if let Some(properties) = map.get("properties").and_then(Value::as_object) {
         for (name, child) in properties {
             let child_path = format!("{path}.properties[{name}]");
-            if type_of(child).is_empty()
-                && !flag(child, "x-kubernetes-int-or-string")
-                && !flag(child, "x-kubernetes-preserve-unknown-fields")
-            {
-                out.push(cause(
-                    join(&child_path, "type"),
-                    "FieldValueRequired",
-                    "Required value: must not be empty for specified object fields".into(),
-                ));
-            }
+            type_required(child, &child_path, "object fields", out);
             if !(root && matches!(name.as_str(), "metadata")) {
                 check_node(child, &child_path, false, out);
             }
@@ -210,16 +201,7 @@ fn check_node(schema: &Value, path: &str, root: bool, out: &mut Vec<FieldError>)
     }
     if let Some(child) = map.get("additionalProperties").filter(|c| c.is_object()) {
         let child_path = join(path, "additionalProperties");
-        if type_of(child).is_empty()
-            && !flag(child, "x-kubernetes-int-or-string")
-            && !flag(child, "x-kubernetes-preserve-unknown-fields")
-        {
-            out.push(cause(
-                join(&child_path, "type"),
-                "FieldValueRequired",
-                "Required value: must not be empty for specified object fields".into(),
-            ));
-        }
+        type_required(child, &child_path, "object fields", out);
         check_node(child, &child_path, false, out);
     }
     if let Some(child) = map.get("items") {
@@ -231,16 +213,7 @@ fn check_node(schema: &Value, path: &str, root: bool, out: &mut Vec<FieldError>)
                 "Forbidden: items must be a schema object and not an array".into(),
             ));
         } else {
-            if type_of(child).is_empty()
-                && !flag(child, "x-kubernetes-int-or-string")
-                && !flag(child, "x-kubernetes-preserve-unknown-fields")
-            {
-                out.push(cause(
-                    join(&child_path, "type"),
-                    "FieldValueRequired",
-                    "Required value: must not be empty for specified array items".into(),
-                ));
-            }
+            type_required(child, &child_path, "array items", out);
             check_node(child, &child_path, false, out);
         }
     }
@@ -274,6 +247,20 @@ fn check_node(schema: &Value, path: &str, root: bool, out: &mut Vec<FieldError>)
                 e.message.replacen(" in body", " in body of default", 1),
             ));
         }
+    }
+}
+
+/// A specified field, map value or list item must say its type (unless int-or-string or free-form).
+fn type_required(child: &Value, child_path: &str, what: &str, out: &mut Vec<FieldError>) {
+    if type_of(child).is_empty()
+        && !flag(child, "x-kubernetes-int-or-string")
+        && !flag(child, "x-kubernetes-preserve-unknown-fields")
+    {
+        out.push(cause(
+            join(child_path, "type"),
+            "FieldValueRequired",
+            format!("Required value: must not be empty for specified {what}"),
+        ));
     }
 }
 
@@ -506,15 +493,7 @@ fn validate_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldE
         }
         Value::Array(items) => {
             let len = items.len() as u64;
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                && len > max
-            {
-                out.push(cause(
-                    at.to_string(),
-                    "FieldValueTooMany",
-                    format!("Too many: {len}: must have at most {max} items"),
-                ));
-            }
+            too_many(out, at, len, schema.get("maxItems").and_then(Value::as_u64));
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && len < min
             {
@@ -562,15 +541,7 @@ fn validate_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldE
         }
         Value::Object(map) => {
             let len = map.len() as u64;
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
-                && len > max
-            {
-                out.push(cause(
-                    at.to_string(),
-                    "FieldValueTooMany",
-                    format!("Too many: {len}: must have at most {max} items"),
-                ));
-            }
+            too_many(out, at, len, schema.get("maxProperties").and_then(Value::as_u64));
             if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
                 && len < min
             {
@@ -614,6 +585,17 @@ fn validate_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldE
             }
         }
         Value::Bool(_) | Value::Null => {}
+    }
+}
+
+/// `field.TooMany`, when a list or map holds more than `max` entries.
+fn too_many(out: &mut Vec<FieldError>, at: &str, len: u64, max: Option<u64>) {
+    if let Some(max) = max.filter(|max| len > *max) {
+        out.push(cause(
+            at.to_string(),
+            "FieldValueTooMany",
+            format!("Too many: {len}: must have at most {max} items"),
+        ));
     }
 }
 
