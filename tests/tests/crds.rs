@@ -758,3 +758,54 @@ fn an_operator_written_with_kube_rs_reconciles_widgets() {
                 .success()
     });
 }
+
+/// A cluster-scoped kind without a schema's extras: created, replaced (`kubectl replace`, with the
+/// resourceVersion it read), listed, and deleted as a collection; a resourceVersion from before is a conflict.
+#[test]
+fn cluster_scoped_custom_resources_are_replaced_and_deleted_as_a_collection() {
+    let server = Server::start(&[]);
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "regions.geo.example.com"},
+        "spec": {"group": "geo.example.com", "scope": "Cluster",
+            "names": {"plural": "regions", "kind": "Region"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "properties": {"zones": {"type": "integer"}}}}}}}]},
+    });
+    install_crd(&server, &crd);
+    let region = |name: &str, zones: i64| json!({"apiVersion": "geo.example.com/v1", "kind": "Region", "metadata": {"name": name}, "spec": {"zones": zones}});
+    for name in ["north", "south"] {
+        ok(server.kubectl_stdin(33, &["create", "-f", "-"], &region(name, 1).to_string()));
+    }
+    let north = get_json(&server, &["region", "north"]);
+    assert!(north["metadata"].get("namespace").is_none(), "{north}");
+    let mut replaced = north.clone();
+    replaced["spec"]["zones"] = json!(3);
+    ok(server.kubectl_stdin(33, &["replace", "-f", "-"], &replaced.to_string()));
+    assert_eq!(get_json(&server, &["region", "north"])["spec"]["zones"], 3);
+    // The resourceVersion read before the replace is stale now.
+    let stale = fails(server.kubectl_stdin(33, &["replace", "-f", "-"], &north.to_string()));
+    assert!(stale.contains("the object has been modified"), "{stale}");
+    let table = ok(server.kubectl(33, &["get", "regions"]));
+    assert_eq!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "AGE"]
+    );
+    assert_eq!(table.lines().count(), 3, "{table}");
+    let (code, body) = server.request(
+        "DELETE",
+        "/apis/geo.example.com/v1/regions",
+        None,
+        "application/json",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        ok(server.kubectl(33, &["get", "regions", "-o", "name"])).trim(),
+        ""
+    );
+}
