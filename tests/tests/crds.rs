@@ -47,7 +47,7 @@ fn widget_crd() -> Value {
             "versions": [
                 {"name": "v1", "served": true, "storage": true, "schema": widget_schema(),
                  "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"}},
-                 "additionalPrinterColumns": columns},
+                 "additionalPrinterColumns": columns, "selectableFields": [{"jsonPath": ".spec.size"}]},
                 {"name": "v1beta1", "served": true, "storage": false, "deprecated": true,
                  "deprecationWarning": "example.com/v1beta1 Widget is deprecated; use example.com/v1", "schema": widget_schema()},
                 {"name": "v1alpha1", "served": false, "storage": false, "schema": widget_schema()},
@@ -271,6 +271,24 @@ fn custom_resources_are_validated_pruned_defaulted_and_printed() {
         ))
         .trim(),
         "widget.example.com/w27"
+    );
+    // The CRD's selectableFields.
+    let small = ok(server.kubectl(
+        33,
+        &[
+            "get",
+            "widgets",
+            "--field-selector",
+            "spec.size=small",
+            "-o",
+            "name",
+        ],
+    ));
+    assert_eq!(small.lines().count(), 2, "{small}");
+    let refused = fails(server.kubectl(33, &["get", "widgets", "--field-selector", "spec.colour=green"]));
+    assert!(
+        refused.contains("field label not supported: spec.colour"),
+        "{refused}"
     );
     // Merge and JSON patches; strategic merge patches are refused as Kubernetes refuses them for custom resources.
     ok(server.kubectl(

@@ -246,6 +246,7 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
                 }
             }
         }
+        check_selectable_fields(v, &path, &mut out);
         for (j, c) in v["additionalPrinterColumns"]
             .as_array()
             .into_iter()
@@ -280,6 +281,38 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
         out.push(err("spec.conversion.strategy", "FieldValueNotSupported", format!("Unsupported value: {strategy:?}: supported values: \"None\" (conversion webhooks are not served by bonsai)")));
     }
     out
+}
+
+/// A version's `selectableFields`: at most 8, each the path of a string, integer or boolean field of its schema.
+fn check_selectable_fields(v: &Value, path: &str, out: &mut Vec<FieldError>) {
+    let selectable = v["selectableFields"].as_array().cloned().unwrap_or_default();
+    if selectable.len() > 8 {
+        out.push(err(
+            format!("{path}.selectableFields"),
+            "FieldValueTooMany",
+            format!("Too many: {}: must have at most 8 items", selectable.len()),
+        ));
+    }
+    for (j, f) in selectable.iter().enumerate() {
+        let field = format!("{path}.selectableFields[{j}].jsonPath");
+        let json_path = f["jsonPath"].as_str().unwrap_or("");
+        let mut at = v.pointer("/schema/openAPIV3Schema");
+        for part in json_path.trim_start_matches('.').split('.') {
+            at = at.and_then(|s| s.get("properties")).and_then(|p| p.get(part));
+        }
+        let kind = at.and_then(|s| s["type"].as_str());
+        if json_path.is_empty() {
+            out.push(err(field, "FieldValueRequired", "Required value"));
+        } else if !json_path.starts_with('.') || at.is_none() {
+            out.push(err(
+                field,
+                "FieldValueInvalid",
+                format!("Invalid value: {json_path:?}: is an invalid path: does not refer to a valid field"),
+            ));
+        } else if !matches!(kind, Some("string" | "integer" | "boolean")) {
+            out.push(err(field, "FieldValueInvalid", format!("Invalid value: {json_path:?}: must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed.")));
+        }
+    }
 }
 
 /// What `ValidateCustomResourceDefinitionUpdate` adds: the scope is immutable, stored versions stay defined.
@@ -670,6 +703,21 @@ mod tests {
                 "spec.versions[0].schema.openAPIV3Schema"
             ]
         );
+    }
+
+    #[test]
+    fn selectable_fields_name_scalar_fields() {
+        let mut c = crd();
+        c["spec"]["versions"][0]["selectableFields"] =
+            json!([{"jsonPath": ".spec"}, {"jsonPath": ".spec.nope"}]);
+        prepare(&mut c, None);
+        let messages: Vec<String> = validate(&c)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0].starts_with("spec.versions[0].selectableFields[0].jsonPath: Invalid value: \".spec\": must point to a field of type string"));
+        assert!(messages[1].contains("does not refer to a valid field"));
     }
 
     #[test]

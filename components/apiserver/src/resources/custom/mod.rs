@@ -53,6 +53,9 @@ pub struct Served {
     pub deprecation: Option<String>,
     pub printer_columns: Vec<Value>,
     pub scale: Option<ScalePaths>,
+    /// The fields besides `metadata.name` and `metadata.namespace` a field selector may read
+    /// (`selectableFields`, as `spec.color`).
+    pub selectable_fields: Vec<String>,
     /// The CRD is being deleted: its objects are being removed and no new ones are accepted.
     pub terminating: bool,
 }
@@ -309,6 +312,13 @@ fn served_versions(crd: &Value) -> Vec<Served> {
                     .cloned()
                     .unwrap_or_default(),
                 scale,
+                selectable_fields: v["selectableFields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["jsonPath"].as_str())
+                    .map(|p| p.trim_start_matches('.').to_string())
+                    .collect(),
                 terminating,
             })
         })
@@ -362,6 +372,11 @@ pub fn serve_only<'a>(crds: impl Iterator<Item = &'a Value>) {
 }
 
 // ---- what the handlers call for a custom resource ----
+
+/// Whether a field selector may read `field` of `resource`, a custom resource (its CRD's `selectableFields`).
+pub fn selectable(resource: &ResourceType, field: &str) -> bool {
+    served(resource).is_some_and(|s| s.selectable_fields.iter().any(|f| f == field))
+}
 
 /// Prunes what the schema does not specify: the paths of the fields removed.
 pub fn prune(served: &Served, object: &mut Value) -> Vec<String> {
