@@ -389,6 +389,23 @@ impl Server {
         command
     }
 
+    /// kubectl 1.`minor` with `args` and `input` on its standard input (for `-f -`).
+    pub fn kubectl_stdin(&self, minor: u32, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_command(minor)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
     /// The server's log so far.
     pub fn log_so_far(&mut self) -> String {
         self.process.log_so_far()

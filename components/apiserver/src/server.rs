@@ -575,6 +575,8 @@ pub async fn start(mut config: ApiServerConfig) -> Result<RunningApiServer, ApiS
     // server can be watched from (until the window or compaction passes it).
     let watches = Arc::new(resources::WatchCaches::new(config.state.store.clone()));
     watches.start_all().await;
+    // The kinds CustomResourceDefinitions define, kept in step with the stored CRDs by this server's controller.
+    tokio::spawn(resources::custom::crd::run(config.state.store.clone()));
     let kubelet = Arc::new(node_proxy::KubeletClient::new(&config.pki).map_err(ApiServerError::Tls)?);
     let app = router(Arc::new(config.state), watches, kubelet);
     let server = axum_server::from_tcp_rustls(listener, tls)

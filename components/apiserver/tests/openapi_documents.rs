@@ -91,6 +91,11 @@ fn root_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Opti
             "PriorityClass",
             api::scheduling::v1::PriorityClass
         ),
+        (
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
+        ),
         ("autoscaling", "Scale", api::autoscaling::v1::Scale),
         ("policy", "Eviction", api::policy::v1::Eviction),
     )
@@ -98,6 +103,9 @@ fn root_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Opti
 
 /// The OpenAPI definition name of a kind: `io.k8s.api.<group's first label, or core>.<version>.<Kind>`.
 fn definition_of(group: &str, version: &str, kind: &str) -> String {
+    if group == "apiextensions.k8s.io" {
+        return format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{version}.{kind}");
+    }
     let short = if group.is_empty() {
         "core"
     } else {

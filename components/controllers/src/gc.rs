@@ -34,6 +34,8 @@ struct Kind {
     resource: ApiResource,
     namespaced: bool,
     cache: Store<DynamicObject>,
+    /// The reflector feeding `cache`, stopped when the kind is no longer served.
+    reflector: tokio::task::AbortHandle,
 }
 
 /// What a sweep decides for one object.
@@ -130,9 +132,15 @@ impl Collector {
             None => ("", reference.api_version.as_str()),
         };
         let gvk = kube::api::GroupVersionKind::gvk(group, version, &reference.kind);
-        let Some((resource, capabilities)) = self.discovery.resolve_gvk(&gvk) else {
-            // A kind the API does not serve cannot own anything that exists.
-            return Ok(true);
+        let (resource, capabilities) = match self.discovery.resolve_gvk(&gvk) {
+            Some(found) => found,
+            // A kind served since the collector started (a CustomResourceDefinition's) is looked up now. One the
+            // API does not serve is not taken as a gone owner: as kube-controller-manager's collector, which
+            // requeues an owner it cannot map rather than delete its dependents, it waits.
+            None => match kube::discovery::pinned_kind(&self.client, &gvk).await {
+                Ok(found) => found,
+                Err(_) => return Ok(false),
+            },
         };
         let api = self.api_for(&resource, capabilities.scope == Scope::Namespaced, namespace);
         match api.get_opt(&reference.name).await {
@@ -287,18 +295,18 @@ impl Collector {
 }
 
 /// Runs the collector until the server stops.
-pub async fn run(client: kube::Client) {
-    let discovery = loop {
-        match Discovery::new(client.clone()).run().await {
-            Ok(d) => break d,
-            Err(e) => {
-                tracing::warn!(error = %e, "garbage collector: discovering the API; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut kinds = Vec::new();
+/// How often the collector looks for kinds served since it started (kube-controller-manager resyncs its
+/// monitors every 30 s), such as those CustomResourceDefinitions add.
+const REDISCOVER_EVERY: Duration = Duration::from_secs(30);
+
+/// Starts a reflector (feeding `tx` a tick per change) for every kind of `discovery` the collector can follow and
+/// is not following yet.
+fn follow_new_kinds(
+    client: &kube::Client,
+    discovery: &Discovery,
+    kinds: &mut Vec<Kind>,
+    tx: &mpsc::UnboundedSender<()>,
+) {
     for group in discovery.groups() {
         for (resource, capabilities) in group.recommended_resources() {
             let ignored = resource.plural == "events";
@@ -306,6 +314,9 @@ pub async fn run(client: kube::Client) {
                 || !capabilities.supports_operation(verbs::LIST)
                 || !capabilities.supports_operation(verbs::WATCH)
                 || !capabilities.supports_operation(verbs::DELETE)
+                || kinds
+                    .iter()
+                    .any(|k| k.resource.group == resource.group && k.resource.plural == resource.plural)
             {
                 continue;
             }
@@ -313,7 +324,7 @@ pub async fn run(client: kube::Client) {
             let cache = writer.as_reader();
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
             let tx = tx.clone();
-            tokio::spawn(async move {
+            let reflector = tokio::spawn(async move {
                 let stream =
                     reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
                 let mut stream = std::pin::pin!(stream);
@@ -327,24 +338,61 @@ pub async fn run(client: kube::Client) {
                 namespaced: capabilities.scope == Scope::Namespaced,
                 resource,
                 cache,
+                reflector: reflector.abort_handle(),
             });
         }
     }
-    drop(tx);
-    let collector = Collector {
+}
+
+pub async fn run(client: kube::Client) {
+    let discovery = loop {
+        match Discovery::new(client.clone()).run().await {
+            Ok(d) => break d,
+            Err(e) => {
+                tracing::warn!(error = %e, "garbage collector: discovering the API; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut kinds = Vec::new();
+    follow_new_kinds(&client, &discovery, &mut kinds, &tx);
+    let mut collector = Collector {
         client,
         discovery,
         kinds,
     };
     let mut retry = false;
+    let mut next_discovery = tokio::time::Instant::now() + REDISCOVER_EVERY;
     loop {
         let wait = if retry {
             Duration::from_secs(1)
         } else {
-            Duration::from_secs(60)
+            REDISCOVER_EVERY
         };
         if let Ok(None) = tokio::time::timeout(wait, rx.recv()).await {
             return;
+        }
+        if tokio::time::Instant::now() >= next_discovery {
+            next_discovery = tokio::time::Instant::now() + REDISCOVER_EVERY;
+            match Discovery::new(collector.client.clone()).run().await {
+                Ok(discovery) => {
+                    // Kinds no longer served (a deleted CRD's) are dropped, so their caches never hold a sweep.
+                    collector.kinds.retain(|k| {
+                        let served = discovery
+                            .groups()
+                            .flat_map(|g| g.recommended_resources())
+                            .any(|(r, _)| r.group == k.resource.group && r.plural == k.resource.plural);
+                        if !served {
+                            k.reflector.abort();
+                        }
+                        served
+                    });
+                    follow_new_kinds(&collector.client, &discovery, &mut collector.kinds, &tx);
+                    collector.discovery = discovery;
+                }
+                Err(e) => tracing::warn!(error = %e, "garbage collector: discovering the API again"),
+            }
         }
         // A burst of changes is one sweep.
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -8,6 +8,11 @@ pub(super) static DOCUMENTS: &[(&str, &str, &[u8])] = &[
         include_bytes!("v3/api__v1.json.gz"),
     ),
     (
+        "apis/apiextensions.k8s.io/v1",
+        "B4F79F2E477AA46B4842D98889329CE843251A296A57769B800FE8681581A16D",
+        include_bytes!("v3/apis__apiextensions.k8s.io__v1.json.gz"),
+    ),
+    (
         "apis/apps/v1",
         "DB2F632BFFC3F53D77412064B3FC5C54C0D5AD31FF588D0979106EAC71B1DF93",
         include_bytes!("v3/apis__apps__v1.json.gz"),

@@ -15,13 +15,14 @@ use documents::DOCUMENTS;
 
 /// `GET /openapi/v3`: where each group/version's document is, with its hash (clients cache by it).
 pub fn index() -> Response {
+    let custom = crate::resources::custom::openapi_index_entries();
     let paths: Map<String, Value> = DOCUMENTS
         .iter()
-        .map(|(path, hash, _)| {
-            (
-                path.to_string(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
-            )
+        .map(|(path, hash, _)| (path.to_string(), hash.to_string()))
+        .chain(custom)
+        .map(|(path, hash)| {
+            let url = json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")});
+            (path, url)
         })
         .collect();
     let mut response = crate::status::json(StatusCode::OK, &json!({"paths": paths}));
@@ -35,7 +36,18 @@ pub fn index() -> Response {
 /// `GET /openapi/v3/<group/version path>`.
 pub fn document(path: &str, headers: &HeaderMap) -> Response {
     let Some((_, hash, gzipped)) = DOCUMENTS.iter().find(|(p, _, _)| *p == path) else {
-        return crate::status::not_found();
+        // Custom resources' documents are built from their CRDs when asked for; they change with the CRDs.
+        return match crate::resources::custom::openapi_document(path) {
+            Some(document) => {
+                let mut response = crate::status::json(StatusCode::OK, &document);
+                response.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-cache, private"),
+                );
+                response
+            }
+            None => crate::status::not_found(),
+        };
     };
     let gzip_ok = headers
         .get_all(header::ACCEPT_ENCODING)
@@ -76,7 +88,7 @@ pub fn document(path: &str, headers: &HeaderMap) -> Response {
 
 /// `GET /openapi/v2`: Swagger 2.0 as gnostic protobuf, the only form kubectl asks it in.
 pub fn v2_document() -> Response {
-    let mut response = v2::document().into_response();
+    let mut response = v2::document().as_ref().clone().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),

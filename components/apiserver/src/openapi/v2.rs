@@ -424,10 +424,10 @@ fn operation(op: &Value) -> Operation {
     }
 }
 
-fn build() -> Vec<u8> {
+fn build(custom: Vec<Value>) -> Vec<u8> {
     let mut definitions: std::collections::BTreeMap<String, Schema> = Default::default();
     let mut paths: std::collections::BTreeMap<String, PathItem> = Default::default();
-    for document in super::documents_json() {
+    for document in super::documents_json().chain(custom) {
         for (name, s) in document
             .pointer("/components/schemas")
             .and_then(Value::as_object)
@@ -490,10 +490,27 @@ fn build() -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// The encoded document, built on first use.
-pub fn document() -> &'static [u8] {
-    static ENCODED: OnceLock<Vec<u8>> = OnceLock::new();
-    ENCODED.get_or_init(build)
+/// The encoded document, built on first use; with custom resources, built again each time the served kinds
+/// change (their documents come from `resources::custom`).
+pub fn document() -> std::sync::Arc<Vec<u8>> {
+    static BUILT_IN: OnceLock<std::sync::Arc<Vec<u8>>> = OnceLock::new();
+    static WITH_CUSTOM: std::sync::Mutex<Option<(u64, std::sync::Arc<Vec<u8>>)>> =
+        std::sync::Mutex::new(None);
+    let (generation, documents) = crate::resources::custom::openapi_documents();
+    if documents.is_empty() {
+        return BUILT_IN
+            .get_or_init(|| std::sync::Arc::new(build(Vec::new())))
+            .clone();
+    }
+    let mut cached = WITH_CUSTOM.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((built_for, bytes)) = cached.as_ref()
+        && *built_for == generation
+    {
+        return bytes.clone();
+    }
+    let bytes = std::sync::Arc::new(build(documents));
+    *cached = Some((generation, bytes.clone()));
+    bytes
 }
 
 #[cfg(test)]
@@ -502,7 +519,7 @@ mod tests {
 
     #[test]
     fn the_document_decodes_with_definitions_extensions_and_patch_operations() {
-        let doc = Document::decode(document()).unwrap();
+        let doc = Document::decode(document().as_slice()).unwrap();
         assert_eq!(doc.swagger, "2.0");
         let definitions = doc.definitions.unwrap().additional_properties;
         let pod_spec = definitions

@@ -31,7 +31,7 @@ const UNTRACKED_METADATA: &[&str] = &[
 /// How a list field is keyed, from the patch metadata table: `map` lists by their keys, `set`s by value; all
 /// other lists are atomic.
 pub enum ListKind {
-    Map(Vec<&'static str>),
+    Map(Vec<String>),
     Set,
     Atomic,
 }
@@ -40,12 +40,20 @@ pub fn list_kind(parent: &Shape, field: &str) -> ListKind {
     let Shape::Object(definition) = parent else {
         return ListKind::Atomic;
     };
+    if let Some((list_type, keys)) = crate::schema::types::custom_list_type(definition, field) {
+        // A custom resource's list, as its CRD's schema types it.
+        return match list_type.as_str() {
+            "map" => ListKind::Map(keys),
+            "set" => ListKind::Set,
+            _ => ListKind::Atomic,
+        };
+    }
     match patch_meta(definition, field) {
         Some(m) if m.list_type == Some("map") => {
             let keys = if m.map_keys.is_empty() {
-                m.merge_key.into_iter().collect()
+                m.merge_key.into_iter().map(String::from).collect()
             } else {
-                m.map_keys.to_vec()
+                m.map_keys.iter().map(|k| k.to_string()).collect()
             };
             ListKind::Map(keys)
         }
@@ -56,19 +64,19 @@ pub fn list_kind(parent: &Shape, field: &str) -> ListKind {
 
 pub fn child_shape(types: &Types, shape: &Shape, key: &str) -> Shape {
     match shape {
-        Shape::Object(name) => types.field(name, key).cloned().unwrap_or(Shape::Any),
+        Shape::Object(name) => types.field_shape(name, key).unwrap_or(Shape::Any),
         Shape::Map(inner) => (**inner).clone(),
         _ => Shape::Any,
     }
 }
 
 /// The `k:` element of a keyed list's element: its key fields as a JSON object (keys in name order).
-pub fn key_element(element: &Value, keys: &[&str]) -> Option<String> {
+pub fn key_element(element: &Value, keys: &[String]) -> Option<String> {
     let mut map = Map::new();
     for key in keys {
-        if let Some(v) = element.get(*key) {
-            map.insert((*key).to_string(), v.clone());
-        } else if *key == "protocol" && !map.is_empty() {
+        if let Some(v) = element.get(key) {
+            map.insert(key.clone(), v.clone());
+        } else if key == "protocol" && !map.is_empty() {
             // A key field left out takes its OpenAPI default, as structured-merge-diff does; `protocol` (of
             // container, service and endpoint ports) is the only defaulted key field of the built-in types.
             map.insert("protocol".into(), Value::String("TCP".into()));

@@ -108,9 +108,9 @@ fn managed_set(types: &Types, shape: &Shape, object: &Value, subresource: Option
             only.insert("status".into(), status);
             let mut set = FieldSet::new();
             if let Shape::Object(definition) = shape
-                && let Some(status_shape) = types.field(definition, "status")
+                && let Some(status_shape) = types.field_shape(definition, "status")
             {
-                for mut p in field_set(types, status_shape, &only["status"], false) {
+                for mut p in field_set(types, &status_shape, &only["status"], false) {
                     p.insert(0, "f:status".into());
                     set.insert(p);
                 }

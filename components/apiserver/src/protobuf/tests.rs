@@ -239,7 +239,12 @@ fn times_micro_times_and_durations() {
 #[test]
 fn every_served_kind_has_a_message() {
     let d = super::descriptors().unwrap();
-    for r in crate::resources::registry::RESOURCES {
+    // apiextensions' kinds are left out of the descriptors (tests/protobuf_descriptors.rs says why); kubectl and
+    // helm send CRDs as JSON.
+    for r in crate::resources::registry::RESOURCES
+        .iter()
+        .filter(|r| r.group != "apiextensions.k8s.io")
+    {
         let api_version = r.api_version();
         assert!(
             super::message_for(d, &api_version, r.kind).is_some(),

@@ -104,6 +104,58 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
+/// A group of custom resources, with all its served versions (the first is preferred).
+fn custom_group_entry(group: &str, versions: &[String]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "versions": gvs, "preferredVersion": gvs.first()})
+}
+
+fn custom_resource_list(group: &str, version: &str) -> Option<Value> {
+    let served = super::custom::resources(group, version);
+    if served.is_empty() {
+        return None;
+    }
+    let resources: Vec<Value> = served.iter().flat_map(|s| resource_entry(s.resource)).collect();
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources}),
+    )
+}
+
+fn aggregated_resource(r: &ResourceType) -> Value {
+    let subresources: Vec<Value> = r
+        .subresources
+        .iter()
+        .map(|s| json!({"subresource": s, "responseKind": {"group": r.group, "version": r.version, "kind": r.kind}, "verbs": ["get", "patch", "update"]}))
+        .collect();
+    json!({
+        "resource": r.plural,
+        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": registry::verbs(),
+        "shortNames": r.short_names,
+        "categories": r.categories,
+        "subresources": subresources,
+    })
+}
+
+fn custom_aggregated_group(group: &str, versions: &[String]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            let resources: Vec<Value> = super::custom::resources(group, v)
+                .iter()
+                .map(|s| aggregated_resource(s.resource))
+                .collect();
+            json!({"version": v, "freshness": "Current", "resources": resources})
+        })
+        .collect();
+    json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
+}
+
 fn group_entry(group: &str, version: &str) -> Value {
     let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     json!({"name": group, "versions": [gv], "preferredVersion": gv})
@@ -116,23 +168,7 @@ fn aggregated_group(group: &str, version: &str) -> Value {
     let resources: Vec<Value> = registry::RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
-        .map(|r| {
-            let subresources: Vec<Value> = r
-                .subresources
-                .iter()
-                .map(|s| json!({"subresource": s, "responseKind": {"group": r.group, "version": r.version, "kind": r.kind}, "verbs": ["get", "patch", "update"]}))
-                .collect();
-            json!({
-                "resource": r.plural,
-                "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
-                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                "singularResource": r.singular,
-                "verbs": registry::verbs(),
-                "shortNames": r.short_names,
-                "categories": r.categories,
-                "subresources": subresources,
-            })
-        })
+        .map(aggregated_resource)
         .collect();
     let mut metadata = json!({"creationTimestamp": null});
     if !group.is_empty() {
@@ -193,13 +229,22 @@ pub fn serve(path: Path, headers: &HeaderMap) -> Response {
         },
         Path::Groups => {
             let groups = groups();
+            let custom = super::custom::groups();
             match agg {
                 Some(v) => aggregated(
-                    groups.iter().map(|(g, ver)| aggregated_group(g, ver)).collect(),
+                    groups
+                        .iter()
+                        .map(|(g, ver)| aggregated_group(g, ver))
+                        .chain(custom.iter().map(|(g, vs)| custom_aggregated_group(g, vs)))
+                        .collect(),
                     v,
                 ),
                 None => {
-                    let list: Vec<Value> = groups.iter().map(|(g, v)| group_entry(g, v)).collect();
+                    let list: Vec<Value> = groups
+                        .iter()
+                        .map(|(g, v)| group_entry(g, v))
+                        .chain(custom.iter().map(|(g, vs)| custom_group_entry(g, vs)))
+                        .collect();
                     respond(
                         &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list}),
                         "application/json",
@@ -214,12 +259,22 @@ pub fn serve(path: Path, headers: &HeaderMap) -> Response {
                 body["apiVersion"] = json!("v1");
                 respond(&body, "application/json")
             }
-            None => crate::status::not_found(),
+            None => match super::custom::groups().into_iter().find(|(g, _)| *g == group) {
+                Some((g, versions)) => {
+                    let mut body = custom_group_entry(&g, &versions);
+                    body["kind"] = json!("APIGroup");
+                    body["apiVersion"] = json!("v1");
+                    respond(&body, "application/json")
+                }
+                None => crate::status::not_found(),
+            },
         },
-        Path::GroupVersion(group, version) => match resource_list(&group, &version) {
-            Some(list) => respond(&list, "application/json"),
-            None => crate::status::not_found(),
-        },
+        Path::GroupVersion(group, version) => {
+            match resource_list(&group, &version).or_else(|| custom_resource_list(&group, &version)) {
+                Some(list) => respond(&list, "application/json"),
+                None => crate::status::not_found(),
+            }
+        }
     }
 }
 

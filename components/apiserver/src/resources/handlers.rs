@@ -15,7 +15,7 @@ use super::objects::{self, meta_str, remove_meta, set_meta};
 use super::registry::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCaches;
-use super::{defaults, discovery, services, tables, validation, watch};
+use super::{custom, defaults, discovery, services, tables, validation, watch};
 use crate::patch::managed::{self, Manager};
 
 /// The most a request body may hold, as kube-apiserver allows.
@@ -123,24 +123,25 @@ pub async fn dispatch(
     body: Body,
 ) -> Response {
     let query = Query::parse(raw_query);
-    let result = match route(path) {
+    let target = match route(path) {
         None => return crate::status::not_found(),
         Some(Route::Discovery(p)) => return discovery::serve(p, headers),
-        Some(Route::Resource(target)) => {
-            handle(
-                &*store,
-                store.clone(),
-                watches,
-                method,
-                target,
-                query,
-                headers,
-                body,
-            )
-            .await
-        }
+        Some(Route::Resource(target)) => target,
     };
-    result.unwrap_or_else(|e| e.response())
+    let deprecation = custom::served(target.resource).and_then(|s| s.deprecation.clone());
+    let result = handle(
+        &*store,
+        store.clone(),
+        watches,
+        method,
+        target,
+        query,
+        headers,
+        body,
+    )
+    .await;
+    // Every request for a deprecated custom resource version gets its warning, as kube-apiserver adds it.
+    with_warnings(result.unwrap_or_else(|e| e.response()), deprecation.as_slice())
 }
 
 #[allow(clippy::too_many_arguments)] // the request's parts, each used by some verb
@@ -165,7 +166,7 @@ async fn handle(
         (&Method::GET, Some("scale")) => {
             return get(store, &t)
                 .await
-                .map(|(o, _)| ok(StatusCode::OK, &to_scale(&t, &o)));
+                .map(|(o, _)| ok(StatusCode::OK, &scale_of(&t, &o)));
         }
         (&Method::PUT | &Method::PATCH, Some("scale")) => {
             return scale(store, &t, &q, &method, headers, body).await;
@@ -263,9 +264,20 @@ pub async fn get(store: &dyn Store, t: &Target) -> Result<(Value, i64), ApiError
         resource: t.resource,
         name: name.clone(),
     })?;
-    let object = objects::decode(&kv.value, kv.mod_revision)
+    let mut object = objects::decode(&kv.value, kv.mod_revision)
         .ok_or_else(|| ApiError::Internal(format!("stored {} {name} does not decode", t.resource.kind)))?;
+    if let Some(served) = custom::served(t.resource) {
+        custom::on_read(&served, &mut object);
+    }
     Ok((object, kv.mod_revision))
+}
+
+/// The bytes an object is stored as: custom resources in their storage version.
+fn stored_bytes(t: &Target, object: &Value) -> Bytes {
+    match custom::served(t.resource) {
+        Some(served) => Bytes::from(objects::encode(&custom::for_storage(&served, object))),
+        None => Bytes::from(objects::encode(object)),
+    }
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
@@ -347,6 +359,12 @@ fn validate(t: &Target, name: &str, object: &Value) -> Result<(), ApiError> {
         .unwrap_or_default();
     if t.resource.kind == "CronJob" {
         causes.extend(validation::validate_cronjob_spec(object));
+    }
+    if let Some(served) = custom::served(t.resource) {
+        causes.extend(custom::validate(&served, object));
+    }
+    if custom::crd::is_crd(t.resource.group, t.resource.kind) {
+        causes.extend(custom::crd::validate(object));
     }
     if causes.is_empty() {
         Ok(())
@@ -635,10 +653,25 @@ pub async fn create_object(
         "creationTimestamp",
         Value::String(objects::now_rfc3339()),
     );
-    if t.resource.has_status() {
+    let served = custom::served(t.resource);
+    if let Some(served) = &served
+        && served.terminating
+    {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "create not allowed while custom resource definition is terminating: {}",
+            served.crd
+        )));
+    }
+    if t.resource.has_status() || served.is_some() {
         set_meta(&mut object, "generation", json!(1));
     }
     apply_create_defaults(t.resource, &mut object);
+    if custom::crd::is_crd(t.resource.group, t.resource.kind) {
+        custom::crd::prepare(&mut object, None);
+    }
+    if let Some(served) = &served {
+        custom::default(served, &mut object);
+    }
     if t.resource.kind == "PersistentVolumeClaim" && t.resource.group.is_empty() {
         default_storage_class(store, &mut object).await?;
     }
@@ -655,10 +688,7 @@ pub async fn create_object(
         return Ok(object);
     }
     match store
-        .create(
-            Bytes::from(key_of(t, &name)),
-            Bytes::from(objects::encode(&object)),
-        )
+        .create(Bytes::from(key_of(t, &name)), stored_bytes(t, &object))
         .await?
     {
         WriteOutcome::Written { revision, .. } => Ok(at_revision(object, revision)),
@@ -777,6 +807,9 @@ fn manager_of(t: &Target, q: &Query, headers: &HeaderMap) -> Result<Manager, Api
 
 fn definition_of(t: &Target) -> String {
     let r = t.resource;
+    if custom::served(r).is_some() {
+        return crate::schema::types::custom_definition(r.group, r.version, r.kind);
+    }
     crate::schema::types::kind_definition(r.group, r.version, r.kind)
 }
 
@@ -792,10 +825,14 @@ fn validate_fields(t: &Target, q: &Query, object: &mut Value, body: &[u8]) -> Re
     let r = t.resource;
     let definition = crate::schema::types::kind_definition(r.group, r.version, r.kind);
     let types = crate::schema::types::Types::get();
-    if !types.is_structured(&definition) {
+    let unknown = if let Some(served) = custom::served(r) {
+        // A custom resource's unknown fields are pruned whatever the mode (Strict refuses them below).
+        custom::prune(&served, object)
+    } else if !types.is_structured(&definition) {
         return Ok(Vec::new());
-    }
-    let unknown = types.unknown_fields(&definition, object, mode != "Strict");
+    } else {
+        types.unknown_fields(&definition, object, mode != "Strict")
+    };
     let mut messages: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
     if mode != "Ignore" {
         let duplicates = validation::duplicate_fields(body);
@@ -916,10 +953,30 @@ pub(super) async fn replace(
         }
     }
     set_meta(&mut new, "name", Value::String(name.clone()));
+    let served = custom::served(t.resource);
     if !status_only {
         defaults::apply(t.resource.group, t.resource.kind, &mut new);
+        if let Some(served) = &served {
+            custom::default(served, &mut new);
+        }
     }
-    if t.resource.has_status() && !status_only && objects::spec_of(&new) != objects::spec_of(&current) {
+    if custom::crd::is_crd(t.resource.group, t.resource.kind) && !status_only {
+        custom::crd::prepare(&mut new, Some(&current));
+        let causes = custom::crd::validate_update(&new, &current);
+        if !causes.is_empty() {
+            return Err(ApiError::Invalid {
+                resource: t.resource,
+                name,
+                causes,
+            });
+        }
+    }
+    // A custom resource without the status subresource counts a generation for any change but to metadata.
+    let custom_changed = served.as_ref().is_some_and(|_| !t.resource.has_status())
+        && without_metadata(&new) != without_metadata(&current);
+    if (t.resource.has_status() && !status_only && objects::spec_of(&new) != objects::spec_of(&current))
+        || custom_changed
+    {
         let generation = current
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -939,6 +996,16 @@ pub(super) async fn replace(
     }
     admit(store, t, &mut new, Some(&current)).await?;
     validate(t, &name, &new)?;
+    if let Some(served) = &served {
+        let causes = custom::validate_transition(served, &new, &current);
+        if !causes.is_empty() {
+            return Err(ApiError::Invalid {
+                resource: t.resource,
+                name,
+                causes,
+            });
+        }
+    }
     if dry {
         return Ok(new);
     }
@@ -954,10 +1021,7 @@ pub(super) async fn replace(
         // resourceVersion stays and no watch event goes out.
         return Ok(at_revision(current, current_rev));
     }
-    match store
-        .update(key, Bytes::from(objects::encode(&new)), current_rev)
-        .await?
-    {
+    match store.update(key, stored_bytes(t, &new), current_rev).await? {
         WriteOutcome::Written { revision, .. } => Ok(at_revision(new, revision)),
         WriteOutcome::Conflict { current: None } => Err(ApiError::NotFound {
             resource: t.resource,
@@ -965,6 +1029,15 @@ pub(super) async fn replace(
         }),
         WriteOutcome::Conflict { .. } => Err(conflict(t, &name)),
     }
+}
+
+/// The object without its metadata (what a custom resource's generation counts changes of).
+fn without_metadata(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.remove("metadata");
+    }
+    object
 }
 
 /// True when `new` is `current` but for its resourceVersion and the times of its managed fields
@@ -1132,6 +1205,11 @@ fn apply_patch(
     definition: &str,
 ) -> Result<(), ApiError> {
     match content_type(headers).as_str() {
+        "application/strategic-merge-patch+json" if custom::served(t.resource).is_some() => {
+            Err(ApiError::UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
+            ))
+        }
         "application/strategic-merge-patch+json" => {
             let p: Value = serde_json::from_slice(bytes)
                 .map_err(|e| ApiError::BadRequest(format!("invalid strategic merge patch: {e}")))?;
@@ -1233,13 +1311,26 @@ async fn server_side_apply(
         managed::ApplyError::Conflicts(c) => ApiError::ApplyConflict(c),
         other => ApiError::BadRequest(other.to_string()),
     };
-    match get(store, t).await {
-        Ok((current, rev)) => {
-            let merged = managed::apply(&definition, Some(&current), &applied, &manager, force)
-                .map_err(to_conflict)?;
-            let updated = replace(store, t, current, rev, merged, dry_run(q), None).await?;
-            Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings))
+    // As a patch, an apply that does not pin a resourceVersion is applied again to the object as it is now when
+    // another write (a controller's) got in between its read and its write (kube-apiserver's GuaranteedUpdate).
+    let pinned = meta_str(&applied, "resourceVersion").is_some_and(|rv| !rv.is_empty());
+    let mut attempts = 0;
+    let found = loop {
+        attempts += 1;
+        let (current, rev) = match get(store, t).await {
+            Ok(found) => found,
+            Err(e) => break Err(e),
+        };
+        let merged =
+            managed::apply(&definition, Some(&current), &applied, &manager, force).map_err(to_conflict)?;
+        match replace(store, t, current, rev, merged, dry_run(q), None).await {
+            Err(ApiError::Conflict { .. }) if !pinned && attempts < 5 => continue,
+            Err(e) => return Err(e),
+            Ok(updated) => break Ok(updated),
         }
+    };
+    match found {
+        Ok(updated) => Ok(with_warnings(ok(StatusCode::OK, &updated), &warnings)),
         Err(ApiError::NotFound { .. }) if t.subresource.is_none() => {
             let object = managed::apply(&definition, None, &applied, &manager, force).map_err(to_conflict)?;
             let collection = Target {
@@ -1253,7 +1344,14 @@ async fn server_side_apply(
     }
 }
 
-/// The `autoscaling/v1` Scale view of a scalable object.
+/// The `autoscaling/v1` Scale view of a scalable object: a custom resource's from its CRD's scale paths.
+fn scale_of(t: &Target, object: &Value) -> Value {
+    match custom::served(t.resource).and_then(|s| s.scale.clone()) {
+        Some(paths) => custom::to_scale(&paths, t.namespace.as_deref(), object),
+        None => to_scale(t, object),
+    }
+}
+
 fn to_scale(t: &Target, object: &Value) -> Value {
     let selector = object
         .pointer("/spec/selector/matchLabels")
@@ -1290,9 +1388,28 @@ async fn scale(
 ) -> Result<Response, ApiError> {
     let bytes = read_body(body).await?;
     let (current, rev) = get(store, t).await?;
-    let mut wanted = to_scale(t, &current);
+    let mut wanted = scale_of(t, &current);
     if *method == Method::PATCH {
-        apply_patch(t, headers, &bytes, &mut wanted, "io.k8s.api.autoscaling.v1.Scale")?;
+        let main = Target {
+            subresource: None,
+            ..t.clone()
+        };
+        let plain = if content_type(headers) == "application/strategic-merge-patch+json" {
+            // A Scale is a built-in kind: strategic merge patches of it are served for custom resources too.
+            Target {
+                resource: registry::find("apps", "v1", "deployments").unwrap_or(t.resource),
+                ..main
+            }
+        } else {
+            main
+        };
+        apply_patch(
+            &plain,
+            headers,
+            &bytes,
+            &mut wanted,
+            "io.k8s.api.autoscaling.v1.Scale",
+        )?;
     } else {
         wanted = decode_body(headers, &bytes)?;
     }
@@ -1317,7 +1434,10 @@ async fn scale(
         ));
     }
     let mut new = current.clone();
-    new["spec"]["replicas"] = json!(replicas);
+    match custom::served(t.resource).and_then(|s| s.scale.clone()) {
+        Some(paths) => custom::set_replicas(&paths, &mut new, replicas),
+        None => new["spec"]["replicas"] = json!(replicas),
+    }
     let main = Target {
         resource: t.resource,
         namespace: t.namespace.clone(),
@@ -1327,7 +1447,7 @@ async fn scale(
     let mut manager = manager_of(&main, q, headers)?;
     manager.subresource = Some("scale".into());
     let updated = replace(store, &main, current, rev, new, dry_run(q), Some(&manager)).await?;
-    Ok(ok(StatusCode::OK, &to_scale(t, &updated)))
+    Ok(ok(StatusCode::OK, &scale_of(t, &updated)))
 }
 
 /// `pods/<name>/eviction`, as `kubectl drain` sends it. No PodDisruptionBudgets are served yet,
@@ -1537,6 +1657,10 @@ async fn delete_once(
         }
     };
     let mut current = current;
+    if custom::crd::is_crd(t.resource.group, t.resource.kind) {
+        // A CRD goes only once the controller has removed its objects (the cleanup finalizer).
+        custom::crd::mark_for_deletion(&mut current);
+    }
     if let Some(finalizer) = propagation_finalizer
         && t.resource.kind != "Namespace"
     {
@@ -1626,11 +1750,7 @@ async fn write_marked(
     rev: i64,
 ) -> Result<DeleteAttempt, ApiError> {
     match store
-        .update(
-            Bytes::from(key_of(t, name)),
-            Bytes::from(objects::encode(&marked)),
-            rev,
-        )
+        .update(Bytes::from(key_of(t, name)), stored_bytes(t, &marked), rev)
         .await?
     {
         WriteOutcome::Written { revision, .. } => Ok(DeleteAttempt::Done(Ok(ok(
@@ -1694,6 +1814,7 @@ pub async fn list_items(
     let fields = FieldSelector::parse_for(t.resource, q.get("fieldSelector").unwrap_or(""))
         .map_err(ApiError::BadRequest)?;
     let members = fields.members();
+    let served = custom::served(t.resource);
     let prefix = objects::prefix(t.resource, t.namespace.as_deref());
     let (mut revision, mut start) = match start_token {
         Some(token) => {
@@ -1720,9 +1841,12 @@ pub async fn list_items(
                 let token = encode_continue(revision, &String::from_utf8_lossy(&kv.key));
                 return Ok((items, (revision, Some(token))));
             }
-            let Some(object) = objects::decode_listed(&kv.value, kv.mod_revision, &members) else {
+            let Some(mut object) = objects::decode_listed(&kv.value, kv.mod_revision, &members) else {
                 continue;
             };
+            if let Some(served) = &served {
+                object.json = custom::on_read_json(served, &object.json);
+            }
             if labels.matches(&object.selectable) && fields.matches(&object.selectable) {
                 items.push(object);
             }

@@ -528,6 +528,20 @@ pub static RESOURCES: &[ResourceType] = &[
         Subdomain,
         api::events::v1::Event
     ),
+    // apiextensions.k8s.io/v1: the kinds it defines are served by `custom`.
+    resource!(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        false,
+        &["crd", "crds"],
+        &["api-extensions"],
+        STATUS,
+        Subdomain,
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
+    ),
     // scheduling.k8s.io/v1
     resource!(
         "scheduling.k8s.io",
@@ -544,11 +558,12 @@ pub static RESOURCES: &[ResourceType] = &[
     ),
 ];
 
-/// The resource `plural` of `group`/`version`.
+/// The resource `plural` of `group`/`version`: a built-in one, else one a CustomResourceDefinition defines.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .or_else(|| super::custom::find(group, version, plural))
 }
 
 /// The groups served, in discovery order (core excluded), each with its one version.

@@ -168,7 +168,10 @@ impl FieldSelector {
         let mut selector = FieldSelector::parse(s)?;
         for (field, _, _) in &mut selector.0 {
             let aliased = resource.kind == "Pod" && resource.group.is_empty() && field == "spec.host";
-            if !aliased && !field_labels(resource).contains(&field.as_str()) {
+            if !aliased
+                && !field_labels(resource).contains(&field.as_str())
+                && !crate::resources::custom::selectable(resource, field)
+            {
                 return Err(format!(
                     "Unable to find \"{}\" that match label selector \"\", field selector \"{s}\": field label not supported: {field}",
                     resource.qualified_plural()

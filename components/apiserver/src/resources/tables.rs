@@ -36,7 +36,7 @@ pub fn requested_version(headers: &HeaderMap) -> Option<&'static str> {
     None
 }
 
-fn column(name: &str, kind: &str, priority: u8, description: &str) -> Value {
+pub(super) fn column(name: &str, kind: &str, priority: u8, description: &str) -> Value {
     let format = if name == "Name" { "name" } else { "" };
     json!({"name": name, "type": kind, "format": format, "description": description, "priority": priority})
 }
@@ -123,7 +123,7 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
 }
 
 /// `translateTimestampSince`: the age of an RFC 3339 timestamp, `<unknown>` when there is none.
-fn age(text: &str, now: OffsetDateTime) -> String {
+pub(super) fn age(text: &str, now: OffsetDateTime) -> String {
     match parse_time(text) {
         Some(t) => human_duration((now - t).whole_seconds()),
         None => "<unknown>".into(),
@@ -581,10 +581,13 @@ fn access_modes(o: &Value, pointer: &str) -> String {
 }
 
 /// One object's cells.
-type Cells = Box<dyn Fn(&Value) -> Vec<Value>>;
+pub(super) type Cells = Box<dyn Fn(&Value) -> Vec<Value>>;
 
 /// The columns and each object's cells for `resource`.
 fn printer(resource: &ResourceType, now: OffsetDateTime) -> (Vec<Value>, Cells) {
+    if let Some(custom) = super::custom::printer(resource, now) {
+        return custom;
+    }
     let name_col = column("Name", "string", 0, "Name must be unique within a namespace.");
     let age_col = column(
         "Age",

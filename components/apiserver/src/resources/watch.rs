@@ -125,6 +125,8 @@ pub async fn serve(
     };
     let namespace = t.namespace.clone().filter(|_| t.resource.namespaced);
     let include_object = q.get("includeObject").map(String::from);
+    // Custom resources are shown in the version watched (and with their defaults), whatever version stored them.
+    let served = super::custom::served(t.resource);
     tokio::spawn(async move {
         for object in &initial {
             if tx.send(event_line("ADDED", object)).await.is_err() {
@@ -171,6 +173,13 @@ pub async fn serve(
                 (false, true) if event.object.is_some() => Some(("DELETED", event.json(false))),
                 (false, true) => Some(("DELETED", event.json(true))),
                 (false, false) => None,
+            };
+            let out = match (out, &served) {
+                (Some((kind, Some(object))), Some(served)) => Some((
+                    kind,
+                    Some(Bytes::from(super::custom::on_read_json(served, &object))),
+                )),
+                (out, _) => out,
             };
             let out = match (out, table_version) {
                 (Some((kind, Some(object))), Some(version)) => {

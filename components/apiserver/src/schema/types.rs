@@ -3,7 +3,7 @@
 //! field validation walks it to find unknown fields.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 use serde_json::Value;
 
@@ -26,14 +26,109 @@ pub struct Types {
     definitions: HashMap<String, HashMap<String, Shape>>,
 }
 
-/// The definition name of a built-in kind: `io.k8s.api.<first label of the group, or core>.<version>.<Kind>`.
+/// The definition name of a built-in kind: `io.k8s.api.<first label of the group, or core>.<version>.<Kind>`
+/// (apiextensions' kinds are under `io.k8s.apiextensions-apiserver.pkg.apis.apiextensions`).
 pub fn kind_definition(group: &str, version: &str, kind: &str) -> String {
+    if group == "apiextensions.k8s.io" {
+        return format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{version}.{kind}");
+    }
     let short = if group.is_empty() {
         "core"
     } else {
         group.split('.').next().unwrap_or(group)
     };
     format!("io.k8s.api.{short}.{version}.{kind}")
+}
+
+/// The definition name of a custom resource's kind, as its OpenAPI document names it:
+/// `example.com`, `v1`, `Widget` → `com.example.v1.Widget`.
+pub fn custom_definition(group: &str, version: &str, kind: &str) -> String {
+    let reversed: Vec<&str> = group.split('.').rev().collect();
+    format!("{}.{version}.{kind}", reversed.join("."))
+}
+
+/// The shapes of the custom resources served: each object schema of a CRD version becomes a definition (the
+/// kind's, then `<parent>.<field>`, `<parent>.<field>[]` for list items, `<parent>.<field>{}` for map values),
+/// so field management and validation walk custom resources as they walk built-in kinds.
+#[derive(Debug, Default)]
+struct CustomShapes {
+    definitions: HashMap<String, HashMap<String, Shape>>,
+    /// (definition, field) → (`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`).
+    lists: HashMap<(String, String), (String, Vec<String>)>,
+}
+
+fn custom_shapes() -> &'static RwLock<CustomShapes> {
+    static CUSTOM: OnceLock<RwLock<CustomShapes>> = OnceLock::new();
+    CUSTOM.get_or_init(Default::default)
+}
+
+fn custom_shape(schema: &Value, name: String, out: &mut CustomShapes) -> Shape {
+    let flag = |n: &str| schema.get(n).and_then(Value::as_bool) == Some(true);
+    if flag("x-kubernetes-int-or-string") {
+        return Shape::Scalar;
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                let mut fields = HashMap::new();
+                for (field, child) in properties {
+                    if let Some(list_type) = child.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                        let keys = child
+                            .get("x-kubernetes-list-map-keys")
+                            .and_then(Value::as_array)
+                            .map(|k| k.iter().filter_map(Value::as_str).map(String::from).collect())
+                            .unwrap_or_default();
+                        out.lists
+                            .insert((name.clone(), field.clone()), (list_type.to_string(), keys));
+                    }
+                    fields.insert(field.clone(), custom_shape(child, format!("{name}.{field}"), out));
+                }
+                out.definitions.insert(name.clone(), fields);
+                Shape::Object(name)
+            } else if let Some(inner) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                Shape::Map(Box::new(custom_shape(inner, format!("{name}{{}}"), out)))
+            } else if flag("x-kubernetes-preserve-unknown-fields") || flag("x-kubernetes-embedded-resource") {
+                Shape::Any
+            } else {
+                // An object without fields or a map type is a map of anything (granular, as Kubernetes treats it).
+                Shape::Map(Box::new(Shape::Any))
+            }
+        }
+        Some("array") => {
+            Shape::List(Box::new(schema.get("items").map_or(Shape::Any, |items| {
+                custom_shape(items, format!("{name}[]"), out)
+            })))
+        }
+        Some(_) => Shape::Scalar,
+        None => Shape::Any,
+    }
+}
+
+/// Replaces the custom resources' shapes with those of `schemas`: (group, version, kind, `openAPIV3Schema`).
+pub fn set_custom_schemas<'a>(schemas: impl Iterator<Item = (&'a str, &'a str, &'a str, &'a Value)>) {
+    let mut next = CustomShapes::default();
+    for (group, version, kind, schema) in schemas {
+        let name = custom_definition(group, version, kind);
+        custom_shape(schema, name.clone(), &mut next);
+        let fields = next.definitions.entry(name).or_default();
+        fields.insert(
+            "metadata".into(),
+            Shape::Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into()),
+        );
+        fields.insert("apiVersion".into(), Shape::Scalar);
+        fields.insert("kind".into(), Shape::Scalar);
+    }
+    *custom_shapes().write().unwrap_or_else(|p| p.into_inner()) = next;
+}
+
+/// A custom resource list's `x-kubernetes-list-type` and map keys, if its schema gives them.
+pub fn custom_list_type(definition: &str, field: &str) -> Option<(String, Vec<String>)> {
+    custom_shapes()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .lists
+        .get(&(definition.to_string(), field.to_string()))
+        .cloned()
 }
 
 fn shape_of(schema: &Value) -> Shape {
@@ -84,6 +179,20 @@ impl Types {
     /// The shape of `field` in `definition`, if the definition is known and has the field.
     pub fn field(&self, definition: &str, field: &str) -> Option<&Shape> {
         self.definitions.get(definition)?.get(field)
+    }
+
+    /// `field`, the shape of a field of a built-in type or of a custom resource's.
+    pub fn field_shape(&self, definition: &str, field: &str) -> Option<Shape> {
+        if let Some(shape) = self.field(definition, field) {
+            return Some(shape.clone());
+        }
+        custom_shapes()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .definitions
+            .get(definition)?
+            .get(field)
+            .cloned()
     }
 
     /// Whether `definition` is a known type with fixed fields (so unknown ones can be told apart).
