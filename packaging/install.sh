@@ -388,7 +388,7 @@ EOF
       i=0; while [ -f "$RUN_DIR/supervisor.pid" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
     fi
     mkdir -p "$RUN_DIR" "$(dirname "$LOG")"
-    start_line=$(wc -l <"$LOG" 2>/dev/null || echo 0)
+    start_line=0; [ -f "$LOG" ] && start_line=$(wc -l <"$LOG")
     nohup "$BIN_DIR/bonsai-supervise.sh" >/dev/null 2>&1 &
     info "no systemd or OpenRC here: started $SERVICE supervised in the background ($BIN_DIR/bonsai-supervise.sh, pid $!), logging to $LOG; it does not start at boot"
     if [ "$CMD" = server ]; then
