@@ -55,7 +55,7 @@ pub async fn run(kubeconfig: Option<std::path::PathBuf>, timeout: Duration) -> a
             },
             Err(e) => last = format!("{e:#}"),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("not ready within {timeout:?}: {last}")
 }
