@@ -98,6 +98,7 @@ fn install_runs_a_pod_and_uninstall_leaves_the_host_as_it_was() {
         None,
     );
     std::fs::write(dir.path().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    let image = format!("{}/test/busybox:v1", Registry::ADDR);
     let body = format!(
         r##"
 snapshot "$OUT/before"
@@ -119,7 +120,7 @@ ls /usr/local/bin >"$OUT/bin-after"
 for p in /etc/bonsai /var/lib/bonsai /var/log/pods /var/log/bonsai.log /run/bonsai; do [ -e "$p" ] && echo "$p"; done >"$OUT/left" || true
 ps -e -o args= | grep -v -E '^(sh |ps |grep )' >"$OUT/ps" || true
 "##,
-        image = format!("{}/test/busybox:v1", Registry::ADDR)
+        image = image
     );
     let out = sandbox(&netns, dir.path(), &body);
     drop(registry);

@@ -56,7 +56,7 @@ fn remove_containers(data: &Path) -> anyhow::Result<()> {
     if !containers.is_dir() {
         return Ok(());
     }
-    let store = Arc::new(runtime::store::ContentStore::open(&crate::images::store_dir(
+    let store = Arc::new(runtime::store::ContentStore::open(crate::images::store_dir(
         data,
     ))?);
     let shim = std::env::current_exe().context("cannot find the bonsai binary")?;
