@@ -202,4 +202,3 @@ fn agent_checks_its_arguments_and_says_joining_is_not_available_yet() {
         stderr(&out)
     );
 }
-

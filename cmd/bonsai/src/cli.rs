@@ -93,23 +93,26 @@ pub enum Command {
         /// The container's state directory.
         dir: PathBuf,
     },
-    /// Check that this host can run bonsai: kernel features, cgroups, modules, sysctls, free ports (as
-    /// `k3s check-config`). Exits 1 when something essential is missing.
+    /// Check that this host can run bonsai: kernel, cgroups, modules, sysctls, free ports.
+    ///
+    /// A verdict per item, as `k3s check-config` gives; exits 1 when something essential is missing.
     CheckConfig {
         /// The API server's port, checked free.
         #[arg(long, env = "BONSAI_HTTPS_LISTEN_PORT", default_value_t = 6443)]
         https_listen_port: u16,
     },
-    /// Run kubectl against the local cluster (the kubeconfig: $KUBECONFIG, else /etc/bonsai/bonsai.yaml when
-    /// readable, else ~/.kube/config). The kubectl program is $BONSAI_KUBECTL, else `bonsai-kubectl` next to
-    /// bonsai (what the install script fetches), else `kubectl` on PATH.
+    /// Run kubectl against the local cluster (`bonsai kubectl get pods -A`).
+    ///
+    /// The kubeconfig: $KUBECONFIG, else /etc/bonsai/bonsai.yaml when readable, else ~/.kube/config. The kubectl
+    /// program: $BONSAI_KUBECTL, else `bonsai-kubectl` next to bonsai (what the install script fetches), else
+    /// `kubectl` on PATH (never bonsai itself through a `kubectl` link). `--help` is kubectl's.
     #[command(disable_help_flag = true)]
     Kubectl {
         /// kubectl's arguments, as kubectl takes them (`bonsai kubectl get pods -A`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
-    /// Wait until the API server is ready and every node (at least one) is Ready; for scripts and CI.
+    /// Wait until the API server is ready and every node (at least one) is Ready (for scripts and CI).
     WaitReady {
         /// Give up after this long (e.g. 60s, 5m) and exit 1.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]

@@ -15,7 +15,8 @@ const READS_CONFIG: [&str; 2] = ["server", "agent"];
 /// `argv` with the config file's flags inserted after the subcommand, or `argv` as it is when the command reads
 /// no config file (or the command line does not parse: clap then reports it as usual).
 pub fn apply(command: &clap::Command, argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
-    let Ok(matches) = command.clone().try_get_matches_from(&argv) else {
+    // Leniently: flags the file is to supply (an agent's --server and --token) may be missing from the command line.
+    let Ok(matches) = command.clone().ignore_errors(true).try_get_matches_from(&argv) else {
         return Ok(argv);
     };
     let Some((name, sub_matches)) = matches.subcommand() else {
@@ -143,6 +144,37 @@ mod tests {
         .unwrap();
         assert_eq!(args.https_listen_port, 9443);
         assert_eq!(args.node_labels, [("c".to_string(), "3".to_string())]);
+    }
+
+    #[test]
+    fn the_file_can_supply_a_required_flag() {
+        use clap::{Arg, Command as App};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "token: from-file\nserver: https://10.0.0.1:6443\n").unwrap();
+        let app = App::new("bonsai").subcommand(
+            App::new("agent")
+                .arg(
+                    Arg::new("config")
+                        .long("config")
+                        .value_parser(clap::value_parser!(std::path::PathBuf)),
+                )
+                .arg(Arg::new("server").long("server").required(true))
+                .arg(Arg::new("token").long("token").required(true)),
+        );
+        let argv = [
+            "bonsai",
+            "agent",
+            "--config",
+            path.to_str().unwrap(),
+            "--server",
+            "https://flag:6443",
+        ];
+        let merged = super::apply(&app, argv.iter().map(Into::into).collect()).unwrap();
+        let matches = app.try_get_matches_from(merged).unwrap();
+        let agent = matches.subcommand_matches("agent").unwrap();
+        assert_eq!(agent.get_one::<String>("token").unwrap(), "from-file");
+        assert_eq!(agent.get_one::<String>("server").unwrap(), "https://flag:6443");
     }
 
     #[test]
