@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bonsai_e2e::images::{Layout, Registry};
-use bonsai_e2e::{NetNs, Running, bonsai, bonsai_bin, kubectl_bin, text};
+use bonsai_e2e::{NetNs, Running, bonsai, bonsai_bin, cgroups_naming, kubectl_bin, text};
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -216,23 +216,6 @@ fn bonsai_kubectl_finds_a_real_kubectl_and_never_itself() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-}
-
-/// The cgroup directories (any hierarchy) whose path names `needle`.
-fn cgroups_naming(needle: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                if entry.path().to_string_lossy().contains(needle) {
-                    found.push(entry.path());
-                }
-                stack.push(entry.path());
-            }
-        }
-    }
-    found
 }
 
 #[test]

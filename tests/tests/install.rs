@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bonsai_e2e::images::{Layout, Registry};
-use bonsai_e2e::{NetNs, bonsai_bin, text};
+use bonsai_e2e::{NetNs, bonsai_bin, cgroups_naming, text};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -63,27 +63,6 @@ fn sandbox(netns: &NetNs, dir: &Path, body: &str) -> Output {
 
 fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join("out").join(name)).unwrap_or_default()
-}
-
-/// The cgroup directories (any hierarchy) whose path names `needle`; the sandbox shares the host's cgroups.
-fn cgroups_naming(needle: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                if path.to_string_lossy().contains(needle) {
-                    found.push(path.clone());
-                }
-                stack.push(path);
-            }
-        }
-    }
-    found
 }
 
 #[test]
