@@ -562,3 +562,21 @@ where
             .unwrap()
     });
 }
+
+/// The cgroup directories, in any hierarchy, whose path names `needle` (a pod's uid, say): what a test checks is
+/// gone once its cluster is.
+pub fn cgroups_naming(needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if entry.path().to_string_lossy().contains(needle) {
+                    found.push(entry.path());
+                }
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
+}

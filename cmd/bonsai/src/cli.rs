@@ -108,6 +108,34 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretsEncryptCommand,
     },
+    /// Check that this host can run bonsai: kernel, cgroups, modules, sysctls, free ports.
+    ///
+    /// A verdict per item, as `k3s check-config` gives; exits 1 when something essential is missing.
+    CheckConfig {
+        /// The API server's port, checked free.
+        #[arg(long, env = "BONSAI_HTTPS_LISTEN_PORT", default_value_t = 6443)]
+        https_listen_port: u16,
+    },
+    /// Run kubectl against the local cluster (`bonsai kubectl get pods -A`).
+    ///
+    /// The kubeconfig: $KUBECONFIG, else /etc/bonsai/bonsai.yaml when readable, else ~/.kube/config. The kubectl
+    /// program: $BONSAI_KUBECTL, else `bonsai-kubectl` next to bonsai (what the install script fetches), else
+    /// `kubectl` on PATH (never bonsai itself through a `kubectl` link). `--help` is kubectl's.
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        /// kubectl's arguments, as kubectl takes them (`bonsai kubectl get pods -A`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Wait until the API server is ready and every node (at least one) is Ready (for scripts and CI).
+    WaitReady {
+        /// Give up after this long (e.g. 60s, 5m) and exit 1.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Kubeconfig to reach the API server with (default: as `bonsai kubectl` finds it).
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
     /// Print a shell completion script (e.g. `bonsai completion bash > /etc/bash_completion.d/bonsai`).
@@ -363,6 +391,17 @@ pub enum NetworkCommand {
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
+    /// Read flags from this YAML file (keys are the long flags' names) and its `<file>.d/*.yaml` drop-ins;
+    /// flags and environment variables given take precedence over it.
+    #[arg(short = 'c', long, env = "BONSAI_CONFIG_FILE", default_value = DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
+
+    /// A throwaway cluster (for CI): state in a new temporary directory, and everything torn down on exit (pods,
+    /// mounts, links, nft tables, cgroups, the state). The kubeconfig goes to the temporary directory unless
+    /// -o is given.
+    #[arg(long, env = "BONSAI_EPHEMERAL", conflicts_with = "data_dir")]
+    pub ephemeral: bool,
+
     /// Folder to hold state.
     #[arg(short = 'd', long, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -424,9 +463,10 @@ pub struct ServerArgs {
     #[arg(long = "tls-san", env = "BONSAI_TLS_SAN", value_delimiter = ',')]
     pub tls_sans: Vec<String>,
 
-    /// Write the admin kubeconfig here once the API answers.
-    #[arg(short = 'o', long, env = "BONSAI_KUBECONFIG_OUTPUT", default_value = DEFAULT_KUBECONFIG)]
-    pub write_kubeconfig: PathBuf,
+    /// Write the admin kubeconfig here once the API answers [default: /etc/bonsai/bonsai.yaml; with
+    /// --ephemeral, kubeconfig.yaml in its temporary directory].
+    #[arg(short = 'o', long, env = "BONSAI_KUBECONFIG_OUTPUT")]
+    pub write_kubeconfig: Option<PathBuf>,
 
     /// File mode of the kubeconfig, in octal (e.g. 644).
     #[arg(long, env = "BONSAI_KUBECONFIG_MODE", default_value = "0600", value_parser = parse_mode)]
@@ -629,6 +669,13 @@ impl ServerArgs {
             .map_err(|e| format!("--kubelet-arg: {e}"))
     }
 
+    /// Where the admin kubeconfig is written.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.write_kubeconfig
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_KUBECONFIG))
+    }
+
     /// Whether `--disable` names this packaged component.
     pub fn disabled(&self, component: &str) -> bool {
         self.disable.iter().any(|c| c == component)
@@ -669,9 +716,10 @@ fn parse_component(s: &str) -> Result<String, String> {
 }
 
 pub const DEFAULT_KUBECONFIG: &str = "/etc/bonsai/bonsai.yaml";
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/bonsai/config.yaml";
 
 /// Durations as Kubernetes flags write them: a number and a unit (ms, s, m, h), at least 100 ms.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: u64 = number

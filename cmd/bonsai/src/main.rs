@@ -3,17 +3,21 @@
 
 mod agent;
 mod cli;
+mod config;
 mod containers;
+mod ephemeral;
 mod images;
+mod kubectl;
 mod logging;
 mod network;
 mod server;
 mod snapshot;
 mod version;
+mod wait_ready;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command, LogFormat};
 
@@ -39,7 +43,27 @@ fn main() -> ExitCode {
             None => {}
         }
     }
-    let cli = Cli::parse();
+    // Run through a `kubectl` link (the install script makes one when no kubectl is installed), bonsai is
+    // `bonsai kubectl`.
+    if std::path::Path::new(argv.first().map(|a| a.as_os_str()).unwrap_or_default())
+        .file_name()
+        .is_some_and(|n| n == "kubectl")
+    {
+        return match kubectl::run(argv[1..].to_vec()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bonsai (as kubectl): {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = match parse(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("bonsai: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let format = cli.log_format;
     logging::init(format, cli.debug);
     match run(cli) {
@@ -57,6 +81,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, with the config file's flags for the commands that read one. A mistake on the command line
+/// itself is clap's to report (usage, exit code 2); one in the config file names the file.
+fn parse(argv: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
+    let command = Cli::command();
+    let merged = config::apply(&command, argv.clone())?;
+    let from_file = merged.len() != argv.len();
+    match command.try_get_matches_from(&merged) {
+        Ok(matches) => Ok(Cli::from_arg_matches(&matches)?),
+        Err(e) if from_file && command_line_parses(&argv) => {
+            let added: Vec<String> = merged[1..]
+                .iter()
+                .filter(|a| !argv.contains(a))
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            Err(anyhow::anyhow!(
+                "the config file's settings are not valid ({}): {}",
+                added.join(" "),
+                e.kind()
+            )
+            .context(e.to_string().trim().to_string()))
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+fn command_line_parses(argv: &[std::ffi::OsString]) -> bool {
+    Cli::command().try_get_matches_from(argv).is_ok()
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -81,6 +134,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(snapshot::run(args))
+        }
+        Command::CheckConfig { https_listen_port } => {
+            let options = hostcheck::Options {
+                tcp_ports: vec![https_listen_port, kubelet::node::KUBELET_PORT as u16],
+                path: std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                ..hostcheck::Options::default()
+            };
+            let items = hostcheck::check(&hostcheck::RootedHost::real(), &options);
+            print!("{}", hostcheck::render(&items));
+            if hostcheck::worst(&items) == hostcheck::Verdict::Fail {
+                return Err(containers::ExitCode(1).into());
+            }
+            Ok(())
+        }
+        Command::Kubectl { args } => kubectl::run(args),
+        Command::WaitReady { timeout, kubeconfig } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(wait_ready::run(kubeconfig, timeout))
         }
         Command::Containers(args) => containers::run(args),
         Command::Network(args) => {
@@ -130,9 +205,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(images::run(args))
         }
-        Command::Server(args) => {
+        Command::Server(mut args) => {
+            let ephemeral = if args.ephemeral {
+                let ephemeral = ephemeral::Ephemeral::create()?;
+                args.data_dir = ephemeral.data_dir();
+                if args.write_kubeconfig.is_none() {
+                    args.write_kubeconfig = Some(ephemeral.root.join("kubeconfig.yaml"));
+                }
+                tracing::info!(dir = %ephemeral.root.display(), "ephemeral cluster: everything goes on exit");
+                Some(ephemeral)
+            } else {
+                None
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(server::run(*args))
+            let served = runtime.block_on(server::run(*args));
+            // The ephemeral cluster goes once no task of the server runs any more (none can start a pod again).
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            let removed = ephemeral.map_or(Ok(()), ephemeral::Ephemeral::teardown);
+            served.and(removed)
         }
     }
 }

@@ -48,7 +48,7 @@ async fn start_deploy_controller(args: &ServerArgs) -> anyhow::Result<()> {
         .into(),
     };
     let removed = addons::write_packaged(&dir, &args.disable, &template)?;
-    let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
+    let client = crate::network::kube_client(&args.kubeconfig(), None).await?;
     tokio::spawn(addons::run(client, dir, removed));
     Ok(())
 }
@@ -61,7 +61,7 @@ async fn start_agent(
     store: Arc<runtime::store::ContentStore>,
     eviction: kubelet::eviction::EvictionConfig,
 ) -> anyhow::Result<()> {
-    let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
+    let client = crate::network::kube_client(&args.kubeconfig(), None).await?;
     let name = match &args.node_name {
         Some(name) => name.clone(),
         None => apiserver::identity::hostname()
@@ -247,7 +247,7 @@ async fn start_controllers(
     root_ca_pem: &str,
     tokens: Arc<apiserver::service_account_tokens::TokenIssuer>,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
-    let client = crate::network::kube_client(&args.write_kubeconfig, None).await?;
+    let client = crate::network::kube_client(&args.kubeconfig(), None).await?;
     let mut tasks = tokio::task::JoinSet::new();
     if !args.disable_scheduler {
         let election = controllers::leader::Election::new("kube-system", "kube-scheduler", identity);
@@ -539,8 +539,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let local = SocketAddr::new(local_ip, api.local_addr.port());
     apiserver::ready::wait(local, &pki.ca_cert_pem, Duration::from_secs(30)).await?;
     let url = format!("https://{local}");
-    apiserver::kubeconfig::write(&args.write_kubeconfig, args.write_kubeconfig_mode, &url, &pki)?;
-    tracing::info!(url = %url, kubeconfig = %args.write_kubeconfig.display(), "bonsai server ready");
+    let kubeconfig = args.kubeconfig();
+    apiserver::kubeconfig::write(&kubeconfig, args.write_kubeconfig_mode, &url, &pki)?;
+    tracing::info!(url = %url, kubeconfig = %kubeconfig.display(), "bonsai server ready");
+    tracing::info!(
+        "use the cluster: `bonsai kubectl get nodes`, or `KUBECONFIG={} kubectl get nodes`; \
+         `bonsai wait-ready` returns once the node is Ready",
+        kubeconfig.display()
+    );
     let images = {
         let root = crate::images::store_dir(&args.data_dir);
         let opening = tokio::task::spawn_blocking(move || runtime::store::ContentStore::open(&root));
