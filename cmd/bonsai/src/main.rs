@@ -7,7 +7,9 @@ mod containers;
 mod images;
 mod logging;
 mod network;
+mod node_agent;
 mod server;
+mod token;
 mod version;
 
 use std::process::ExitCode;
@@ -69,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent(args) => agent::run(args),
+        Command::Token(args) => token::run(args),
         Command::Containers(args) => containers::run(args),
         Command::Network(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()

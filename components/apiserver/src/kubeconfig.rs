@@ -9,6 +9,12 @@ use base64::engine::general_purpose::STANDARD;
 use crate::pki::{Pki, PkiError, write_file};
 
 pub fn render(server_url: &str, pki: &Pki) -> String {
+    render_with(server_url, &pki.ca_cert_pem, &pki.admin_cert_pem, &pki.admin_key_pem)
+}
+
+/// A kubeconfig for `server_url`, trusting `ca_pem`, presenting the client certificate `cert_pem`/`key_pem`
+/// (the admin's, or a node's).
+pub fn render_with(server_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
     format!(
         "apiVersion: v1\n\
          clusters:\n\
@@ -20,9 +26,9 @@ pub fn render(server_url: &str, pki: &Pki) -> String {
          preferences: {{}}\n\
          users:\n\
          - name: default\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",
-        ca = STANDARD.encode(&pki.ca_cert_pem),
-        cert = STANDARD.encode(&pki.admin_cert_pem),
-        key = STANDARD.encode(&pki.admin_key_pem),
+        ca = STANDARD.encode(ca_pem),
+        cert = STANDARD.encode(cert_pem),
+        key = STANDARD.encode(key_pem),
     )
 }
 

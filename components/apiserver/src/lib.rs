@@ -10,6 +10,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod bootstrap_tokens;
 mod health;
 pub mod identity;
 pub mod kubeconfig;

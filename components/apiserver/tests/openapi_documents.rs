@@ -91,6 +91,11 @@ fn root_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Opti
             "PriorityClass",
             api::scheduling::v1::PriorityClass
         ),
+        (
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            api::certificates::v1::CertificateSigningRequest
+        ),
         ("autoscaling", "Scale", api::autoscaling::v1::Scale),
         ("policy", "Eviction", api::policy::v1::Eviction),
     )
@@ -336,6 +341,12 @@ fn resource_paths(r: &ResourceType, paths: &mut Map<String, Value>) {
         paths.insert(
             format!("{collection}/{{name}}/status"),
             item("Status", &object, &gvk),
+        );
+    }
+    if r.has_subresource("approval") {
+        paths.insert(
+            format!("{collection}/{{name}}/approval"),
+            item("Approval", &object, &gvk),
         );
     }
     if r.has_subresource("scale") {

@@ -7,6 +7,7 @@
 //!
 //! **Architecture Invariant:** controllers read and write cluster state only through the Kubernetes API.
 
+pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -22,6 +23,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod volumebinding;
 pub mod work;
 
@@ -80,5 +82,6 @@ pub fn spawn_all(client: kube::Client, options: &ControllerOptions, tasks: &mut 
     tasks.spawn(job::run(client.clone()));
     tasks.spawn(cronjob::run(client.clone()));
     tasks.spawn(volumebinding::run(client.clone()));
+    tasks.spawn(tokencleaner::run(client.clone()));
     tasks.spawn(daemonset::run(client));
 }

@@ -1,6 +1,7 @@
 //! The resource layer: one generic code path serving every built-in kind over the store.
 
 mod bootstrap;
+mod certificates;
 mod defaults;
 mod discovery;
 mod errors;

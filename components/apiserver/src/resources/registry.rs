@@ -528,6 +528,21 @@ pub static RESOURCES: &[ResourceType] = &[
         Subdomain,
         api::events::v1::Event
     ),
+    // certificates.k8s.io/v1: the kubelets' client and serving certificates (TLS bootstrap), approved on
+    // `/approval` and issued on `/status` by the certificate controllers.
+    resource!(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        &["csr"],
+        NONE,
+        &["approval", "status"],
+        Subdomain,
+        api::certificates::v1::CertificateSigningRequest
+    ),
     // scheduling.k8s.io/v1
     resource!(
         "scheduling.k8s.io",
