@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod as_node;
+pub mod cluster;
 pub mod images;
 
 use std::io::{BufRead, BufReader};
@@ -225,7 +226,7 @@ impl Drop for NetNs {
     }
 }
 
-fn run_ok(cmd: &mut Command) {
+pub(crate) fn run_ok(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),

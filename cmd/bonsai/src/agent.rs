@@ -82,10 +82,12 @@ async fn client_credentials(
         server = args.server,
         ca = base64_encode(&ca),
     );
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&bootstrap_config).context("the bootstrap kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .context("the bootstrap kubeconfig")?;
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(&bootstrap_config).context("the bootstrap kubeconfig")?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("the bootstrap kubeconfig")?;
     let client = kube::Client::try_from(config)?;
     let (key, request) = bootstrap::new_request(user, NODES_GROUP, &[])?;
     let cert = bootstrap::request_certificate(

@@ -17,7 +17,9 @@ const TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
 const EXTRA_GROUPS: &str = "system:bootstrappers:bonsai:default-node-token";
 
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(command(args))
 }
 
@@ -77,7 +79,10 @@ async fn command(args: TokenArgs) -> anyhow::Result<()> {
             if !ttl.is_zero() {
                 let expires = k8s_openapi::jiff::Timestamp::now()
                     + k8s_openapi::jiff::SignedDuration::from_secs(ttl.as_secs() as i64);
-                fields.insert("expiration".into(), expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+                fields.insert(
+                    "expiration".into(),
+                    expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                );
             }
             let object: Secret = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": NAMESPACE},
@@ -87,7 +92,9 @@ async fn command(args: TokenArgs) -> anyhow::Result<()> {
             api.create(&PostParams::default(), &object)
                 .await
                 .map_err(|e| match e {
-                    kube::Error::Api(e) if e.code == 409 => anyhow::anyhow!("a token with id {id} exists already"),
+                    kube::Error::Api(e) if e.code == 409 => {
+                        anyhow::anyhow!("a token with id {id} exists already")
+                    }
                     e => anyhow::anyhow!("cannot create the token: {e}"),
                 })?;
             println!("{}", apiserver::token::full(&ca, &format!("{id}.{secret}")));
@@ -98,7 +105,11 @@ async fn command(args: TokenArgs) -> anyhow::Result<()> {
                 .await
                 .context("cannot list the tokens")?;
             println!("{:<8} {:<22} {:<30} DESCRIPTION", "TOKEN", "EXPIRES", "USAGES");
-            for secret in secrets.items.iter().filter(|s| s.type_.as_deref() == Some(TOKEN_TYPE)) {
+            for secret in secrets
+                .items
+                .iter()
+                .filter(|s| s.type_.as_deref() == Some(TOKEN_TYPE))
+            {
                 let usages: Vec<&str> = ["authentication", "signing"]
                     .into_iter()
                     .filter(|u| data(secret, &format!("usage-bootstrap-{u}")).as_deref() == Some("true"))
@@ -118,9 +129,14 @@ async fn command(args: TokenArgs) -> anyhow::Result<()> {
                 let credential = apiserver::token::credential(&token).unwrap_or(&token);
                 let id = credential.split('.').next().unwrap_or_default();
                 if id.len() != 6 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-                    bail!("{token:?} names no bootstrap token: give its id (6 characters of [a-z0-9]) or the token");
+                    bail!(
+                        "{token:?} names no bootstrap token: give its id (6 characters of [a-z0-9]) or the token"
+                    );
                 }
-                match api.delete(&format!("bootstrap-token-{id}"), &DeleteParams::default()).await {
+                match api
+                    .delete(&format!("bootstrap-token-{id}"), &DeleteParams::default())
+                    .await
+                {
                     Ok(_) => println!("bootstrap token {id:?} deleted"),
                     Err(kube::Error::Api(e)) if e.code == 404 => bail!("there is no bootstrap token {id:?}"),
                     Err(e) => bail!("cannot delete bootstrap token {id:?}: {e}"),

@@ -22,7 +22,9 @@ pub const USER_PREFIX: &str = "system:bootstrap:";
 /// `<id>.<secret>` split, when the token has that form.
 pub fn parse(token: &str) -> Option<(&str, &str)> {
     let (id, secret) = token.split_once('.')?;
-    let ok = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
     (ok(id, 6) && ok(secret, 16)).then_some((id, secret))
 }
 
@@ -31,7 +33,10 @@ pub fn user_of_secret(secret_object: &Value, id: &str, secret: &str, now: i64) -
     if secret_object.get("type").and_then(Value::as_str) != Some(SECRET_TYPE) {
         return None;
     }
-    if secret_object.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    if secret_object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
         return None;
     }
     let data = |key: &str| -> Option<String> {
@@ -57,9 +62,10 @@ pub fn user_of_secret(secret_object: &Value, id: &str, secret: &str, now: i64) -
         return None;
     }
     if let Some(expiration) = data("expiration") {
-        let expires = time::OffsetDateTime::parse(&expiration, &time::format_description::well_known::Rfc3339)
-            .ok()?
-            .unix_timestamp();
+        let expires =
+            time::OffsetDateTime::parse(&expiration, &time::format_description::well_known::Rfc3339)
+                .ok()?
+                .unix_timestamp();
         if expires <= now {
             return None;
         }
@@ -121,14 +127,21 @@ mod tests {
 
     #[test]
     fn tokens_authenticate_as_bootstrappers_until_they_expire() {
-        assert_eq!(parse("abcdef.0123456789abcdef"), Some(("abcdef", "0123456789abcdef")));
+        assert_eq!(
+            parse("abcdef.0123456789abcdef"),
+            Some(("abcdef", "0123456789abcdef"))
+        );
         assert_eq!(parse("ABCDEF.0123456789abcdef"), None);
         assert_eq!(parse("abcdef.short"), None);
         let user = user_of_secret(&secret(None), "abcdef", "0123456789abcdef", 0).unwrap();
         assert_eq!(user.name, "system:bootstrap:abcdef");
         assert_eq!(
             user.groups,
-            ["system:bootstrappers", "system:bootstrappers:bonsai", "system:authenticated"]
+            [
+                "system:bootstrappers",
+                "system:bootstrappers:bonsai",
+                "system:authenticated"
+            ]
         );
         assert!(user_of_secret(&secret(None), "abcdef", "0123456789abcdeX", 0).is_none());
         let expiring = secret(Some("2030-01-01T00:00:00Z"));

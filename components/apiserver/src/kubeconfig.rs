@@ -9,7 +9,12 @@ use base64::engine::general_purpose::STANDARD;
 use crate::pki::{Pki, PkiError, write_file};
 
 pub fn render(server_url: &str, pki: &Pki) -> String {
-    render_with(server_url, &pki.ca_cert_pem, &pki.admin_cert_pem, &pki.admin_key_pem)
+    render_with(
+        server_url,
+        &pki.ca_cert_pem,
+        &pki.admin_cert_pem,
+        &pki.admin_key_pem,
+    )
 }
 
 /// A kubeconfig for `server_url`, trusting `ca_pem`, presenting the client certificate `cert_pem`/`key_pem`

@@ -160,7 +160,11 @@ impl Pki {
             fresh(pem)
                 && signed_by(pem, &ca_cert_pem)
                 && with_cert(pem, |c| {
-                    c.subject().iter_common_name().next().and_then(|n| n.as_str().ok()) == Some(user.as_str())
+                    c.subject()
+                        .iter_common_name()
+                        .next()
+                        .and_then(|n| n.as_str().ok())
+                        == Some(user.as_str())
                 })
                 .unwrap_or(false)
         };
@@ -447,7 +451,11 @@ mod tests {
         let (node, _) = pki.node_client("n1").unwrap();
         assert!(signed_by(&node, &pki.ca_cert_pem));
         assert_eq!(pki.node_client("n1").unwrap().0, node, "reused");
-        assert_ne!(pki.node_client("n2").unwrap().0, node, "another node's name is another certificate");
+        assert_ne!(
+            pki.node_client("n2").unwrap().0,
+            node,
+            "another node's name is another certificate"
+        );
         let (client, _) = pki.apiserver_kubelet_client().unwrap();
         assert!(signed_by(&client, &pki.ca_cert_pem));
         assert_eq!(pki.apiserver_kubelet_client().unwrap().0, client);

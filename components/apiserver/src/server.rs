@@ -376,7 +376,12 @@ pub async fn start(mut config: ApiServerConfig) -> Result<RunningApiServer, ApiS
     let watches = Arc::new(resources::WatchCaches::new(config.state.store.clone()));
     watches.start_all().await;
     let kubelet = Arc::new(node_proxy::KubeletClient::new(&config.pki).map_err(ApiServerError::Tls)?);
-    let app = router(Arc::new(config.state), watches, kubelet, config.pki.ca_cert_pem.clone());
+    let app = router(
+        Arc::new(config.state),
+        watches,
+        kubelet,
+        config.pki.ca_cert_pem.clone(),
+    );
     let server = axum_server::from_tcp_rustls(listener, tls)
         .map_err(|source| ApiServerError::Bind { addr, source })?
         .handle(handle.clone());

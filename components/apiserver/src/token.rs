@@ -81,9 +81,15 @@ mod tests {
         assert_eq!(parse(&t2).unwrap().0, ca_hash("CA two"));
         assert!(parse("K10abc::server:x").is_none());
         assert!(parse("hello").is_none());
-        assert_eq!(credential(&t2), Some(&*format!("server:{}", parse(&t2).unwrap().1)));
+        assert_eq!(
+            credential(&t2),
+            Some(&*format!("server:{}", parse(&t2).unwrap().1))
+        );
         let bootstrap = full("CA two", "abcdef.0123456789abcdef");
-        assert_eq!(split(&bootstrap), Some((&*ca_hash("CA two"), "abcdef.0123456789abcdef")));
+        assert_eq!(
+            split(&bootstrap),
+            Some((&*ca_hash("CA two"), "abcdef.0123456789abcdef"))
+        );
         assert!(split("K10abc::abcdef.x").is_none());
     }
 }

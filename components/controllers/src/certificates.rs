@@ -89,12 +89,16 @@ pub fn parse_request(pem: &[u8]) -> Result<Request, String> {
                 match name {
                     GeneralName::DNSName(d) => request.dns_names.push(d.to_string()),
                     GeneralName::IPAddress(b) => match b.len() {
-                        4 => request
-                            .ip_addresses
-                            .extend(<[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string())),
-                        16 => request
-                            .ip_addresses
-                            .extend(<[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string())),
+                        4 => request.ip_addresses.extend(
+                            <[u8; 4]>::try_from(*b)
+                                .ok()
+                                .map(|a| std::net::IpAddr::from(a).to_string()),
+                        ),
+                        16 => request.ip_addresses.extend(
+                            <[u8; 16]>::try_from(*b)
+                                .ok()
+                                .map(|a| std::net::IpAddr::from(a).to_string()),
+                        ),
                         _ => request.other_names += 1,
                     },
                     _ => request.other_names += 1,
@@ -196,10 +200,14 @@ pub fn approval(
                 return Ok(None);
             }
             if username == request.common_name && groups.iter().any(|g| g == NODES_GROUP) {
-                return Ok(Some("Auto approving self kubelet client certificate after SubjectAccessReview."));
+                return Ok(Some(
+                    "Auto approving self kubelet client certificate after SubjectAccessReview.",
+                ));
             }
             if groups.iter().any(|g| g == BOOTSTRAPPERS) {
-                return Ok(Some("Auto approving kubelet client certificate after SubjectAccessReview."));
+                return Ok(Some(
+                    "Auto approving kubelet client certificate after SubjectAccessReview.",
+                ));
             }
             Ok(None)
         }
@@ -214,7 +222,9 @@ pub fn approval(
                 return Ok(None);
             };
             let Some(known) = node_addresses(node) else {
-                return Err(ControllerError::Waiting(format!("node {node} is not registered yet")));
+                return Err(ControllerError::Waiting(format!(
+                    "node {node} is not registered yet"
+                )));
             };
             let all_known = request
                 .dns_names
@@ -222,7 +232,9 @@ pub fn approval(
                 .chain(&request.ip_addresses)
                 .all(|n| known.contains(n));
             if all_known {
-                Ok(Some("Auto approving kubelet serving certificate: its names are the node's own."))
+                Ok(Some(
+                    "Auto approving kubelet serving certificate: its names are the node's own.",
+                ))
             } else {
                 Err(ControllerError::Waiting(format!(
                     "the names asked for are not all node {node}'s (yet)"
@@ -245,7 +257,10 @@ fn condition(kind: &str, reason: &str, message: &str) -> CertificateSigningReque
     }
 }
 
-fn with_condition(mut csr: CertificateSigningRequest, c: CertificateSigningRequestCondition) -> CertificateSigningRequest {
+fn with_condition(
+    mut csr: CertificateSigningRequest,
+    c: CertificateSigningRequestCondition,
+) -> CertificateSigningRequest {
     let status = csr.status.get_or_insert_with(Default::default);
     status.conditions.get_or_insert_with(Vec::new).push(c);
     csr
@@ -259,8 +274,8 @@ impl ClusterSigner {
         let issuer =
             rcgen::Issuer::from_ca_cert_pem(&self.ca_cert_pem, &key).map_err(|e| format!("the CA: {e}"))?;
         let text = std::str::from_utf8(request_pem).map_err(|_| "the request is not PEM text".to_string())?;
-        let mut csr =
-            rcgen::CertificateSigningRequestParams::from_pem(text).map_err(|e| format!("the request: {e}"))?;
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(text)
+            .map_err(|e| format!("the request: {e}"))?;
         let now = time::OffsetDateTime::now_utc();
         let params = &mut csr.params;
         params.not_before = now - BACKDATE;
@@ -300,7 +315,9 @@ fn rand_serial() -> [u8; 16] {
 /// API server keeps at 10 minutes or more).
 pub fn duration_of(csr: &CertificateSigningRequest) -> Duration {
     match csr.spec.expiration_seconds {
-        Some(seconds) if seconds > 0 => SIGNING_DURATION.min(Duration::from_secs(u64::from(seconds.unsigned_abs().max(600)))),
+        Some(seconds) if seconds > 0 => {
+            SIGNING_DURATION.min(Duration::from_secs(u64::from(seconds.unsigned_abs().max(600))))
+        }
         _ => SIGNING_DURATION,
     }
 }
@@ -364,18 +381,19 @@ impl Controller {
                 validate_kubelet_serving(&request, &usages)
             }
         });
-        let updated = match checked.and_then(|()| self.signer.sign(&csr.spec.request.0, &usages, duration_of(&csr))) {
-            Ok(pem) => {
-                let mut csr = csr;
-                csr.status.get_or_insert_with(Default::default).certificate =
-                    Some(k8s_openapi::ByteString(pem.into_bytes()));
-                csr
-            }
-            Err(problem) => {
-                tracing::warn!(csr = %name, %problem, "not signing");
-                with_condition(csr, condition("Failed", "SignerValidationFailure", &problem))
-            }
-        };
+        let updated =
+            match checked.and_then(|()| self.signer.sign(&csr.spec.request.0, &usages, duration_of(&csr))) {
+                Ok(pem) => {
+                    let mut csr = csr;
+                    csr.status.get_or_insert_with(Default::default).certificate =
+                        Some(k8s_openapi::ByteString(pem.into_bytes()));
+                    csr
+                }
+                Err(problem) => {
+                    tracing::warn!(csr = %name, %problem, "not signing");
+                    with_condition(csr, condition("Failed", "SignerValidationFailure", &problem))
+                }
+            };
         api.replace_subresource("status", &name, &PostParams::default(), &updated)
             .await
             .map_err(kube_error(format!("issuing CSR {name}")))?;
@@ -402,7 +420,12 @@ pub async fn run(client: kube::Client, signer: ClusterSigner) {
     });
     let all = {
         let csrs = csrs.clone();
-        move || csrs.state().iter().filter_map(|c| c.metadata.name.clone()).collect::<Vec<_>>()
+        move || {
+            csrs.state()
+                .iter()
+                .filter_map(|c| c.metadata.name.clone())
+                .collect::<Vec<_>>()
+        }
     };
     let all_for_keys = all.clone();
     let keys_of = move |seen: Seen| match seen {
@@ -425,13 +448,20 @@ mod tests {
 
     fn request(cn: &str, o: &str, sans: &[&str]) -> String {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, cn);
         params.distinguished_name.push(rcgen::DnType::OrganizationName, o);
         params.serialize_request(&key).unwrap().pem().unwrap()
     }
 
-    fn csr(pem: &str, signer: &str, usages: &[&str], user: &str, groups: &[&str]) -> CertificateSigningRequest {
+    fn csr(
+        pem: &str,
+        signer: &str,
+        usages: &[&str],
+        user: &str,
+        groups: &[&str],
+    ) -> CertificateSigningRequest {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "c"},
             "spec": {"request": k8s_openapi::ByteString(pem.as_bytes().to_vec()), "signerName": signer, "usages": usages, "username": user, "groups": groups}
@@ -443,29 +473,86 @@ mod tests {
     fn client_csrs_from_bootstrappers_and_renewing_nodes_are_approved() {
         let pem = request("system:node:n2", "system:nodes", &[]);
         let none = |_: &str| None;
-        let from_bootstrap = csr(&pem, KUBELET_CLIENT_SIGNER, &["client auth", "digital signature"], "system:bootstrap:abcdef", &["system:bootstrappers", "system:authenticated"]);
+        let from_bootstrap = csr(
+            &pem,
+            KUBELET_CLIENT_SIGNER,
+            &["client auth", "digital signature"],
+            "system:bootstrap:abcdef",
+            &["system:bootstrappers", "system:authenticated"],
+        );
         assert!(approval(&from_bootstrap, none).unwrap().is_some());
-        let renewal = csr(&pem, KUBELET_CLIENT_SIGNER, &["client auth"], "system:node:n2", &["system:nodes"]);
+        let renewal = csr(
+            &pem,
+            KUBELET_CLIENT_SIGNER,
+            &["client auth"],
+            "system:node:n2",
+            &["system:nodes"],
+        );
         assert!(approval(&renewal, none).unwrap().is_some());
-        let other_node = csr(&pem, KUBELET_CLIENT_SIGNER, &["client auth"], "system:node:n3", &["system:nodes"]);
+        let other_node = csr(
+            &pem,
+            KUBELET_CLIENT_SIGNER,
+            &["client auth"],
+            "system:node:n3",
+            &["system:nodes"],
+        );
         assert!(approval(&other_node, none).unwrap().is_none());
-        let stranger = csr(&pem, KUBELET_CLIENT_SIGNER, &["client auth"], "alice", &["system:authenticated"]);
+        let stranger = csr(
+            &pem,
+            KUBELET_CLIENT_SIGNER,
+            &["client auth"],
+            "alice",
+            &["system:authenticated"],
+        );
         assert!(approval(&stranger, none).unwrap().is_none());
         let admin_subject = request("system:admin", "system:masters", &[]);
-        let escalation = csr(&admin_subject, KUBELET_CLIENT_SIGNER, &["client auth"], "system:bootstrap:abcdef", &["system:bootstrappers"]);
+        let escalation = csr(
+            &admin_subject,
+            KUBELET_CLIENT_SIGNER,
+            &["client auth"],
+            "system:bootstrap:abcdef",
+            &["system:bootstrappers"],
+        );
         assert!(approval(&escalation, none).unwrap().is_none());
-        let server_usage = csr(&pem, KUBELET_CLIENT_SIGNER, &["server auth"], "system:bootstrap:abcdef", &["system:bootstrappers"]);
+        let server_usage = csr(
+            &pem,
+            KUBELET_CLIENT_SIGNER,
+            &["server auth"],
+            "system:bootstrap:abcdef",
+            &["system:bootstrappers"],
+        );
         assert!(approval(&server_usage, none).unwrap().is_none());
     }
 
     #[test]
     fn serving_csrs_are_approved_for_the_nodes_own_names() {
         let addresses = |n: &str| (n == "n2").then(|| vec!["n2".to_string(), "10.0.0.2".to_string()]);
-        let own = csr(&request("system:node:n2", "system:nodes", &["n2", "10.0.0.2"]), KUBELET_SERVING_SIGNER, &["server auth", "digital signature"], "system:node:n2", &["system:nodes"]);
+        let own = csr(
+            &request("system:node:n2", "system:nodes", &["n2", "10.0.0.2"]),
+            KUBELET_SERVING_SIGNER,
+            &["server auth", "digital signature"],
+            "system:node:n2",
+            &["system:nodes"],
+        );
         assert!(approval(&own, addresses).unwrap().is_some());
-        let foreign = csr(&request("system:node:n2", "system:nodes", &["n2", "10.0.0.9"]), KUBELET_SERVING_SIGNER, &["server auth"], "system:node:n2", &["system:nodes"]);
-        assert!(approval(&foreign, addresses).is_err(), "waits: the node may yet report the address");
-        let by_other = csr(&request("system:node:n2", "system:nodes", &["n2"]), KUBELET_SERVING_SIGNER, &["server auth"], "system:node:n3", &["system:nodes"]);
+        let foreign = csr(
+            &request("system:node:n2", "system:nodes", &["n2", "10.0.0.9"]),
+            KUBELET_SERVING_SIGNER,
+            &["server auth"],
+            "system:node:n2",
+            &["system:nodes"],
+        );
+        assert!(
+            approval(&foreign, addresses).is_err(),
+            "waits: the node may yet report the address"
+        );
+        let by_other = csr(
+            &request("system:node:n2", "system:nodes", &["n2"]),
+            KUBELET_SERVING_SIGNER,
+            &["server auth"],
+            "system:node:n3",
+            &["system:nodes"],
+        );
         assert!(approval(&by_other, addresses).unwrap().is_none());
     }
 
@@ -475,12 +562,25 @@ mod tests {
         let mut ca = rcgen::CertificateParams::default();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let signer = ClusterSigner { ca_cert_pem: ca_cert.pem(), ca_key_pem: ca_key.serialize_pem() };
+        let signer = ClusterSigner {
+            ca_cert_pem: ca_cert.pem(),
+            ca_key_pem: ca_key.serialize_pem(),
+        };
         let pem = request("system:node:n2", "system:nodes", &[]);
-        let issued = signer.sign(pem.as_bytes(), &["client auth".into()], Duration::from_secs(3600)).unwrap();
+        let issued = signer
+            .sign(pem.as_bytes(), &["client auth".into()], Duration::from_secs(3600))
+            .unwrap();
         let (_, block) = x509_parser::pem::parse_x509_pem(issued.as_bytes()).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&block.contents).unwrap();
-        assert_eq!(cert.subject().iter_common_name().next().unwrap().as_str().unwrap(), "system:node:n2");
+        assert_eq!(
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "system:node:n2"
+        );
         let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(lifetime, 3600 + 300);
         let mut with_expiry = csr(&pem, KUBELET_CLIENT_SIGNER, &["client auth"], "u", &[]);

@@ -24,7 +24,11 @@ pub fn expiration(secret: &Secret) -> Option<k8s_openapi::jiff::Timestamp> {
     std::str::from_utf8(&raw.0).ok()?.parse().ok()
 }
 
-async fn reconcile(client: &kube::Client, secrets: &Store<Secret>, name: String) -> Result<(), ControllerError> {
+async fn reconcile(
+    client: &kube::Client,
+    secrets: &Store<Secret>,
+    name: String,
+) -> Result<(), ControllerError> {
     let Some(secret) = secrets.get(&ObjectRef::new(&name).within(NAMESPACE)) else {
         return Ok(());
     };
@@ -36,7 +40,10 @@ async fn reconcile(client: &kube::Client, secrets: &Store<Secret>, name: String)
         // Looked at again soon; the queue's Waiting retry is quick, so wait here for tokens about to expire.
         let left = Duration::try_from(expires - now).unwrap_or_default();
         if left > Duration::from_secs(2) {
-            return Err(ControllerError::Waiting(format!("expires in {}s", left.as_secs())));
+            return Err(ControllerError::Waiting(format!(
+                "expires in {}s",
+                left.as_secs()
+            )));
         }
         tokio::time::sleep(left).await;
     }

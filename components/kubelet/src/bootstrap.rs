@@ -30,7 +30,9 @@ pub enum BootstrapError {
     Unreachable { url: String, detail: String },
     #[error("the server at {url} answered {status} to GET /cacerts")]
     CaStatus { url: String, status: u16 },
-    #[error("the server refused the join token's credential (401 Unauthorized): the token is wrong, expired or deleted")]
+    #[error(
+        "the server refused the join token's credential (401 Unauthorized): the token is wrong, expired or deleted"
+    )]
     Unauthorized,
     #[error("the certificate request {name} was {outcome}: {message}")]
     Refused {
@@ -38,7 +40,9 @@ pub enum BootstrapError {
         outcome: &'static str,
         message: String,
     },
-    #[error("the certificate request {name} was not issued within {seconds} s (are the server's controllers running?)")]
+    #[error(
+        "the certificate request {name} was not issued within {seconds} s (are the server's controllers running?)"
+    )]
     Timeout { name: String, seconds: u64 },
     #[error("cannot make a key or request: {0}")]
     Key(String),
@@ -113,7 +117,8 @@ pub async fn fetch_ca_bundle(server: &str) -> Result<String, BootstrapError> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
         .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| unreachable(e.to_string()))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| unreachable(e.to_string()))?;
     let fetch = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
@@ -162,10 +167,15 @@ pub fn new_request(
     sans: &[String],
 ) -> Result<(String, String), BootstrapError> {
     let key = rcgen::KeyPair::generate().map_err(|e| BootstrapError::Key(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::new(sans.to_vec()).map_err(|e| BootstrapError::Key(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(sans.to_vec()).map_err(|e| BootstrapError::Key(e.to_string()))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, organization);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, organization);
     let request = params
         .serialize_request(&key)
         .and_then(|r| r.pem())
@@ -248,7 +258,13 @@ fn first_certificate(pem: &str) -> Option<Vec<u8>> {
 
 /// Whether the certificate in `cert_path` (with its key beside it) is one to keep: issued by `ca_pem`, for
 /// `common_name`, covering every name of `sans`, and valid for at least `min_left` more.
-pub fn still_valid(cert_pem: &str, ca_pem: &str, common_name: &str, sans: &[String], min_left: Duration) -> bool {
+pub fn still_valid(
+    cert_pem: &str,
+    ca_pem: &str,
+    common_name: &str,
+    sans: &[String],
+    min_left: Duration,
+) -> bool {
     use x509_parser::extensions::GeneralName;
     let (Some(der), Some(ca_der)) = (first_certificate(cert_pem), first_certificate(ca_pem)) else {
         return false;
@@ -262,7 +278,11 @@ pub fn still_valid(cert_pem: &str, ca_pem: &str, common_name: &str, sans: &[Stri
     if cert.verify_signature(Some(ca.public_key())).is_err() {
         return false;
     }
-    let cn = cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok());
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok());
     if cn != Some(common_name) {
         return false;
     }
@@ -280,8 +300,12 @@ pub fn still_valid(cert_pem: &str, ca_pem: &str, common_name: &str, sans: &[Stri
             .filter_map(|n| match n {
                 GeneralName::DNSName(d) => Some(d.to_string()),
                 GeneralName::IPAddress(b) => match b.len() {
-                    4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
-                    16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                    4 => <[u8; 4]>::try_from(*b)
+                        .ok()
+                        .map(|a| std::net::IpAddr::from(a).to_string()),
+                    16 => <[u8; 16]>::try_from(*b)
+                        .ok()
+                        .map(|a| std::net::IpAddr::from(a).to_string()),
                     _ => None,
                 },
                 _ => None,
@@ -339,14 +363,24 @@ mod tests {
         let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), &ca_key).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let mut leaf = rcgen::CertificateParams::new(vec!["n2".to_string(), "10.0.0.2".to_string()]).unwrap();
-        leaf.distinguished_name.push(rcgen::DnType::CommonName, "system:node:n2");
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n2");
         let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
         let day = Duration::from_secs(86400);
         let names = vec!["n2".to_string(), "10.0.0.2".to_string()];
         assert!(still_valid(&cert, &ca_cert.pem(), "system:node:n2", &names, day));
         assert!(!still_valid(&cert, &ca_cert.pem(), "system:node:n3", &[], day));
-        assert!(!still_valid(&cert, &ca_cert.pem(), "system:node:n2", &["10.0.0.3".to_string()], day));
-        assert!(!still_valid(&cert, &cert, "system:node:n2", &[], day), "another issuer");
+        assert!(!still_valid(
+            &cert,
+            &ca_cert.pem(),
+            "system:node:n2",
+            &["10.0.0.3".to_string()],
+            day
+        ));
+        assert!(
+            !still_valid(&cert, &cert, "system:node:n2", &[], day),
+            "another issuer"
+        );
         let (key_pem, request) = new_request("system:node:n2", "system:nodes", &[]).unwrap();
         assert!(request.contains("CERTIFICATE REQUEST") && key_pem.contains("PRIVATE KEY"));
     }

@@ -104,7 +104,9 @@ pub fn prepare_create(
         causes.push(cause(
             "spec.expirationSeconds",
             "FieldValueInvalid",
-            format!("Invalid value: {seconds}: may not specify a duration less than 600 seconds (10 minutes)"),
+            format!(
+                "Invalid value: {seconds}: may not specify a duration less than 600 seconds (10 minutes)"
+            ),
         ));
     }
     if causes.is_empty() {
@@ -289,13 +291,19 @@ mod tests {
         assert_eq!(csr["spec"]["groups"][0], "system:bootstrappers");
         assert!(csr.get("status").is_none());
         let mut bad = json!({"metadata": {"name": "c"}, "spec": {"request": "bm90IGEgcmVxdWVzdA==", "expirationSeconds": 60}});
-        let Err(ApiError::Invalid { causes, .. }) = prepare_create(resource(), &mut bad, Some(&user())) else {
+        let Err(ApiError::Invalid { causes, .. }) = prepare_create(resource(), &mut bad, Some(&user()))
+        else {
             panic!("accepted")
         };
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["spec.request", "spec.signerName", "spec.usages", "spec.expirationSeconds"]
+            [
+                "spec.request",
+                "spec.signerName",
+                "spec.usages",
+                "spec.expirationSeconds"
+            ]
         );
     }
 
