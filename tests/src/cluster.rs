@@ -220,6 +220,8 @@ pub struct Cluster {
     _server_cleanup: NodeCleanup,
     _server_parts: NodeParts,
     pub hub: Hub,
+    /// The server's arguments after `server`, for restarts.
+    server_args: Vec<String>,
 }
 
 impl Cluster {
@@ -247,12 +249,14 @@ impl Cluster {
         ];
         args.extend_from_slice(server_args);
         let server = Server::start_in_with_agent(netns, dir, &args);
+        let server_args = args.iter().map(|s| s.to_string()).collect();
         let mut cluster = Cluster {
             agents: Vec::new(),
             server,
             _server_cleanup: cleanup,
             _server_parts: parts,
             hub,
+            server_args,
         };
         let token = cluster.server_token();
         for i in 0..agents {
@@ -266,6 +270,25 @@ impl Cluster {
         }
         cluster.wait_nodes_ready();
         cluster
+    }
+
+    /// Stops the server (SIGTERM), leaves the agents without it for `down`, and starts it again on the same
+    /// data: what agents see when their server goes away for a while.
+    pub fn restart_server(&mut self, down: Duration) {
+        self.server.process.signal(libc::SIGTERM);
+        assert!(self.server.process.wait(Duration::from_secs(30)).success());
+        std::thread::sleep(down);
+        let mut args = vec![
+            "server".to_string(),
+            "--data-dir".into(),
+            self.server.data_dir().display().to_string(),
+            "--write-kubeconfig".into(),
+            self.server.kubeconfig.display().to_string(),
+        ];
+        args.extend(self.server_args.iter().cloned());
+        let mut process = Running::start_with(self.server.netns.net_command(crate::bonsai_bin()), &args);
+        process.wait_for_log("bonsai server ready", Duration::from_secs(30));
+        self.server.process = process;
     }
 
     /// The server's own join token (`<data-dir>/server/token`).

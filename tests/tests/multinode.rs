@@ -178,6 +178,12 @@ fn joined_agents_run_pods_that_reach_each_other_and_survive_restarts() {
             "{csr}"
         );
     }
+    // kubectl's columns, as kube prints them.
+    let table = ok(cluster.server.kubectl(33, &["get", "csr"]));
+    assert!(
+        table.contains("SIGNERNAME") && table.contains("Approved,Issued"),
+        "{table}"
+    );
     let nodes = json(cluster.server.kubectl(33, &["get", "nodes", "-o", "json"]));
     let cidrs: BTreeSet<&str> = nodes["items"]
         .as_array()
@@ -296,6 +302,26 @@ fn joined_agents_run_pods_that_reach_each_other_and_survive_restarts() {
         .as_deref(),
         Some(name_of(&on_node(&web, "s1")).as_str())
     );
+
+    // A server away for a while: the agents keep their pods running and come back when it does.
+    let on_a2_before = container_of(&cluster, &on_a2);
+    cluster.restart_server(Duration::from_secs(15));
+    cluster.wait_nodes_ready();
+    cluster.server.wait_ready(&[&on_a1, &on_a2, "client"]);
+    assert_eq!(
+        container_of(&cluster, &on_a1),
+        before,
+        "a1's container ran on through the server's absence"
+    );
+    assert_eq!(
+        container_of(&cluster, &on_a2),
+        on_a2_before,
+        "a2's container ran on through the server's absence"
+    );
+    let exec = ok(cluster
+        .server
+        .kubectl(33, &["exec", &on_a2, "--", "cat", "/tmp/w/index.html"]));
+    assert_eq!(exec.trim(), on_a2);
 
     // A dead agent: its node goes Unknown, and its pods go elsewhere once their tolerations run out.
     // (on an agent, by its node affinity)

@@ -403,15 +403,16 @@ impl Controller {
 }
 
 enum Seen {
-    Csr(work::Change<CertificateSigningRequest>),
-    Node(work::Change<Node>),
+    Csr(Box<work::Change<CertificateSigningRequest>>),
+    /// A node changed (its addresses decide serving CSRs waiting for it).
+    Node,
 }
 
 /// Approves and signs the kubelets' CSRs until the client's watches end.
 pub async fn run(client: kube::Client, signer: ClusterSigner) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let csrs = work::reflect_into(Api::all(client.clone()), tx.clone(), Seen::Csr);
-    let nodes = work::reflect_into(Api::all(client.clone()), tx, Seen::Node);
+    let csrs = work::reflect_into(Api::all(client.clone()), tx.clone(), |c| Seen::Csr(Box::new(c)));
+    let nodes = work::reflect_into(Api::all(client.clone()), tx, |_: work::Change<Node>| Seen::Node);
     let controller = Arc::new(Controller {
         client,
         csrs: csrs.clone(),
@@ -429,10 +430,12 @@ pub async fn run(client: kube::Client, signer: ClusterSigner) {
     };
     let all_for_keys = all.clone();
     let keys_of = move |seen: Seen| match seen {
-        Seen::Csr(work::Change::Object(csr)) => csr.metadata.name.into_iter().collect(),
-        // A node's addresses decide serving CSRs waiting for it: look at every CSR again.
-        Seen::Node(work::Change::Object(_)) | Seen::Csr(work::Change::Relisted) => all_for_keys(),
-        Seen::Node(work::Change::Relisted) => Vec::new(),
+        Seen::Csr(change) => match *change {
+            work::Change::Object(csr) => csr.metadata.name.into_iter().collect(),
+            work::Change::Relisted => all_for_keys(),
+        },
+        // Serving CSRs may wait for a node's addresses: look at every CSR again.
+        Seen::Node => all_for_keys(),
     };
     let ready = move || work::ready(&csrs) && work::ready(&nodes);
     work::run_queue("csrsigning", rx, keys_of, all, ready, |name| {

@@ -113,6 +113,7 @@ impl Query {
 }
 
 /// Serves `/api/...` and `/apis/...`.
+#[allow(clippy::too_many_arguments)] // the request's parts and its user, each used by some verb
 pub async fn dispatch(
     store: Arc<dyn Store>,
     watches: Arc<WatchCaches>,
