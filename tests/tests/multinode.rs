@@ -451,6 +451,63 @@ fn agents_join_only_with_a_valid_token() {
             .success()
     });
     no_node("x2");
+
+    // CSRs the controllers do not recognise are left to people: `kubectl certificate approve/deny` write
+    // `/approval`, and the requester is the user who created it, whatever the body says.
+    for (name, verb, condition) in [("alice", "approve", "Approved"), ("mallory", "deny", "Denied")] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let encoded = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(pem.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        let csr = format!(
+            r#"{{"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {{"name": "{name}"}},
+                "spec": {{"request": "{}", "signerName": "example.com/custom", "usages": ["client auth"], "username": "system:node:s1"}}}}"#,
+            String::from_utf8(encoded.stdout).unwrap()
+        );
+        let path = cluster.server.dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, csr).unwrap();
+        ok(cluster
+            .server
+            .kubectl(33, &["create", "-f", path.to_str().unwrap()]));
+        ok(cluster.server.kubectl(33, &["certificate", verb, name]));
+        let written = json(cluster.server.kubectl(33, &["get", "csr", name, "-o", "json"]));
+        assert_eq!(written["spec"]["username"], "system:admin", "{written}");
+        assert_eq!(written["status"]["conditions"][0]["type"], condition, "{written}");
+        assert!(written["status"].get("certificate").is_none(), "{written}");
+    }
+    let out = cluster
+        .server
+        .kubectl(33, &["get", "csr", "mallory", "-o", "json"]);
+    let mut denied: Value = serde_json::from_str(&ok(out)).unwrap();
+    denied["status"]["conditions"] = serde_json::json!([{"type": "Approved", "status": "True"}]);
+    let path = cluster.server.dir.path().join("mallory-approved.json");
+    std::fs::write(&path, denied.to_string()).unwrap();
+    let out = cluster.server.kubectl(
+        33,
+        &[
+            "replace",
+            "--subresource",
+            "approval",
+            "-f",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("may not remove a condition"),
+        "{}",
+        text(&out)
+    );
     let refused = token_command(&["create", "not.valid"]);
     assert!(
         !refused.status.success() && text(&refused).contains("is not a bootstrap token"),

@@ -29,6 +29,19 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     runtime.block_on(join(args))
 }
 
+/// The token's CA hash and credential.
+fn join_token(token: &str) -> anyhow::Result<(&str, &str)> {
+    if token.trim().is_empty() {
+        bail!("--token is empty");
+    }
+    apiserver::token::split(token).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--token is not a join token: expected K10<sha256 of the server's CA>::server:<secret> (the server's \
+             <data-dir>/server/token) or K10<sha256>::<id>.<secret> (`bonsai token create`)"
+        )
+    })
+}
+
 fn check_server(server: &str) -> anyhow::Result<()> {
     let Some(rest) = server.strip_prefix("https://") else {
         bail!("--server must be an https:// URL, such as https://10.0.0.1:6443 (got {server:?})");
@@ -54,15 +67,7 @@ async fn client_credentials(
         tracing::info!("reusing the node's client certificate");
         return Ok((ca, cert, key));
     }
-    if args.token.trim().is_empty() {
-        bail!("--token is empty");
-    }
-    let Some((hash, credential)) = apiserver::token::split(&args.token) else {
-        bail!(
-            "--token is not a join token: expected K10<sha256 of the server's CA>::server:<secret> (the server's \
-             <data-dir>/server/token) or K10<sha256>::<id>.<secret> (`bonsai token create`)"
-        );
-    };
+    let (hash, credential) = join_token(&args.token)?;
     let ca = bootstrap::fetch_ca_bundle(&args.server).await?;
     let served = apiserver::token::ca_hash(&ca);
     if !served.eq_ignore_ascii_case(hash) {
@@ -174,6 +179,7 @@ async fn join(args: AgentArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     check_server(&args.server)?;
+    join_token(&args.token)?;
     let eviction = crate::cli::eviction(&args.kubelet_args).map_err(|e| anyhow::anyhow!(e))?;
     let name = node_agent::node_name(args.node_name.as_deref())?;
     let user = format!("system:node:{name}");
