@@ -120,7 +120,17 @@ fn base64_encode(text: &str) -> String {
 /// away.
 async fn cluster_settings(client: &kube::Client, agent_dir: &Path) -> anyhow::Result<ClusterSettings> {
     let kept = agent_dir.join("cluster-settings.json");
-    match ClusterSettings::fetch(client).await {
+    // A server that has just started publishes them a moment after it answers: wait a little for them when
+    // there is no copy to fall back on.
+    let mut fetched = ClusterSettings::fetch(client).await;
+    for _ in 0..40 {
+        if fetched.is_ok() || kept.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        fetched = ClusterSettings::fetch(client).await;
+    }
+    match fetched {
         Ok(settings) => {
             let data = serde_json::to_vec(&settings.to_data())?;
             bootstrap::write_file(&kept, &data, 0o644)

@@ -293,9 +293,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let images = node_agent::open_images(&args.data_dir).await?;
     node_agent::import_airgap_images(&args.data_dir, images.clone());
     start_deploy_controller(&args).await?;
-    // What agents joining this cluster read (as the nodes they become) to set themselves up alike.
-    let admin = crate::network::kube_client(&args.write_kubeconfig, None).await?;
-    cluster_settings(&args).publish(&admin).await?;
     if !args.disable_agent {
         start_agent(&args, &url, advertise, &pki, images, eviction).await?;
     }
@@ -305,6 +302,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ca_key_pem: pki.ca_key_pem()?,
     };
     let mut controllers = start_controllers(&args, networks, &identity, signer).await?;
+    // What agents joining this cluster read (as the nodes they become) to set themselves up alike.
+    let admin = crate::network::kube_client(&args.write_kubeconfig, None).await?;
+    cluster_settings(&args).publish(&admin).await?;
 
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("interrupted, shutting down"),
