@@ -11,6 +11,10 @@ use std::time::Duration;
 use crate::images::{Layout, Registry};
 use crate::{NetNs, NodeCleanup, Running, Server, run_ok};
 
+/// The nodes' eviction thresholds: memory only, so that a test host's full disk (the kubelet's default
+/// `nodefs.available<10%,imagefs.available<15%`) does not evict the pods under test.
+const NO_DISK_EVICTION: &str = "eviction-hard=memory.available<100Mi";
+
 /// The hub's bridge address.
 pub const HUB_IP: &str = "192.168.230.254";
 
@@ -176,6 +180,8 @@ impl Agent {
             self.parts.logs.display().to_string(),
             "--resolv-conf".into(),
             self.parts.resolv_conf.display().to_string(),
+            "--kubelet-arg".into(),
+            NO_DISK_EVICTION.into(),
         ];
         (command, args)
     }
@@ -246,6 +252,8 @@ impl Cluster {
             &logs,
             "--resolv-conf",
             &resolv,
+            "--kubelet-arg",
+            NO_DISK_EVICTION,
         ];
         args.extend_from_slice(server_args);
         let server = Server::start_in_with_agent(netns, dir, &args);
