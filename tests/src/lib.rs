@@ -4,6 +4,7 @@
 
 pub mod as_node;
 pub mod helm;
+pub mod cluster;
 pub mod images;
 
 use std::io::{BufRead, BufReader};
@@ -226,7 +227,7 @@ impl Drop for NetNs {
     }
 }
 
-fn run_ok(cmd: &mut Command) {
+pub(crate) fn run_ok(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),

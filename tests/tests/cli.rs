@@ -181,24 +181,43 @@ fn server_refuses_a_different_engine_for_existing_data() {
 }
 
 #[test]
-fn agent_checks_its_arguments_and_says_joining_is_not_available_yet() {
+fn agent_checks_its_arguments_before_it_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
     let out = bonsai(&["agent"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--server"), "{}", stderr(&out));
-    let out = bonsai(&["agent", "--server", "http://10.0.0.1:6443", "--token", "t"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("https://"), "{}", stderr(&out));
     let out = bonsai(&[
         "agent",
+        "-d",
+        data,
         "--server",
-        "https://10.0.0.1:6443",
+        "http://10.0.0.1:6443",
         "--token",
-        "K10abc::server:secret",
+        "t",
     ]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("https://"), "{}", stderr(&out));
+    for token in ["K10abc::server:secret", "secret", ""] {
+        let out = bonsai(&[
+            "agent",
+            "-d",
+            data,
+            "--server",
+            "https://10.0.0.1:6443",
+            "--token",
+            token,
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("is not a join token") || stderr(&out).contains("--token is empty"),
+            "{}",
+            stderr(&out)
+        );
+    }
     assert!(
-        stderr(&out).contains("cannot join a cluster yet"),
-        "{}",
-        stderr(&out)
+        !std::path::Path::new(data).exists(),
+        "nothing is written before the token is checked"
     );
 }

@@ -24,6 +24,24 @@ where
     server.with_client(test)
 }
 
+/// The ConfigMaps API of `default`, once the root CA publisher has put `kube-root-ca.crt` there (as in every
+/// namespace), so that its creation is not among the events a test watches for.
+async fn default_configmaps(client: kube::Client) -> Api<ConfigMap> {
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    for _ in 0..300 {
+        if api.get_opt("kube-root-ca.crt").await.unwrap().is_some() {
+            return api;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("kube-root-ca.crt did not appear in default");
+}
+
+/// The test's own ConfigMaps of a list (without the published `kube-root-ca.crt`).
+fn own(list: &kube::core::ObjectList<ConfigMap>) -> Vec<&ConfigMap> {
+    list.items.iter().filter(|c| c.name_any() != "kube-root-ca.crt").collect()
+}
+
 fn configmap(name: &str, value: &str) -> ConfigMap {
     ConfigMap {
         metadata: kube::api::ObjectMeta {
@@ -70,12 +88,12 @@ fn describe(event: &WatchEvent<ConfigMap>) -> (String, String, String) {
 fn list_then_watch_resumes_from_any_resource_version() {
     let server = Server::start(&[]);
     with_client(&server, |client| async move {
-        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        let api = default_configmaps(client).await;
         api.create(&PostParams::default(), &configmap("a", "1"))
             .await
             .unwrap();
         let list = api.list(&ListParams::default()).await.unwrap();
-        assert_eq!(list.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(own(&list).iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["a"]);
         let listed_at = list.metadata.resource_version.unwrap();
 
         // Changes after the list, then a watch from the list's resourceVersion sees exactly them, in order.
@@ -142,7 +160,7 @@ fn a_compacted_resource_version_is_410_and_a_relist_recovers() {
         "1",
     ]);
     with_client(&server, |client| async move {
-        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        let api = default_configmaps(client).await;
         let old = api
             .create(&PostParams::default(), &configmap("old", "0"))
             .await
@@ -191,7 +209,7 @@ fn a_compacted_resource_version_is_410_and_a_relist_recovers() {
         }
         // The recovery every informer performs: relist, then watch from the new list's resourceVersion.
         let list = api.list(&ListParams::default()).await.unwrap();
-        assert_eq!(list.items[0].data.as_ref().unwrap()["k"], "5");
+        assert_eq!(own(&list)[0].data.as_ref().unwrap()["k"], "5");
         let mut watch = api
             .watch(
                 &WatchParams::default().timeout(10),
@@ -216,7 +234,7 @@ fn a_compacted_resource_version_is_410_and_a_relist_recovers() {
 fn kube_runtime_watcher_with_list_watch_and_streaming_lists() {
     let server = Server::start(&[]);
     with_client(&server, |client| async move {
-        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        let api = default_configmaps(client).await;
         for name in ["x", "y"] {
             api.create(&PostParams::default(), &configmap(name, "1"))
                 .await

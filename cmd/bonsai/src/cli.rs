@@ -39,6 +39,8 @@ pub enum Command {
     Images(ImagesArgs),
     /// Run, list, stop and remove the node's containers (like crictl/ctr).
     Containers(ContainersArgs),
+    /// Manage bootstrap tokens agents join with (on a server, with its admin kubeconfig).
+    Token(TokenArgs),
     /// Set up and inspect the node's pod network and overlay by hand (what the node agent does for pods).
     Network(NetworkArgs),
     /// Run a command in a running container, with this terminal's standard input and output.
@@ -650,23 +652,28 @@ fn parse_controller_manager_arg(s: &str) -> Result<ControllerManagerArg, String>
     }
 }
 
-impl ServerArgs {
-    /// The node agent's eviction thresholds: the kubelet's defaults, each `--kubelet-arg` eviction flag replacing
-    /// its part (the last one given wins), checked as the kubelet checks them.
-    pub fn eviction(&self) -> Result<kubelet::eviction::EvictionConfig, String> {
-        let mut config = kubelet::eviction::EvictionConfig::default();
-        for arg in &self.kubelet_args {
-            match arg {
-                KubeletArg::EvictionHard(hard) => config.hard = hard.clone(),
-                KubeletArg::EvictionSoft(soft) => config.soft = soft.clone(),
-                KubeletArg::EvictionSoftGracePeriod(periods) => config.soft_grace = periods.clone(),
-                KubeletArg::EvictionMaxPodGracePeriod(seconds) => config.max_pod_grace_seconds = *seconds,
-            }
+/// The node agent's eviction thresholds: the kubelet's defaults, each `--kubelet-arg` eviction flag replacing
+/// its part (the last one given wins), checked as the kubelet checks them.
+pub fn eviction(kubelet_args: &[KubeletArg]) -> Result<kubelet::eviction::EvictionConfig, String> {
+    let mut config = kubelet::eviction::EvictionConfig::default();
+    for arg in kubelet_args {
+        match arg {
+            KubeletArg::EvictionHard(hard) => config.hard = hard.clone(),
+            KubeletArg::EvictionSoft(soft) => config.soft = soft.clone(),
+            KubeletArg::EvictionSoftGracePeriod(periods) => config.soft_grace = periods.clone(),
+            KubeletArg::EvictionMaxPodGracePeriod(seconds) => config.max_pod_grace_seconds = *seconds,
         }
-        config
-            .validate()
-            .map(|()| config)
-            .map_err(|e| format!("--kubelet-arg: {e}"))
+    }
+    config
+        .validate()
+        .map(|()| config)
+        .map_err(|e| format!("--kubelet-arg: {e}"))
+}
+
+impl ServerArgs {
+    /// The node agent's eviction thresholds (see `eviction`).
+    pub fn eviction(&self) -> Result<kubelet::eviction::EvictionConfig, String> {
+        eviction(&self.kubelet_args)
     }
 
     /// Where the admin kubeconfig is written.
@@ -755,9 +762,87 @@ pub struct AgentArgs {
     #[arg(short = 't', long, env = "BONSAI_TOKEN", hide_env_values = true)]
     pub token: String,
 
-    /// Folder to hold state.
+    /// Folder to hold state (the node's credentials are kept in `<data-dir>/agent/`).
     #[arg(short = 'd', long, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+
+    /// The name this node registers under (default: the host name).
+    #[arg(long, env = "BONSAI_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// The address the node advertises to the cluster (default: the host's first address).
+    #[arg(long, env = "BONSAI_NODE_IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+
+    /// A label for the node, `KEY=VALUE` (repeatable), applied at registration as k3s's --node-label.
+    #[arg(long = "node-label", env = "BONSAI_NODE_LABEL", value_delimiter = ',', value_parser = parse_label)]
+    pub node_labels: Vec<(String, String)>,
+
+    /// A kubelet flag as k3s passes it, `NAME=VALUE` (repeatable): the eviction flags `bonsai server` takes.
+    #[arg(long = "kubelet-arg", value_parser = parse_kubelet_arg)]
+    pub kubelet_args: Vec<KubeletArg>,
+
+    /// Where containers' logs are written, in the kubelet's `<ns>_<pod>_<uid>/<container>/<n>.log` layout.
+    #[arg(long, env = "BONSAI_POD_LOGS_DIR", default_value = "/var/log/pods")]
+    pub pod_logs_dir: PathBuf,
+
+    /// The resolver configuration for names outside the cluster (k3s's --resolv-conf).
+    #[arg(long, env = "BONSAI_RESOLV_CONF")]
+    pub resolv_conf: Option<PathBuf>,
+
+    /// Registry mirrors, auth and TLS for the node's image pulls, in k3s's registries.yaml format.
+    #[arg(
+        long,
+        env = "BONSAI_PRIVATE_REGISTRY",
+        default_value = "/etc/bonsai/registries.yaml"
+    )]
+    pub private_registry: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The server's data folder (the token's CA hash is of `<data-dir>/server/tls/server-ca.crt`).
+    #[arg(short = 'd', long, global = true, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// The admin kubeconfig to reach the API server with.
+    #[arg(long, global = true, env = "BONSAI_KUBECONFIG", default_value = DEFAULT_KUBECONFIG)]
+    pub kubeconfig: PathBuf,
+
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a bootstrap token agents can join with, and print it in full (`K10<CA hash>::<id>.<secret>`).
+    Create {
+        /// How long the token is valid (e.g. 24h, 30m); 0 never expires.
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+        /// A description kept with the token.
+        #[arg(long)]
+        description: Option<String>,
+        /// The token to create, `<id>.<secret>` (6 and 16 characters of [a-z0-9]); default: a random one.
+        token: Option<String>,
+    },
+    /// List the bootstrap tokens.
+    #[command(alias = "ls")]
+    List,
+    /// Delete bootstrap tokens, by id or whole token.
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        tokens: Vec<String>,
+    },
+}
+
+/// A token's lifetime: a duration, or 0 for none.
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    if s == "0" || s == "0s" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 fn parse_engine(s: &str) -> Result<EngineKind, String> {

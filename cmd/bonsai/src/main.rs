@@ -10,8 +10,10 @@ mod images;
 mod kubectl;
 mod logging;
 mod network;
+mod node_agent;
 mod server;
 mod snapshot;
+mod token;
 mod version;
 mod wait_ready;
 
@@ -157,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(wait_ready::run(kubeconfig, timeout))
         }
+        Command::Token(args) => token::run(args),
         Command::Containers(args) => containers::run(args),
         Command::Network(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,5 +1,5 @@
-//! `bonsai server`: the cluster store and the API server over it. Controllers and the node agent
-//! join them in later versions.
+//! `bonsai server`: the cluster store, the API server over it, the scheduler and controllers, and (unless
+//! `--disable-agent`) the server's own node agent (`node_agent.rs`, the same start-up as `bonsai agent`'s).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -15,26 +15,19 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ServerArgs;
 
-/// The Kubernetes release whose API bonsai serves (k8s-openapi's `v1_33`).
-const KUBERNETES_MINOR: &str = "33";
-const KUBERNETES_PATCH: &str = "0";
+use crate::node_agent::{self, ClusterSettings, KUBERNETES_MINOR};
 
-/// Imports every image tarball in `<data-dir>/agent/images/` into the image store, in the background, as k3s
-/// does at start for air-gapped installs. The store is the node agent's own (one open store per process: opening
-/// one discards unfinished downloads, which would be another opener's).
-fn import_airgap_images(data_dir: &std::path::Path, store: Arc<runtime::store::ContentStore>) {
-    let images = data_dir.join("agent/images");
-    if !images.is_dir() {
-        return;
+/// What every node of the cluster must agree on, from this server's flags.
+fn cluster_settings(args: &ServerArgs) -> ClusterSettings {
+    ClusterSettings {
+        cluster_cidr: args.cluster_cidr.clone(),
+        service_cidr: args.service_cidr.clone(),
+        cluster_dns: args.cluster_dns,
+        cluster_domain: args.cluster_domain.clone(),
+        flannel_backend: args.flannel_backend.clone(),
+        disable_kube_proxy: args.disable_kube_proxy,
+        disabled: args.disable.clone(),
     }
-    tokio::task::spawn_blocking(move || {
-        for (file, result) in runtime::import::import_directory(&store, &images) {
-            match result {
-                Ok(count) => tracing::info!(file = %file.display(), images = count, "imported images"),
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "cannot import images"),
-            }
-        }
-    });
 }
 
 /// Writes the packaged manifests into `<data-dir>/server/manifests/` and applies that directory, as k3s does.
@@ -53,164 +46,44 @@ async fn start_deploy_controller(args: &ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The node agent of the server's own node, in process (k3s runs its agent in the server too).
+/// The node agent of the server's own node, in process (k3s runs its agent in the server too), as the node's
+/// own identity: a `system:node:<name>` client certificate the CA signs at once (`<data-dir>/agent/
+/// kubelet.kubeconfig`), where a joined agent gets its through a CSR.
 async fn start_agent(
     args: &ServerArgs,
+    url: &str,
     advertise: IpAddr,
     pki: &Pki,
     store: Arc<runtime::store::ContentStore>,
     eviction: kubelet::eviction::EvictionConfig,
 ) -> anyhow::Result<()> {
-    let client = crate::network::kube_client(&args.kubeconfig(), None).await?;
-    let name = match &args.node_name {
-        Some(name) => name.clone(),
-        None => apiserver::identity::hostname()
-            .ok_or_else(|| anyhow::anyhow!("this host has no name: give the node one with --node-name"))?,
-    };
-    let config = kubelet::node::NodeConfig {
-        name: name.to_lowercase(),
-        address: args.node_ip.unwrap_or(advertise),
-        control_plane: true,
-        root_dir: args.data_dir.clone(),
-        runtime_version: format!("bonsai://{}", env!("CARGO_PKG_VERSION")),
-        kubelet_version: format!(
-            "v1.{KUBERNETES_MINOR}.{KUBERNETES_PATCH}+bonsai-{}",
-            env!("CARGO_PKG_VERSION")
-        ),
-        labels: args.node_labels.iter().cloned().collect(),
-    };
-    let name = config.name.clone();
-    // The eviction manager (in the pods' loop) tells the node's heartbeat about memory and disk pressure.
-    let (pressure, pressure_seen) = tokio::sync::watch::channel(kubelet::eviction::Pressure::default());
-    tokio::spawn(kubelet::node::run(client.clone(), config, pressure_seen));
-    // The local-path provisioner for this node's claims (k3s's local-storage, off with `--disable local-storage`).
-    if !args.disabled("local-storage") {
-        tokio::spawn(storage::run(
-            client.clone(),
-            storage::ProvisionerConfig {
-                node_name: name.clone(),
-                data_dir: args.data_dir.clone(),
-            },
-        ));
-    }
-
-    // The node's network (overlay, pod bridge, service proxy), and its pods once that is ready.
-    let node_ip = match args.node_ip.unwrap_or(advertise) {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
-    };
-    let options = network::node::NodeNetworkOptions {
-        node_name: name.clone(),
-        networks: network::config::ClusterNetworks::parse(&args.cluster_cidr, &args.service_cidr)?,
-        backend: args.flannel_backend.parse()?,
-        node_ip,
-        lease_dir: args.data_dir.join("agent/network/leases"),
-        proxy: !args.disable_kube_proxy,
-    };
-    let (ready, network_config) = tokio::sync::watch::channel(None);
-    {
-        let client = client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = network::node::run(client, &options, ready).await {
-                tracing::error!(error = %e, "the node's network stopped");
-            }
-        });
-    }
-    let shim = std::env::current_exe().context("cannot find the bonsai binary to run shims")?;
-    let containers = std::sync::Arc::new(runtime::container::Runtime::new(
-        args.data_dir.join("agent/containers"),
-        store.clone(),
-        shim.clone(),
-    )?);
-    runtime::install_crypto_provider();
-    let registries = runtime::registries::RegistriesConfig::load(&args.private_registry)?;
-    let (resolv_path, host_resolv) = dns::upstream::host_resolv_conf(args.resolv_conf.as_deref());
-    if !args.disabled("coredns") {
-        start_dns(args, &client, &name, network_config.clone(), &host_resolv);
-    }
-    tracing::debug!(resolv_conf = %resolv_path.display(), "the node's resolver configuration");
-    let (client_for_server, containers_for_server, shim_for_server) =
-        (client.clone(), containers.clone(), shim.clone());
-    let kubelet_name = name.clone();
-    let pods = kubelet::pods::Pods::new(
-        client,
-        kubelet::pods::PodsConfig {
-            node_name: name,
-            data_dir: args.data_dir.clone(),
-            pod_logs_dir: args.pod_logs_dir.clone(),
-            dns: kubelet::dns::ClusterDns {
-                nameservers: vec![args.cluster_dns.to_string()],
-                domain: args.cluster_domain.clone(),
-                host: kubelet::dns::ResolvConf::parse(&host_resolv),
-            },
-            host_ips: vec![args.node_ip.unwrap_or(advertise).to_string()],
-            eviction,
-            pressure: std::sync::Arc::new(pressure),
-        },
-        containers,
-        store.clone(),
-        runtime::pull::Puller::new(store, registries),
-        network_config,
-        kubelet::pods::CliExec {
-            bonsai: shim,
-            data_dir: args.data_dir.clone(),
-        },
-    );
-    tokio::spawn(std::sync::Arc::new(pods).run());
-
-    // The kubelet API on :10250 (logs, exec, attach, port-forward), serving with a certificate from the
-    // cluster CA for the node's name and address, and serving only clients the CA issued.
-    let node_address = args.node_ip.unwrap_or(advertise);
-    let (cert_pem, key_pem) = pki.kubelet_serving(&[kubelet_name.clone(), node_address.to_string()])?;
-    kubelet::server::start(
-        client_for_server,
-        containers_for_server,
-        kubelet::server::KubeletServerConfig {
-            address: std::net::SocketAddr::new(node_address, kubelet::node::KUBELET_PORT as u16),
-            client_ca_pem: pki.ca_cert_pem.clone(),
-            cert_pem,
-            key_pem,
-            bonsai: shim_for_server,
-            data_dir: args.data_dir.clone(),
-            node_name: kubelet_name.clone(),
-        },
+    let name = node_agent::node_name(args.node_name.as_deref())?;
+    let (cert, key) = pki.node_client(&name)?;
+    let kubeconfig = args.data_dir.join("agent/kubelet.kubeconfig");
+    kubelet::bootstrap::write_file(
+        &kubeconfig,
+        apiserver::kubeconfig::render_for(url, &pki.ca_cert_pem, &cert, &key).as_bytes(),
+        0o600,
     )
-    .await?;
-    Ok(())
-}
-
-/// The node's cluster DNS server, on the pod bridge's gateway once the pod network is up.
-fn start_dns(
-    args: &ServerArgs,
-    client: &kube::Client,
-    node_name: &str,
-    mut network: tokio::sync::watch::Receiver<Option<network::pod::PodNetworkConfig>>,
-    host_resolv: &str,
-) {
-    let mut config = dns::DnsConfig {
-        domain: args.cluster_domain.clone(),
-        cluster_dns: args.cluster_dns,
-        node_name: node_name.to_string(),
-        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 53),
-        metrics: None,
-        upstreams: dns::upstream::nameservers(host_resolv),
+    .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+    let client = crate::network::kube_client(&kubeconfig, None).await?;
+    let address = args.node_ip.unwrap_or(advertise);
+    let config = node_agent::NodeAgentConfig {
+        data_dir: args.data_dir.clone(),
+        name: name.clone(),
+        address,
+        control_plane: true,
+        labels: args.node_labels.iter().cloned().collect(),
+        pod_logs_dir: args.pod_logs_dir.clone(),
+        resolv_conf: args.resolv_conf.clone(),
+        private_registry: args.private_registry.clone(),
+        eviction,
+        cluster: cluster_settings(args),
+        ca_cert_pem: pki.ca_cert_pem.clone(),
     };
-    let client = client.clone();
-    tokio::spawn(async move {
-        let gateway = loop {
-            if let Some(pods) = network.borrow_and_update().as_ref() {
-                break pods.gateway();
-            }
-            if network.changed().await.is_err() {
-                return;
-            }
-        };
-        config.listen = SocketAddr::new(IpAddr::V4(gateway), 53);
-        config.metrics = Some(SocketAddr::new(IpAddr::V4(gateway), 9153));
-        if let Err(e) = dns::run(client, config).await {
-            tracing::error!(error = %e, "the cluster DNS stopped");
-        }
-    });
+    let started = node_agent::start(client, &config, store).await?;
+    let (cert_pem, key_pem) = pki.kubelet_serving(&[name, address.to_string()])?;
+    node_agent::serve_kubelet(started, &config, cert_pem, key_pem).await
 }
 
 /// This server's identity in leader elections: `<hostname>_<id>`, the id made once and kept in the data directory,
@@ -246,6 +119,7 @@ async fn start_controllers(
     scheduler_kubeconfig: &std::path::Path,
     root_ca_pem: &str,
     tokens: Arc<apiserver::service_account_tokens::TokenIssuer>,
+    signer: controllers::certificates::ClusterSigner,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let client = crate::network::kube_client(&args.kubeconfig(), None).await?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -281,7 +155,8 @@ async fn start_controllers(
             let client = client.clone();
             let networks = networks.clone();
             let options = options.clone();
-            async move { controller_manager(client, networks, service_lb, &options) }
+            let signer = signer.clone();
+            async move { controller_manager(client, networks, service_lb, &options, signer) }
         },
     ));
     Ok(tasks)
@@ -320,9 +195,12 @@ fn controller_manager(
     networks: network::config::ClusterNetworks,
     service_lb: bool,
     options: &controllers::ControllerOptions,
+    signer: controllers::certificates::ClusterSigner,
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
     controllers::spawn_all(client.clone(), options, &mut tasks);
+    // csrapproving and csrsigning: the signing key is the server's, so they run here, not in the library's set.
+    tasks.spawn(controllers::certificates::run(client.clone(), signer));
     {
         let client = client.clone();
         tasks.spawn(async move {
@@ -450,7 +328,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let names = apiserver::identity::serving_names(service_ip, &args.cluster_domain, &args.tls_sans);
     let pki = Pki::load_or_create(&server_dir.join("tls"), &names)?;
-    apiserver::token::load_or_create_with(&server_dir.join("token"), &pki.ca_cert_pem, Some(&secret))?;
+    let join_token = apiserver::token::load_or_create_with(&server_dir.join("token"), &pki.ca_cert_pem, Some(&secret))?;
     if let Some((hash, _)) = args.token.as_deref().and_then(apiserver::token::parse)
         && hash != apiserver::token::ca_hash(&pki.ca_cert_pem)
     {
@@ -481,7 +359,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(path) => Authenticator::new().with_token_file(path)?,
         None => Authenticator::new(),
     }
-    .with_service_account_tokens(service_account_tokens.clone());
+    .with_service_account_tokens(service_account_tokens.clone())
+    .with_join_token(&join_token);
 
     // Clients on this machine reach the server over loopback unless it listens on one address only.
     let local_ip = match args.bind_address {
@@ -522,10 +401,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         version: KubernetesVersion {
             major: "1".into(),
             minor: KUBERNETES_MINOR.into(),
-            git_version: format!(
-                "v1.{KUBERNETES_MINOR}.{KUBERNETES_PATCH}+bonsai-{}",
-                env!("CARGO_PKG_VERSION")
-            ),
+            git_version: node_agent::kubelet_version(),
             git_commit: env!("BONSAI_GIT_COMMIT").into(),
         },
     };
@@ -547,20 +423,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
          `bonsai wait-ready` returns once the node is Ready",
         kubeconfig.display()
     );
-    let images = {
-        let root = crate::images::store_dir(&args.data_dir);
-        let opening = tokio::task::spawn_blocking(move || runtime::store::ContentStore::open(&root));
-        Arc::new(
-            opening
-                .await
-                .context("image store open task failed")?
-                .context("cannot open the image store")?,
-        )
-    };
-    import_airgap_images(&args.data_dir, images.clone());
+    let images = node_agent::open_images(&args.data_dir).await?;
+    node_agent::import_airgap_images(&args.data_dir, images.clone());
     start_deploy_controller(&args).await?;
     if !args.disable_agent {
-        start_agent(&args, advertise, &pki, images, eviction).await?;
+        start_agent(&args, &url, advertise, &pki, images, eviction).await?;
     }
     let identity = election_identity(&server_dir)?;
     let scheduler_kubeconfig = component_kubeconfig(
@@ -571,6 +438,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "client-scheduler",
         "system:kube-scheduler",
     )?;
+    let signer = controllers::certificates::ClusterSigner {
+        ca_cert_pem: pki.ca_cert_pem.clone(),
+        ca_key_pem: pki.ca_key_pem()?,
+    };
     let mut controllers = start_controllers(
         &args,
         networks,
@@ -578,8 +449,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &scheduler_kubeconfig,
         &pki.ca_cert_pem,
         service_account_tokens,
+        signer,
     )
     .await?;
+    // What agents joining this cluster read (as the nodes they become) to set themselves up alike.
+    let admin = crate::network::kube_client(&args.kubeconfig(), None).await?;
+    cluster_settings(&args).publish(&admin).await?;
 
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("interrupted, shutting down"),

@@ -13,6 +13,7 @@ pub mod authn;
 pub mod authz;
 pub mod bootstrap_data;
 pub mod encryption;
+pub mod bootstrap_tokens;
 mod health;
 pub mod identity;
 pub mod kubeconfig;

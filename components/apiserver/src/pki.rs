@@ -25,6 +25,8 @@ const ADMIN_CERT: &str = "client-admin.crt";
 const ADMIN_KEY: &str = "client-admin.key";
 const KUBELET_SERVING_CERT: &str = "serving-kubelet.crt";
 const KUBELET_SERVING_KEY: &str = "serving-kubelet.key";
+const KUBELET_CLIENT_CERT: &str = "client-kubelet.crt";
+const KUBELET_CLIENT_KEY: &str = "client-kubelet.key";
 const APISERVER_CLIENT_CERT: &str = "client-kube-apiserver.crt";
 const APISERVER_CLIENT_KEY: &str = "client-kube-apiserver.key";
 
@@ -169,6 +171,48 @@ impl Pki {
             "a component's client certificate",
             || {
                 let mut params = leaf_params(user, group)?;
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                Ok(params)
+            },
+            &issuer,
+        )
+    }
+
+    /// The CA's key (PEM), for the certificate signer of the controllers (kube-controller-manager's
+    /// `--cluster-signing-key-file`).
+    pub fn ca_key_pem(&self) -> Result<String, PkiError> {
+        let path = self.dir.join(CA_KEY);
+        fs::read_to_string(&path).map_err(io("read", &path))
+    }
+
+    /// The client certificate of the server's own node agent (`client-kubelet.crt`, as k3s signs its own node's
+    /// at start): `CN=system:node:<node>`, `O=system:nodes`, the identity every joined node gets through its
+    /// CSR. Returns the certificate and key PEM.
+    pub fn node_client(&self, node: &str) -> Result<(String, String), PkiError> {
+        let (ca_cert_pem, ca_key) = load_or_create_ca(&self.dir)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key)
+            .map_err(|e| invalid(&self.dir.join(CA_CERT), e))?;
+        let user = format!("system:node:{node}");
+        let still_good = |pem: &str| {
+            fresh(pem)
+                && signed_by(pem, &ca_cert_pem)
+                && with_cert(pem, |c| {
+                    c.subject()
+                        .iter_common_name()
+                        .next()
+                        .and_then(|n| n.as_str().ok())
+                        == Some(user.as_str())
+                })
+                .unwrap_or(false)
+        };
+        load_or_issue(
+            &self.dir,
+            KUBELET_CLIENT_CERT,
+            KUBELET_CLIENT_KEY,
+            still_good,
+            "the node's client certificate",
+            || {
+                let mut params = leaf_params(&user, Some("system:nodes"))?;
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
                 Ok(params)
             },
@@ -441,6 +485,14 @@ mod tests {
         assert_eq!(again, cert, "a covering certificate is reused");
         let (moved, _) = pki.kubelet_serving(&names(&["n1", "10.0.0.6"])).unwrap();
         assert!(subject_alt_names(&moved).contains(&"10.0.0.6".to_string()));
+        let (node, _) = pki.node_client("n1").unwrap();
+        assert!(signed_by(&node, &pki.ca_cert_pem));
+        assert_eq!(pki.node_client("n1").unwrap().0, node, "reused");
+        assert_ne!(
+            pki.node_client("n2").unwrap().0,
+            node,
+            "another node's name is another certificate"
+        );
         let (client, _) = pki.apiserver_kubelet_client().unwrap();
         assert!(signed_by(&client, &pki.ca_cert_pem));
         assert_eq!(pki.apiserver_kubelet_client().unwrap().0, client);

@@ -118,6 +118,7 @@ fn is_public(path: &str) -> bool {
         .iter()
         .any(|p| path == *p || path.starts_with(&format!("{p}/")))
         || path == "/version"
+        || path == "/cacerts"
 }
 
 async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
@@ -133,7 +134,20 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let Some((mut user, claims)) = state.authenticator.authenticate_with_claims(&peer, authorization) else {
+    let authenticated = match state.authenticator.authenticate_with_claims(&peer, authorization) {
+        Some(found) => Some(found),
+        // Bootstrap tokens live in Secrets: looked up in the store, after every other way failed.
+        None => match authorization.and_then(|a| a.strip_prefix("Bearer ")) {
+            Some(token) => {
+                let now = crate::service_account_tokens::unix_now();
+                crate::bootstrap_tokens::authenticate(&*state.store, token.trim(), now)
+                    .await
+                    .map(|user| (user, None))
+            }
+            None => None,
+        },
+    };
+    let Some((mut user, claims)) = authenticated else {
         return status::unauthorized();
     };
     if let Some(claims) = claims
@@ -371,6 +385,7 @@ async fn api(
         parts.uri.query(),
         &parts.headers,
         body,
+        parts.extensions.get::<crate::authn::UserInfo>(),
     )
     .await
 }
@@ -514,6 +529,7 @@ fn router(
     state: Arc<AppState>,
     watches: Arc<resources::WatchCaches>,
     kubelet: Arc<node_proxy::KubeletClient>,
+    ca_bundle: String,
 ) -> Router {
     let api = move |State(state): State<Arc<AppState>>, request: Request| {
         api(state, watches.clone(), kubelet.clone(), request)
@@ -521,6 +537,15 @@ fn router(
     let router =
         Router::new()
             .route("/version", get(version))
+            // k3s's `/cacerts`: the CA bundle, to anyone; a joining agent checks it against its token's hash
+            // before it sends the token's secret.
+            .route(
+                "/cacerts",
+                get(move || {
+                    let ca_bundle = ca_bundle.clone();
+                    async move { ([(header::CONTENT_TYPE, "application/x-pem-file")], ca_bundle) }
+                }),
+            )
             .route("/openapi/v2", get(|| async { crate::openapi::v2_document() }))
             .route("/openapi/v3", get(|| async { crate::openapi::index() }))
             .route(
@@ -578,7 +603,12 @@ pub async fn start(mut config: ApiServerConfig) -> Result<RunningApiServer, ApiS
     // The kinds CustomResourceDefinitions define, kept in step with the stored CRDs by this server's controller.
     tokio::spawn(resources::custom::crd::run(config.state.store.clone()));
     let kubelet = Arc::new(node_proxy::KubeletClient::new(&config.pki).map_err(ApiServerError::Tls)?);
-    let app = router(Arc::new(config.state), watches, kubelet);
+    let app = router(
+        Arc::new(config.state),
+        watches,
+        kubelet,
+        config.pki.ca_cert_pem.clone(),
+    );
     let server = axum_server::from_tcp_rustls(listener, tls)
         .map_err(|source| ApiServerError::Bind { addr, source })?
         .handle(handle.clone());

@@ -1,4 +1,5 @@
-//! The join token agents present, in k3s's format: `K10<sha256 of the CA bundle>::server:<secret>`.
+//! The join token agents present, in k3s's format: `K10<sha256 of the CA bundle>::server:<secret>` (the
+//! server's own) or `K10<sha256 of the CA bundle>::<id>.<secret>` (a bootstrap token, `bonsai token create`).
 //! The hash lets an agent check the server's CA before it sends the secret; the secret stays the
 //! same across restarts (and across a CA change, which only changes the hash).
 
@@ -16,7 +17,26 @@ pub fn ca_hash(ca_bundle_pem: &str) -> String {
     hex::encode(Sha256::digest(ca_bundle_pem.as_bytes()))
 }
 
-/// Splits a full token into its CA hash and secret.
+/// Splits a full token of either form into its CA hash and its credential (`server:<secret>` or
+/// `<id>.<secret>`, what an agent sends as its bearer token once the CA is checked).
+pub fn split(token: &str) -> Option<(&str, &str)> {
+    let rest = token.trim().strip_prefix(PREFIX)?;
+    let (hash, credential) = rest.split_once("::")?;
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && !credential.is_empty())
+        .then_some((hash, credential))
+}
+
+/// The credential part of a full token.
+pub fn credential(token: &str) -> Option<&str> {
+    split(token).map(|(_, credential)| credential)
+}
+
+/// The full token for `credential` on the cluster whose CA bundle is `ca_bundle_pem`.
+pub fn full(ca_bundle_pem: &str, credential: &str) -> String {
+    format!("{PREFIX}{}::{credential}", ca_hash(ca_bundle_pem))
+}
+
+/// Splits a full server token into its CA hash and secret.
 pub fn parse(token: &str) -> Option<(&str, &str)> {
     let rest = token.trim().strip_prefix(PREFIX)?;
     let (hash, secret) = rest.split_once(SEPARATOR)?;
@@ -96,6 +116,16 @@ mod tests {
         assert_eq!(parse(&t2).unwrap().0, ca_hash("CA two"));
         assert!(parse("K10abc::server:x").is_none());
         assert!(parse("hello").is_none());
+        assert_eq!(
+            credential(&t2),
+            Some(&*format!("server:{}", parse(&t2).unwrap().1))
+        );
+        let bootstrap = full("CA two", "abcdef.0123456789abcdef");
+        assert_eq!(
+            split(&bootstrap),
+            Some((&*ca_hash("CA two"), "abcdef.0123456789abcdef"))
+        );
+        assert!(split("K10abc::abcdef.x").is_none());
     }
 
     #[test]

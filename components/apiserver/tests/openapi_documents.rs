@@ -96,6 +96,11 @@ fn root_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Opti
             "CustomResourceDefinition",
             k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
         ),
+        (
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            api::certificates::v1::CertificateSigningRequest
+        ),
         ("autoscaling", "Scale", api::autoscaling::v1::Scale),
         ("policy", "Eviction", api::policy::v1::Eviction),
     )
@@ -344,6 +349,12 @@ fn resource_paths(r: &ResourceType, paths: &mut Map<String, Value>) {
         paths.insert(
             format!("{collection}/{{name}}/status"),
             item("Status", &object, &gvk),
+        );
+    }
+    if r.has_subresource("approval") {
+        paths.insert(
+            format!("{collection}/{{name}}/approval"),
+            item("Approval", &object, &gvk),
         );
     }
     if r.has_subresource("scale") {

@@ -8,6 +8,7 @@
 //! **Architecture Invariant:** controllers read and write cluster state only through the Kubernetes API.
 
 pub mod clusterroleaggregation;
+pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -25,6 +26,7 @@ pub mod rootcacertpublisher;
 pub mod serviceaccount;
 pub mod serviceaccounttoken;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod volumebinding;
 pub mod work;
 
@@ -90,6 +92,7 @@ pub fn spawn_all(client: kube::Client, options: &ControllerOptions, tasks: &mut 
     tasks.spawn(job::run(client.clone()));
     tasks.spawn(cronjob::run(client.clone()));
     tasks.spawn(volumebinding::run(client.clone()));
+    tasks.spawn(tokencleaner::run(client.clone()));
     tasks.spawn(daemonset::run(client.clone()));
     if !options.root_ca_pem.is_empty() {
         tasks.spawn(rootcacertpublisher::run(

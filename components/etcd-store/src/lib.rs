@@ -160,7 +160,7 @@ impl EtcdStore {
             detail: e.to_string(),
         };
         let options = config.connect_options()?;
-        let mut client = tokio::time::timeout(
+        let client = tokio::time::timeout(
             Duration::from_secs(10),
             etcd_client::Client::connect(&config.endpoints, Some(options)),
         )
@@ -170,7 +170,12 @@ impl EtcdStore {
             detail: "no answer within 10 s".into(),
         })?
         .map_err(failed)?;
-        tokio::time::timeout(Duration::from_secs(10), client.status())
+        // A member that is down fails the call; the balanced channel then sends it to another.
+        let status = retrying(Retry::Idempotent, || {
+            let mut maintenance = client.maintenance_client();
+            async move { maintenance.status().await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), status)
             .await
             .map_err(|_| EtcdConfigError::Connect {
                 endpoints: endpoints.clone(),

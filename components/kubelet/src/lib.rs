@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** the kubelet reaches cluster state only through the Kubernetes API (kube-rs), so it
 //! works the same inside `bonsai server` and alone in `bonsai agent` on another machine.
 
+pub mod bootstrap;
 pub mod dns;
 pub mod env;
 pub mod eviction;

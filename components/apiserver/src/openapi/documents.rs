@@ -23,6 +23,11 @@ pub(super) static DOCUMENTS: &[(&str, &str, &[u8])] = &[
         include_bytes!("v3/apis__batch__v1.json.gz"),
     ),
     (
+        "apis/certificates.k8s.io/v1",
+        "693C801251811D835B181803D383085EE73A13BABB3DCEE7E11A4961ECFF724A",
+        include_bytes!("v3/apis__certificates.k8s.io__v1.json.gz"),
+    ),
+    (
         "apis/coordination.k8s.io/v1",
         "35B0EF3CCB05A9986A37D4D0EF714B9F5437863C3689AAED993CD6312C418FA4",
         include_bytes!("v3/apis__coordination.k8s.io__v1.json.gz"),

@@ -15,7 +15,7 @@ use super::objects::{self, meta_str, remove_meta, set_meta};
 use super::registry::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCaches;
-use super::{custom, defaults, discovery, services, tables, validation, watch};
+use super::{certificates, custom, defaults, discovery, services, tables, validation, watch};
 use crate::patch::managed::{self, Manager};
 
 /// The most a request body may hold, as kube-apiserver allows.
@@ -113,6 +113,7 @@ impl Query {
 }
 
 /// Serves `/api/...` and `/apis/...`.
+#[allow(clippy::too_many_arguments)] // the request's parts and its user, each used by some verb
 pub async fn dispatch(
     store: Arc<dyn Store>,
     watches: Arc<WatchCaches>,
@@ -121,6 +122,7 @@ pub async fn dispatch(
     raw_query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
+    user: Option<&crate::authn::UserInfo>,
 ) -> Response {
     let query = Query::parse(raw_query);
     let target = match route(path) {
@@ -138,6 +140,7 @@ pub async fn dispatch(
         query,
         headers,
         body,
+        user,
     )
     .await;
     // Every request for a deprecated custom resource version gets its warning, as kube-apiserver adds it.
@@ -154,6 +157,7 @@ async fn handle(
     q: Query,
     headers: &HeaderMap,
     body: Body,
+    user: Option<&crate::authn::UserInfo>,
 ) -> Result<Response, ApiError> {
     let sub = t.subresource.as_deref();
     if let Some(s @ ("log" | "exec" | "attach" | "portforward" | "proxy")) = sub {
@@ -210,7 +214,7 @@ async fn handle(
                 None => ok(StatusCode::OK, &object),
             })
         }
-        (Method::POST, false) => create(store, &t, &q, headers, body).await,
+        (Method::POST, false) => create(store, &t, &q, headers, body, user).await,
         (Method::PUT, true) => update(store, &t, &q, headers, body).await,
         (Method::PATCH, true) => patch(store, &t, &q, headers, body).await,
         (Method::DELETE, true) => delete(store, &t, &q, delete_options(headers, body).await?).await,
@@ -771,10 +775,14 @@ async fn create(
     q: &Query,
     headers: &HeaderMap,
     body: Body,
+    user: Option<&crate::authn::UserInfo>,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(body).await?;
     let mut object = decode_body(headers, &bytes)?;
     let warnings = validate_fields(t, q, &mut object, &bytes)?;
+    if t.resource.kind == certificates::KIND {
+        certificates::prepare_create(t.resource, &mut object, user)?;
+    }
     let manager = manager_of(t, q, headers)?;
     let created = create_object(store, t, object, dry_run(q), Some(&manager)).await?;
     Ok(with_warnings(ok(StatusCode::CREATED, &created), &warnings))
@@ -914,7 +922,8 @@ pub(super) async fn replace(
     {
         return Err(conflict(t, &name));
     }
-    let status_only = t.subresource.as_deref() == Some("status");
+    // `/approval` (CertificateSigningRequests) is a status writer too, of the approval conditions only.
+    let status_only = matches!(t.subresource.as_deref(), Some("status" | "approval"));
     if status_only {
         // The status subresource changes status only.
         let status = new.get("status").cloned();
@@ -954,6 +963,9 @@ pub(super) async fn replace(
     }
     set_meta(&mut new, "name", Value::String(name.clone()));
     let served = custom::served(t.resource);
+    if t.resource.kind == certificates::KIND {
+        certificates::prepare_update(t.resource, t.subresource.as_deref(), &current, &mut new)?;
+    }
     if !status_only {
         defaults::apply(t.resource.group, t.resource.kind, &mut new);
         if let Some(served) = &served {

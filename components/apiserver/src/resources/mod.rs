@@ -2,6 +2,7 @@
 
 mod bootstrap;
 pub mod custom;
+mod certificates;
 mod defaults;
 mod discovery;
 mod errors;

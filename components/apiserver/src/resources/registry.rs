@@ -542,6 +542,21 @@ pub static RESOURCES: &[ResourceType] = &[
         Subdomain,
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
     ),
+    // certificates.k8s.io/v1: the kubelets' client and serving certificates (TLS bootstrap), approved on
+    // `/approval` and issued on `/status` by the certificate controllers.
+    resource!(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        &["csr"],
+        NONE,
+        &["approval", "status"],
+        Subdomain,
+        api::certificates::v1::CertificateSigningRequest
+    ),
     // scheduling.k8s.io/v1
     resource!(
         "scheduling.k8s.io",

@@ -1247,6 +1247,68 @@ fn printer(resource: &ResourceType, now: OffsetDateTime) -> (Vec<Value>, Cells) 
                 ]
             }),
         ),
+        // kube's printCertificateSigningRequest: conditions as `Approved,Issued`, `Pending`, ...
+        ("certificates.k8s.io", "CertificateSigningRequest") => (
+            vec![
+                name_col,
+                age_col,
+                column("SignerName", "string", 0, "The name of the signer."),
+                column(
+                    "Requestor",
+                    "string",
+                    0,
+                    "The user who requested the certificate.",
+                ),
+                column(
+                    "RequestedDuration",
+                    "string",
+                    0,
+                    "The requested duration of the certificate.",
+                ),
+                column("Condition", "string", 0, "The state of the request."),
+            ],
+            Box::new(move |o| {
+                let mut conditions: Vec<String> = o
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.get("type").and_then(Value::as_str).map(String::from))
+                    .collect();
+                if conditions.is_empty() {
+                    conditions.push("Pending".into());
+                }
+                if o.pointer("/status/certificate")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| !c.is_empty())
+                {
+                    conditions.push("Issued".into());
+                }
+                let duration = o
+                    .pointer("/spec/expirationSeconds")
+                    .and_then(Value::as_i64)
+                    .map_or_else(
+                        || "<none>".to_string(),
+                        |s| {
+                            if s % 3600 == 0 {
+                                format!("{}h", s / 3600)
+                            } else if s % 60 == 0 {
+                                format!("{}m", s / 60)
+                            } else {
+                                format!("{s}s")
+                            }
+                        },
+                    );
+                vec![
+                    name(o),
+                    created(o),
+                    json!(str_at(o, "/spec/signerName")),
+                    json!(str_at(o, "/spec/username")),
+                    json!(duration),
+                    json!(conditions.join(",")),
+                ]
+            }),
+        ),
         ("coordination.k8s.io", "Lease") => (
             vec![
                 name_col,

@@ -183,6 +183,19 @@ static TABLE: &[(&str, &str, &str, PatchMeta)] = &[
     (BATCH, "PodFailurePolicyOnExitCodesRequirement", "values", SET),
     // discovery.k8s.io/v1
     ("io.k8s.api.discovery.v1.", "Endpoint", "addresses", SET),
+    // certificates.k8s.io/v1: `+listType=map +listMapKey=type` with no patch strategy (replaced by strategic
+    // merge patch, merged by type by server-side apply).
+    (
+        "io.k8s.api.certificates.v1.",
+        "CertificateSigningRequestStatus",
+        "conditions",
+        PatchMeta {
+            strategy: "",
+            merge_key: Some("type"),
+            list_type: Some("map"),
+            map_keys: &["type"],
+        },
+    ),
 ];
 
 /// The patch metadata of field `field` of the type named `definition` (an OpenAPI definition name such as
