@@ -9,6 +9,7 @@
 //! (`resources`): one generic code path for every built-in kind.
 
 pub mod admission;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod bootstrap_data;
@@ -16,6 +17,7 @@ pub mod encryption;
 mod health;
 pub mod identity;
 pub mod kubeconfig;
+pub mod limits;
 pub mod metrics;
 mod metrics_api;
 mod node_proxy;
