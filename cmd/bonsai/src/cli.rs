@@ -138,12 +138,31 @@ pub enum Command {
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
     },
+    /// Rotate the server's certificates: remove them so the next start issues new ones from the same CA (run it
+    /// while bonsai is stopped; certificates within 90 days of expiry are renewed at every start anyway).
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
     /// Print the version.
     Version,
     /// Print a shell completion script (e.g. `bonsai completion bash > /etc/bash_completion.d/bonsai`).
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Remove the leaf certificates (all, or those of --service) for the next start to issue again.
+    Rotate {
+        #[arg(short = 'd', long, env = "BONSAI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Only these (repeatable): admin, kube-apiserver, scheduler, kubelet, ... (the file names' part after
+        /// `client-` or `serving-` in <data-dir>/server/tls).
+        #[arg(short = 's', long = "service")]
+        services: Vec<String>,
     },
 }
 
@@ -555,6 +574,17 @@ pub struct ServerArgs {
     #[arg(long = "node-label", env = "BONSAI_NODE_LABEL", value_delimiter = ',', value_parser = parse_label)]
     pub node_labels: Vec<(String, String)>,
 
+    /// A kube-apiserver flag as k3s passes it, `NAME=VALUE` (repeatable): max-requests-inflight (default 400),
+    /// max-mutating-requests-inflight (200), request-timeout (60s; 0 values of the first two mean no limit), and
+    /// audit-log-path.
+    #[arg(long = "kube-apiserver-arg", value_parser = parse_apiserver_arg)]
+    pub kube_apiserver_args: Vec<ApiServerArg>,
+
+    /// Write an audit log (audit.k8s.io/v1 Events at the Metadata level, JSON lines) to this file (`-`: standard
+    /// output), as kube-apiserver's --audit-log-path.
+    #[arg(long, env = "BONSAI_AUDIT_LOG_PATH")]
+    pub audit_log_path: Option<PathBuf>,
+
     /// A kube-controller-manager flag as k3s passes it, `NAME=VALUE` (repeatable): node-monitor-grace-period
     /// (default 50s) and terminated-pod-gc-threshold (default 12500; 0 keeps every terminated pod).
     #[arg(long = "kube-controller-manager-arg", value_parser = parse_controller_manager_arg)]
@@ -635,6 +665,36 @@ pub enum ControllerManagerArg {
     TerminatedPodGcThreshold(i32),
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiServerArg {
+    MaxRequestsInflight(usize),
+    MaxMutatingRequestsInflight(usize),
+    RequestTimeout(std::time::Duration),
+    AuditLogPath(PathBuf),
+}
+
+fn parse_apiserver_arg(s: &str) -> Result<ApiServerArg, String> {
+    let (name, value) = flag_pair(s, "max-requests-inflight=800")?;
+    let count = |value: &str| {
+        value
+            .parse::<usize>()
+            .map_err(|_| format!("{value:?} is not a number of requests"))
+    };
+    match name {
+        "max-requests-inflight" => count(value).map(ApiServerArg::MaxRequestsInflight),
+        "max-mutating-requests-inflight" => count(value).map(ApiServerArg::MaxMutatingRequestsInflight),
+        "request-timeout" => match parse_duration(value)? {
+            d if d.is_zero() => Err("request-timeout must be more than 0".into()),
+            d => Ok(ApiServerArg::RequestTimeout(d)),
+        },
+        "audit-log-path" => Ok(ApiServerArg::AuditLogPath(PathBuf::from(value))),
+        _ => Err(format!(
+            "{name:?} is not a kube-apiserver flag bonsai takes: max-requests-inflight, \
+             max-mutating-requests-inflight, request-timeout, audit-log-path"
+        )),
+    }
+}
+
 fn parse_controller_manager_arg(s: &str) -> Result<ControllerManagerArg, String> {
     let (name, value) = flag_pair(s, "node-monitor-grace-period=20s")?;
     match name {
@@ -686,6 +746,30 @@ impl ServerArgs {
     /// Whether `--disable` names this packaged component.
     pub fn disabled(&self, component: &str) -> bool {
         self.disable.iter().any(|c| c == component)
+    }
+
+    /// The API server's request limits: kube-apiserver's defaults, then each `--kube-apiserver-arg`.
+    pub fn request_limits(&self) -> apiserver::limits::RequestLimits {
+        let mut limits = apiserver::limits::RequestLimits::default();
+        for arg in &self.kube_apiserver_args {
+            match arg {
+                ApiServerArg::MaxRequestsInflight(n) => limits.max_in_flight = *n,
+                ApiServerArg::MaxMutatingRequestsInflight(n) => limits.max_mutating_in_flight = *n,
+                ApiServerArg::RequestTimeout(d) => limits.request_timeout = *d,
+                ApiServerArg::AuditLogPath(_) => {}
+            }
+        }
+        limits
+    }
+
+    /// `--audit-log-path`, else the last `--kube-apiserver-arg audit-log-path=`.
+    pub fn audit_log_path(&self) -> Option<PathBuf> {
+        self.audit_log_path.clone().or_else(|| {
+            self.kube_apiserver_args.iter().rev().find_map(|a| match a {
+                ApiServerArg::AuditLogPath(p) => Some(p.clone()),
+                _ => None,
+            })
+        })
     }
 
     /// The controllers' options: kube-controller-manager's defaults, then each `--kube-controller-manager-arg`.

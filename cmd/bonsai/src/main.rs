@@ -125,6 +125,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent(args) => agent::run(args),
+        Command::Certificate {
+            command: cli::CertificateCommand::Rotate { data_dir, services },
+        } => snapshot::rotate_certificates(&data_dir, &services),
         Command::SecretsEncrypt { kubeconfig, command } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

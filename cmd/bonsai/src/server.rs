@@ -283,10 +283,24 @@ async fn open_cluster_store(args: &ServerArgs, server_dir: &std::path::Path) -> 
     Ok(ClusterStore::Embedded(store))
 }
 
+/// Raises this process's open-file limit to its hard limit (as k3s's unit sets `LimitNOFILE`): every client
+/// connection, watch and pod stream is a descriptor, and the usual soft limit of 1,024 would let a crowd of
+/// clients lock out the rest.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+    }
+}
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Listen for stop signals before anything else, so that a stop that comes early is a clean one.
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    raise_open_file_limit();
 
     // Flags whose mistakes only the node agent would meet are checked before anything starts.
     let eviction = args.eviction().map_err(|e| anyhow::anyhow!(e))?;
@@ -398,6 +412,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         authorization: Arc::new(authorization),
         service_account_tokens: Some(service_account_tokens.clone()),
         secrets_encryption: Some(secrets_encryption),
+        audit: match args.audit_log_path() {
+            Some(path) => Some(Arc::new(apiserver::audit::AuditLog::open(&path)?)),
+            None => None,
+        },
         version: KubernetesVersion {
             major: "1".into(),
             minor: KUBERNETES_MINOR.into(),
@@ -410,6 +428,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         port: args.https_listen_port,
         pki: pki.clone(),
         state,
+        limits: args.request_limits(),
     })
     .await?;
     let local = SocketAddr::new(local_ip, api.local_addr.port());

@@ -40,6 +40,31 @@ async fn admin_request(kubeconfig: &Path, method: http::Method, path: &str) -> a
     Ok(bytes)
 }
 
+/// `bonsai certificate rotate`: refuses while a server holds the data directory's store (its certificates are in
+/// use), then removes the leaves.
+pub fn rotate_certificates(data_dir: &Path, services: &[String]) -> anyhow::Result<()> {
+    let lock = data_dir.join("server/db/LOCK");
+    if let Ok(file) = std::fs::File::open(&lock)
+        && nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    {
+        bail!(
+            "a bonsai server is running on {}: stop it first, then rotate",
+            data_dir.display()
+        );
+    }
+    let tls = data_dir.join("server/tls");
+    let removed = apiserver::pki::remove_leaves(&tls, services)
+        .with_context(|| format!("cannot rotate the certificates in {}", tls.display()))?;
+    if removed.is_empty() {
+        bail!("no certificate matched in {}", tls.display());
+    }
+    for path in &removed {
+        println!("removed {}", path.display());
+    }
+    println!("new certificates are issued at the next start of bonsai server");
+    Ok(())
+}
+
 pub async fn secrets_encrypt(kubeconfig: &Path, command: SecretsEncryptCommand) -> anyhow::Result<()> {
     let path = apiserver::SECRETS_ENCRYPTION_PATH;
     let body = match command {

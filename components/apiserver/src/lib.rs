@@ -9,6 +9,7 @@
 //! (`resources`): one generic code path for every built-in kind.
 
 pub mod admission;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod bootstrap_data;
@@ -17,6 +18,7 @@ pub mod bootstrap_tokens;
 mod health;
 pub mod identity;
 pub mod kubeconfig;
+pub mod limits;
 pub mod metrics;
 mod metrics_api;
 mod node_proxy;

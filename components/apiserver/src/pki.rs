@@ -353,6 +353,33 @@ fn load_or_issue(
 }
 
 /// Writes a file whole (temporary file, fsync, rename) with `mode`.
+/// `bonsai certificate rotate`: removes the leaf certificates (and keys) in `dir`, all of them or those of the named
+/// services (`admin`, `kube-apiserver`, `scheduler`, `kubelet`, ...: the part of the file name after `client-` or
+/// `serving-`), so that the next start issues them again from the same CA, as `k3s certificate rotate` does. The
+/// CA and the service-account key stay: every other credential depends on them. Returns the files removed.
+pub fn remove_leaves(dir: &Path, services: &[String]) -> Result<Vec<PathBuf>, PkiError> {
+    let entries = fs::read_dir(dir).map_err(io("read", dir))?;
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io("read", dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".crt").or_else(|| name.strip_suffix(".key")) else {
+            continue;
+        };
+        let Some(service) = stem.strip_prefix("client-").or_else(|| stem.strip_prefix("serving-")) else {
+            continue; // server-ca.*, service.key
+        };
+        if services.is_empty() || services.iter().any(|s| s == service) {
+            fs::remove_file(&path).map_err(io("remove", &path))?;
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
     let tmp = path.with_extension("tmp");
     let mut file = fs::OpenOptions::new()
@@ -430,6 +457,31 @@ fn signed_by(pem: &str, ca_pem: &str) -> bool {
         return false;
     };
     with_cert(pem, |cert| cert.verify_signature(Some(ca.public_key())).is_ok()).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod rotate_tests {
+    use super::*;
+
+    #[test]
+    fn rotation_removes_leaves_and_keeps_the_ca_and_signing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "server-ca.crt", "server-ca.key", "service.key", "client-admin.crt", "client-admin.key",
+            "serving-kube-apiserver.crt", "serving-kube-apiserver.key", "client-scheduler.crt", "client-scheduler.key",
+        ] {
+            fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let removed = remove_leaves(dir.path(), &["scheduler".into()]).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(!dir.path().join("client-scheduler.crt").exists());
+        assert!(dir.path().join("client-admin.crt").exists());
+        let removed = remove_leaves(dir.path(), &[]).unwrap();
+        assert_eq!(removed.len(), 4);
+        for kept in ["server-ca.crt", "server-ca.key", "service.key"] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
+    }
 }
 
 #[cfg(test)]

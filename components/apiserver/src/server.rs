@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -42,6 +43,8 @@ pub struct AppState {
     pub service_account_tokens: Option<Arc<crate::service_account_tokens::TokenIssuer>>,
     /// Secrets encryption at rest, for `bonsai secrets-encrypt status|rotate-keys` (`store` is already wrapped).
     pub secrets_encryption: Option<crate::encryption::SecretsEncryption>,
+    /// The audit log (`--audit-log-path`), if one is kept.
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 #[derive(Debug)]
@@ -50,6 +53,7 @@ pub struct ApiServerConfig {
     pub port: u16,
     pub pki: Pki,
     pub state: AppState,
+    pub limits: crate::limits::RequestLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +125,53 @@ fn is_public(path: &str) -> bool {
         || path == "/cacerts"
 }
 
-async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+async fn authenticate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
+    let Some(audit_log) = state.audit.clone() else {
+        return authenticated(&state, request, next, None).await;
+    };
+    let info = RequestInfo::of(request.method(), request.uri().path(), request.uri().query());
+    let long_running = crate::limits::is_long_running(&info, request.uri().query());
+    let mut record = crate::audit::AuditRecord {
+        audit_id: crate::resources::new_uid(),
+        received: crate::audit::micro_now(),
+        request_uri: request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| request.uri().path().to_string(), |p| p.as_str().to_string()),
+        info,
+        user: None,
+        impersonated: None,
+        source_ip: request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+        user_agent: request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        decision: None,
+    };
+    let response = authenticated(&state, request, next, Some(&mut record)).await;
+    let stage = if long_running && response.status().is_success() {
+        "ResponseStarted"
+    } else {
+        "ResponseComplete"
+    };
+    audit_log.write(&record.event(stage, response.status().as_u16()));
+    response
+}
+
+/// Authentication, impersonation and authorization, then the request; what they found goes into `audit`.
+async fn authenticated(
+    state: &AppState,
+    mut request: Request,
+    next: Next,
+    mut audit: Option<&mut crate::audit::AuditRecord>,
+) -> Response {
     let peer = request
         .extensions()
         .get::<Arc<TlsInfo>>()
@@ -164,8 +211,16 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
         tracing::info!(user = %user.name, reason = %reason, "service account token refused");
         return status::unauthorized();
     }
+    if let Some(audit) = audit.as_deref_mut() {
+        audit.user = Some(user.clone());
+    }
     match impersonate(&state.authorization, &user, request.headers()) {
-        Ok(Some(impersonated)) => user = impersonated,
+        Ok(Some(impersonated)) => {
+            if let Some(audit) = audit.as_deref_mut() {
+                audit.impersonated = Some(impersonated.clone());
+            }
+            user = impersonated
+        }
         Ok(None) => {}
         Err(response) => return *response,
     }
@@ -173,11 +228,14 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
         request.headers_mut().remove(*name);
     }
     let info = RequestInfo::of(request.method(), request.uri().path(), request.uri().query());
-    let reason = match state.authorization.authorize(&user, &info) {
-        Decision::Allow(_) => None,
-        Decision::Deny(reason) | Decision::NoOpinion(reason) => Some(reason),
+    let (allowed, reason) = match state.authorization.authorize(&user, &info) {
+        Decision::Allow(reason) => (true, reason),
+        Decision::Deny(reason) | Decision::NoOpinion(reason) => (false, reason),
     };
-    if let Some(reason) = reason {
+    if let Some(audit) = audit.as_deref_mut() {
+        audit.decision = Some((allowed, reason.clone()));
+    }
+    if !allowed {
         let message = crate::authz::forbidden_message(&user.name, &info, &reason);
         return crate::authz::forbidden_response(&info.group, &info.resource, &info.name, message);
     }
@@ -530,6 +588,7 @@ fn router(
     watches: Arc<resources::WatchCaches>,
     kubelet: Arc<node_proxy::KubeletClient>,
     ca_bundle: String,
+    limits: crate::limits::RequestLimits,
 ) -> Router {
     let api = move |State(state): State<Arc<AppState>>, request: Request| {
         api(state, watches.clone(), kubelet.clone(), request)
@@ -575,6 +634,10 @@ fn router(
     router
         .fallback(|| async { status::not_found() })
         .layer(axum::middleware::from_fn(crate::metrics::instrument))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(crate::limits::Limiter::new(limits)),
+            crate::limits::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -608,11 +671,23 @@ pub async fn start(mut config: ApiServerConfig) -> Result<RunningApiServer, ApiS
         watches,
         kubelet,
         config.pki.ca_cert_pem.clone(),
+        config.limits,
     );
-    let server = axum_server::from_tcp_rustls(listener, tls)
+    let mut server = axum_server::from_tcp_rustls(listener, tls)
         .map_err(|source| ApiServerError::Bind { addr, source })?
         .handle(handle.clone());
-    let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    // A client that sends its request headers slowly (or not at all) is let go after 30 s, so that many of them
+    // hold no more than their connections.
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let task = tokio::spawn(async move {
+        server
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+    });
     Ok(RunningApiServer {
         local_addr,
         handle,

@@ -471,6 +471,31 @@ pub fn cluster_roles() -> Vec<Value> {
                 &["/.well-known/openid-configuration", "/openid/v1/jwks"],
             )],
         ),
+        // What bonsai's node agent does beside the kubelet's job, where k3s uses its `system:k3s-controller`
+        // identity: the service proxy and the overlay (kube-proxy's and flannel's reads), the node's cluster DNS
+        // (its EndpointSlice `kube-system/kube-dns-<node>`), the local-path provisioner (volumes of the node's
+        // claims), and the cluster settings it starts from (`kube-public/bonsai-config`).
+        role(
+            "system:bonsai-node-agent",
+            none.clone(),
+            vec![
+                rule(READ, &[""], &["services", "endpoints", "nodes", "namespaces", "pods"]),
+                rule(
+                    &["get", "list", "watch", "create", "update", "patch", "delete"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+                rule(
+                    &["get", "list", "watch", "create", "update", "patch", "delete"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                rule(READ_UPDATE, &[""], &["persistentvolumeclaims"]),
+                rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+                events(),
+                named(&["get", "list", "watch"], &[""], &["configmaps"], &["bonsai-config"]),
+            ],
+        ),
         role(
             "system:node-proxier",
             none.clone(),
@@ -556,6 +581,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             ],
         ),
         same("system:node-proxier", &[("User", "system:kube-proxy")]),
+        same("system:bonsai-node-agent", &[("Group", "system:nodes")]),
         same(
             "system:kube-controller-manager",
             &[("User", "system:kube-controller-manager")],

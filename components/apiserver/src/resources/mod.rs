@@ -22,5 +22,5 @@ pub use bootstrap::{
 };
 pub use errors::ApiError;
 pub use handlers::{dispatch, token_request};
-pub use objects::now_rfc3339;
+pub use objects::{new_uid, now_rfc3339};
 pub use watch_cache::WatchCaches;
