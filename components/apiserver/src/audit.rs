@@ -24,9 +24,14 @@ pub struct AuditError {
 }
 
 /// Where events go: a file appended to, or standard output for `-` (as kube-apiserver's `--audit-log-path -`).
-#[derive(Debug)]
 pub struct AuditLog {
     out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
 }
 
 impl AuditLog {

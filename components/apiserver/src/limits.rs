@@ -91,7 +91,7 @@ pub(crate) async fn limit(State(limiter): State<Arc<Limiter>>, request: Request,
         Err(_) => status::failure(
             StatusCode::GATEWAY_TIMEOUT,
             "Timeout",
-            "request did not complete within the allotted timeout".into(),
+            "request did not complete within the allotted timeout",
         ),
     }
 }
@@ -101,7 +101,7 @@ fn too_many_requests() -> Response {
     let mut response = status::failure(
         StatusCode::TOO_MANY_REQUESTS,
         "TooManyRequests",
-        "Too many requests, please try again later.".into(),
+        "Too many requests, please try again later.",
     );
     response
         .headers_mut()

@@ -340,8 +340,10 @@ async fn report_status(
     pressure: Pressure,
 ) -> Result<(), KubeletError> {
     let nodes: Api<Node> = Api::all(client.clone());
+    // The Node itself, not `nodes/status`: a node may read its Node and patch its status (Kubernetes' NodeRules),
+    // not get the status subresource.
     let current = nodes
-        .get_status(&config.name)
+        .get(&config.name)
         .await
         .map_err(kube_error(format!("reading node {}", config.name)))?;
     let previous: Vec<Value> = current
