@@ -32,6 +32,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 # The metrics tests: promtool (from Prometheus) checks that /metrics parses as a scrape would.
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The certificate tests check expiry dates with openssl.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The external datastore tests: a real etcd (3 members on a test namespace's loopback).
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 # The helm tests fetch helm from PyPI with pip.

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod as_node;
-pub mod helm;
 pub mod cluster;
+pub mod helm;
 pub mod images;
 
 use std::io::{BufRead, BufReader};

@@ -39,7 +39,10 @@ async fn default_configmaps(client: kube::Client) -> Api<ConfigMap> {
 
 /// The test's own ConfigMaps of a list (without the published `kube-root-ca.crt`).
 fn own(list: &kube::core::ObjectList<ConfigMap>) -> Vec<&ConfigMap> {
-    list.items.iter().filter(|c| c.name_any() != "kube-root-ca.crt").collect()
+    list.items
+        .iter()
+        .filter(|c| c.name_any() != "kube-root-ca.crt")
+        .collect()
 }
 
 fn configmap(name: &str, value: &str) -> ConfigMap {

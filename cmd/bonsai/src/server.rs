@@ -342,7 +342,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let names = apiserver::identity::serving_names(service_ip, &args.cluster_domain, &args.tls_sans);
     let pki = Pki::load_or_create(&server_dir.join("tls"), &names)?;
-    let join_token = apiserver::token::load_or_create_with(&server_dir.join("token"), &pki.ca_cert_pem, Some(&secret))?;
+    let join_token =
+        apiserver::token::load_or_create_with(&server_dir.join("token"), &pki.ca_cert_pem, Some(&secret))?;
     if let Some((hash, _)) = args.token.as_deref().and_then(apiserver::token::parse)
         && hash != apiserver::token::ca_hash(&pki.ca_cert_pem)
     {

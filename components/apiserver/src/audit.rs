@@ -154,7 +154,8 @@ impl AuditRecord {
             event["objectRef"] = object;
         }
         if let Some((allowed, reason)) = &self.decision {
-            let mut annotations = json!({"authorization.k8s.io/decision": if *allowed { "allow" } else { "forbid" }});
+            let mut annotations =
+                json!({"authorization.k8s.io/decision": if *allowed { "allow" } else { "forbid" }});
             if !reason.is_empty() {
                 annotations["authorization.k8s.io/reason"] = json!(reason);
             }
@@ -188,11 +189,17 @@ mod tests {
         };
         let event = record.event("ResponseComplete", 403);
         assert_eq!(event["verb"], "get");
-        assert_eq!(event["objectRef"], json!({"resource": "secrets", "namespace": "shop", "name": "db", "apiVersion": "v1"}));
+        assert_eq!(
+            event["objectRef"],
+            json!({"resource": "secrets", "namespace": "shop", "name": "db", "apiVersion": "v1"})
+        );
         assert_eq!(event["responseStatus"]["code"], 403);
         assert_eq!(event["annotations"]["authorization.k8s.io/decision"], "forbid");
         assert_eq!(event["user"]["username"], "jane");
         assert!(event["stageTimestamp"].as_str().unwrap().ends_with('Z'));
-        assert_eq!(event["requestReceivedTimestamp"].as_str().unwrap().len(), "2026-12-02T05:00:00.000000Z".len());
+        assert_eq!(
+            event["requestReceivedTimestamp"].as_str().unwrap().len(),
+            "2026-12-02T05:00:00.000000Z".len()
+        );
     }
 }

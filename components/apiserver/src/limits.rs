@@ -61,7 +61,10 @@ impl Limiter {
 /// log, portforward)` tells them, plus the `?watch=true` and `follow` forms.
 pub(crate) fn is_long_running(info: &RequestInfo, query: Option<&str>) -> bool {
     matches!(info.verb.as_str(), "watch" | "proxy")
-        || matches!(info.subresource.as_str(), "attach" | "exec" | "proxy" | "log" | "portforward")
+        || matches!(
+            info.subresource.as_str(),
+            "attach" | "exec" | "proxy" | "log" | "portforward"
+        )
         || query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
 }
 
@@ -122,7 +125,12 @@ mod tests {
         for (method, path, query, long) in [
             (Method::GET, "/api/v1/pods", Some("watch=true"), true),
             (Method::GET, "/api/v1/watch/pods", None, true),
-            (Method::GET, "/api/v1/namespaces/d/pods/p/log", Some("follow=true"), true),
+            (
+                Method::GET,
+                "/api/v1/namespaces/d/pods/p/log",
+                Some("follow=true"),
+                true,
+            ),
             (Method::POST, "/api/v1/namespaces/d/pods/p/exec", None, true),
             (Method::GET, "/api/v1/namespaces/d/pods/p/portforward", None, true),
             (Method::GET, "/api/v1/pods", None, false),
@@ -130,7 +138,11 @@ mod tests {
             (Method::GET, "/healthz", None, false),
         ] {
             let (i, q) = info(method.clone(), path, query);
-            assert_eq!(is_long_running(&i, q.as_deref()), long, "{method} {path} {query:?}");
+            assert_eq!(
+                is_long_running(&i, q.as_deref()),
+                long,
+                "{method} {path} {query:?}"
+            );
         }
     }
 

@@ -368,7 +368,10 @@ pub fn remove_leaves(dir: &Path, services: &[String]) -> Result<Vec<PathBuf>, Pk
         let Some(stem) = name.strip_suffix(".crt").or_else(|| name.strip_suffix(".key")) else {
             continue;
         };
-        let Some(service) = stem.strip_prefix("client-").or_else(|| stem.strip_prefix("serving-")) else {
+        let Some(service) = stem
+            .strip_prefix("client-")
+            .or_else(|| stem.strip_prefix("serving-"))
+        else {
             continue; // server-ca.*, service.key
         };
         if services.is_empty() || services.iter().any(|s| s == service) {
@@ -467,8 +470,15 @@ mod rotate_tests {
     fn rotation_removes_leaves_and_keeps_the_ca_and_signing_key() {
         let dir = tempfile::tempdir().unwrap();
         for name in [
-            "server-ca.crt", "server-ca.key", "service.key", "client-admin.crt", "client-admin.key",
-            "serving-kube-apiserver.crt", "serving-kube-apiserver.key", "client-scheduler.crt", "client-scheduler.key",
+            "server-ca.crt",
+            "server-ca.key",
+            "service.key",
+            "client-admin.crt",
+            "client-admin.key",
+            "serving-kube-apiserver.crt",
+            "serving-kube-apiserver.key",
+            "client-scheduler.crt",
+            "client-scheduler.key",
         ] {
             fs::write(dir.path().join(name), "x").unwrap();
         }

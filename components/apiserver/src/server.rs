@@ -232,7 +232,7 @@ async fn authenticated(
         Decision::Allow(reason) => (true, reason),
         Decision::Deny(reason) | Decision::NoOpinion(reason) => (false, reason),
     };
-    if let Some(audit) = audit.as_deref_mut() {
+    if let Some(audit) = audit {
         audit.decision = Some((allowed, reason.clone()));
     }
     if !allowed {

@@ -7,8 +7,8 @@
 //!
 //! **Architecture Invariant:** controllers read and write cluster state only through the Kubernetes API.
 
-pub mod clusterroleaggregation;
 pub mod certificates;
+pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

@@ -479,7 +479,11 @@ pub fn cluster_roles() -> Vec<Value> {
             "system:bonsai-node-agent",
             none.clone(),
             vec![
-                rule(READ, &[""], &["services", "endpoints", "nodes", "namespaces", "pods"]),
+                rule(
+                    READ,
+                    &[""],
+                    &["services", "endpoints", "nodes", "namespaces", "pods"],
+                ),
                 rule(
                     &["get", "list", "watch", "create", "update", "patch", "delete"],
                     &["discovery.k8s.io"],
@@ -493,7 +497,12 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(READ_UPDATE, &[""], &["persistentvolumeclaims"]),
                 rule(READ, &["storage.k8s.io"], &["storageclasses"]),
                 events(),
-                named(&["get", "list", "watch"], &[""], &["configmaps"], &["bonsai-config"]),
+                named(
+                    &["get", "list", "watch"],
+                    &[""],
+                    &["configmaps"],
+                    &["bonsai-config"],
+                ),
             ],
         ),
         role(

@@ -1,8 +1,8 @@
 //! The resource layer: one generic code path serving every built-in kind over the store.
 
 mod bootstrap;
-pub mod custom;
 mod certificates;
+pub mod custom;
 mod defaults;
 mod discovery;
 mod errors;
