@@ -3,12 +3,18 @@
 # fan-out and latency) against the release bonsai on its embedded store and on a real etcd (Debian's
 # etcd-server, one member on the namespace's loopback), in one run, each server in a network namespace of its own.
 #
-#   sudo tests/bench/datastore.sh
+#   sudo tests/bench/datastore.sh            (release build)
+#   sudo BONSAI_BIN_DIR=target/debug tests/bench/datastore.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
-cargo build --release -q -p bonsai -p bonsai-e2e --bin bonsai --bin apiserver-bench
-bin=${CARGO_TARGET_DIR:-target}/release
+# BONSAI_BIN_DIR=dir measures the bonsai and apiserver-bench binaries there instead of building release ones.
+if [ -n "${BONSAI_BIN_DIR:-}" ]; then
+  bin=$BONSAI_BIN_DIR
+else
+  cargo build --release -q -p bonsai -p bonsai-e2e --bin bonsai --bin apiserver-bench
+  bin=${CARGO_TARGET_DIR:-target}/release
+fi
 dir=$(mktemp -d)
 pids=()
 namespaces=()

@@ -80,6 +80,7 @@ runc_ms=$(( $(ms "$start" "$end") ))
 for i in 1 2 3 4 5; do
   in_ns "$bonsai" containers -d "$data" run --name "idle$i" --detach docker.io/bench/busybox:v1 -- /bin/busybox sleep 60 >/dev/null
 done
+sleep 1 # the shims hand over to their monitors, which then drop their start-up pages
 shim_pid=$(python3 -c "import json;print(json.load(open('$data/agent/containers/idle1/state.json'))['shim_pid'])")
 shim_rss=$(awk '/^VmRSS/{print $2}' "/proc/$shim_pid/status")
 shim_pss=$(awk '/^Pss:/{print $2}' "/proc/$shim_pid/smaps_rollup")
