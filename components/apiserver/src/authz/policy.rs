@@ -479,11 +479,9 @@ pub fn cluster_roles() -> Vec<Value> {
             "system:bonsai-node-agent",
             none.clone(),
             vec![
-                rule(
-                    READ,
-                    &[""],
-                    &["services", "endpoints", "nodes", "namespaces", "pods"],
-                ),
+                rule(READ, &[""], &["services", "endpoints", "namespaces"]),
+                // Every node's overlay address (list and watch; a node still gets only its own Node by name).
+                rule(&["list", "watch"], &[""], &["nodes"]),
                 rule(
                     &["get", "list", "watch", "create", "update", "patch", "delete"],
                     &["discovery.k8s.io"],
