@@ -419,7 +419,6 @@ fn monitor(dir: &Path) -> Result<(), ContainerError> {
     };
     drop(payload);
     let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, None).run());
-    release_file_pages();
     let ended = wait_for(handoff.pid, &handoff.cgroups_path);
     let _ = io.join();
     let ended = ended?;
@@ -430,116 +429,9 @@ fn monitor(dir: &Path) -> Result<(), ContainerError> {
     })
 }
 
-/// The read-only, file-backed mappings of this process whose pages are all the file's (the binary's code and
-/// constants, libc's, the loader's), from `/proc/self/smaps`. A mapping with any anonymous page is left out: that
-/// page was written (relocations, before RELRO made the mapping read-only) and exists nowhere else.
-fn file_backed_unmodified_mappings(smaps: &str) -> Vec<(usize, usize)> {
-    let mut found = Vec::new();
-    let mut candidate: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        let Some(first) = fields.next() else { continue };
-        if let Some((start, end)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
-        {
-            // A mapping's header line: range, perms, offset, device, inode, path.
-            let perms = fields.next().unwrap_or("");
-            let inode = fields.nth(2).unwrap_or("0");
-            let path = fields.next().unwrap_or("");
-            let read_only = perms.starts_with('r') && perms.as_bytes().get(1) == Some(&b'-');
-            let private = perms.as_bytes().get(3) == Some(&b'p');
-            candidate =
-                (read_only && private && inode != "0" && path.starts_with('/')).then_some((start, end));
-            continue;
-        }
-        if first == "Anonymous:"
-            && let Some(range) = candidate.take()
-            && fields.next() == Some("0")
-        {
-            found.push(range);
-        }
-    }
-    found
-}
-
-/// Drops this process's pages of unmodified read-only file mappings: start-up touched much of the binary's code,
-/// the monitor's loop needs little of it, and those pages would count in its RSS for as long as the container
-/// runs. Pages it needs again come back from the page cache (a minor fault). Best effort: a failure changes
-/// nothing.
-fn release_file_pages() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    for (start, end) in file_backed_unmodified_mappings(&smaps) {
-        // SAFETY: MADV_DONTNEED on a private, read-only file mapping none of whose pages is anonymous only drops
-        // page table entries: every page is the file's, so the next access reads the same bytes back from it.
-        // Writable mappings and those with written (anonymous) pages are excluded above.
-        #[allow(unsafe_code)]
-        let _ = unsafe {
-            rustix::mm::madvise(
-                start as *mut std::ffi::c_void,
-                end - start,
-                rustix::mm::Advice::LinuxDontNeed,
-            )
-        };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_unmodified_read_only_file_mappings_are_released() {
-        let smaps = "\
-00400000-00a00000 r-xp 00000000 fd:01 1234 /usr/local/bin/bonsai
-Size:               6144 kB
-Anonymous:             0 kB
-00a00000-00b00000 r--p 00600000 fd:01 1234 /usr/local/bin/bonsai
-Anonymous:             0 kB
-00b00000-00b08000 r--p 00700000 fd:01 1234 /usr/local/bin/bonsai
-Anonymous:            32 kB
-00b08000-00b10000 rw-p 00708000 fd:01 1234 /usr/local/bin/bonsai
-Anonymous:             0 kB
-01000000-01100000 rw-p 00000000 00:00 0                                  [heap]
-Anonymous:          1024 kB
-7f0000000000-7f0000100000 r-xp 00000000 fd:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6
-Anonymous:             0 kB
-7f0000200000-7f0000201000 r--s 00000000 fd:01 77 /dev/shm/shared
-Anonymous:             0 kB
-7ffd00100000-7ffd00102000 r-xp 00000000 00:00 0                          [vdso]
-Anonymous:             0 kB
-";
-        assert_eq!(
-            file_backed_unmodified_mappings(smaps),
-            vec![
-                (0x400000, 0xa00000),
-                (0xa00000, 0xb00000),
-                (0x7f0000000000, 0x7f0000100000)
-            ]
-        );
-    }
-
-    #[test]
-    fn releasing_file_pages_keeps_the_process_working() {
-        release_file_pages();
-        // Code and constants (and libc's) come back from the page cache: formatting, allocation, files, threads.
-        assert_eq!(format!("{}", 6 * 7), "42");
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(status.contains("VmRSS"));
-        let counted: std::collections::HashMap<char, usize> =
-            status.chars().fold(Default::default(), |mut m, c| {
-                *m.entry(c).or_default() += 1;
-                m
-            });
-        assert!(counted[&':'] > 10);
-        assert_eq!(
-            std::thread::spawn(|| "thread".to_string()).join().unwrap(),
-            "thread"
-        );
-        release_file_pages();
-        assert_eq!(serde_json::to_string(&["again"]).unwrap(), r#"["again"]"#);
-    }
 
     #[test]
     fn cri_log_lines() {
