@@ -128,7 +128,14 @@ async fn list_ms(s: &mut SendRequest<Full<Bytes>>, ns: &str, expect: usize) -> f
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(code, 200);
         let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(list["items"].as_array().unwrap().len(), expect);
+        // Every namespace also holds the published `kube-root-ca.crt`.
+        let own = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["metadata"]["name"] != "kube-root-ca.crt")
+            .count();
+        assert_eq!(own, expect);
     }
     pct(&mut times, 0.5)
 }
@@ -177,6 +184,9 @@ async fn main() {
     rows.push(format!(
         "| create, 8 connections (to 10,000) | {rate:.0}/s | {p50:.2} | {p99:.2} |"
     ));
+    // A fresh connection: the server drops one that sent no request for 30 s (its header read timeout), and the
+    // creates may take longer than that.
+    let mut s = connect(&tls).await;
     rows.push(format!(
         "| list 10,000 configmaps | - | {:.1} | - |",
         list_ms(&mut s, "bench", 10000).await
