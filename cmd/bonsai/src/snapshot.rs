@@ -145,15 +145,12 @@ async fn save(kubeconfig: &Path, server_dir: &Path, dir: &Path, name: &str) -> a
         })?;
         snapshot.files.push((file.to_string(), content.into()));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let host = apiserver::identity::hostname().unwrap_or_else(|| "server".into());
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let path = dir.join(format!("{name}-{host}-{seconds}"));
-    let partial = path.with_extension("partial");
-    write_private(&partial, &snapshot.encode())?;
-    std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    write_private(&path, &snapshot.encode())?;
     tracing::info!(path = %path.display(), revision = snapshot.revision, keys = snapshot.kvs.len(), "snapshot saved");
     Ok(path)
 }
@@ -175,11 +172,7 @@ fn restore(file: &Path, server_dir: &Path) -> anyhow::Result<()> {
         if name.contains("..") || name.starts_with('/') {
             bail!("the snapshot names a file outside the data directory: {name:?}");
         }
-        let path = server_dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        write_private(&path, content)?;
+        write_private(&server_dir.join(name), content)?;
     }
     println!(
         "restored {} objects at revision {} into {}; start `bonsai server --data-dir {}`",
@@ -192,16 +185,6 @@ fn restore(file: &Path, server_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(content)
-        .and_then(|()| file.sync_all())
+    kubelet::bootstrap::write_file(path, content, 0o600)
         .with_context(|| format!("cannot write {}", path.display()))
 }

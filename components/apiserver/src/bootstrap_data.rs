@@ -48,6 +48,8 @@ pub enum BootstrapError {
     },
     #[error("datastore: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Write(#[from] crate::pki::PkiError),
 }
 
 /// What `download` found.
@@ -177,26 +179,14 @@ pub async fn upload(store: &dyn Store, server_dir: &Path, secret: &str) -> Resul
 }
 
 fn write_private(path: &Path, content: &str) -> Result<(), BootstrapError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |action: &'static str| {
-        let path = path.to_path_buf();
-        move |source| BootstrapError::Io { action, path, source }
-    };
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io("create"))?;
+        std::fs::create_dir_all(parent).map_err(|source| BootstrapError::Io {
+            action: "create",
+            path: parent.to_path_buf(),
+            source,
+        })?;
     }
-    let partial = path.with_extension("partial");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(io("write"))?;
-    file.write_all(content.as_bytes()).map_err(io("write"))?;
-    file.sync_all().map_err(io("write"))?;
-    std::fs::rename(&partial, path).map_err(io("rename"))
+    Ok(crate::pki::write_file(path, content.as_bytes(), 0o600)?)
 }
 
 #[cfg(test)]

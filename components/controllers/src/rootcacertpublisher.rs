@@ -68,23 +68,9 @@ enum Seen {
 
 /// Runs the controller until its watches end; `ca` is the cluster CA's PEM.
 pub async fn run(client: kube::Client, ca: String) {
-    let (namespaces_tx, mut namespaces_rx) = mpsc::unbounded_channel();
-    let (maps_tx, mut maps_rx) = mpsc::unbounded_channel();
-    let namespaces = work::reflect(Api::<Namespace>::all(client.clone()), namespaces_tx);
-    let maps = work::reflect(Api::<ConfigMap>::all(client.clone()), maps_tx);
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let seen = tokio::select! {
-                Some(c) = namespaces_rx.recv() => Seen::Namespace(c),
-                Some(c) = maps_rx.recv() => Seen::Map(c),
-                else => return,
-            };
-            if tx.send(seen).is_err() {
-                return;
-            }
-        }
-    });
+    let namespaces = work::reflect_into(Api::<Namespace>::all(client.clone()), tx.clone(), Seen::Namespace);
+    let maps = work::reflect_into(Api::<ConfigMap>::all(client.clone()), tx, Seen::Map);
     let context = Context {
         client,
         ca,

@@ -106,23 +106,9 @@ enum Seen {
 
 /// Runs the controller until its watches end; `ca` is the cluster CA's PEM.
 pub async fn run(client: kube::Client, signer: Arc<dyn LegacyTokenSigner>, ca: String) {
-    let (secrets_tx, mut secrets_rx) = mpsc::unbounded_channel();
-    let (accounts_tx, mut accounts_rx) = mpsc::unbounded_channel();
-    let secrets = work::reflect(Api::<Secret>::all(client.clone()), secrets_tx);
-    let accounts = work::reflect(Api::<ServiceAccount>::all(client.clone()), accounts_tx);
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let seen = tokio::select! {
-                Some(c) = secrets_rx.recv() => Seen::Secret(c),
-                Some(c) = accounts_rx.recv() => Seen::Account(c),
-                else => return,
-            };
-            if tx.send(seen).is_err() {
-                return;
-            }
-        }
-    });
+    let secrets = work::reflect_into(Api::<Secret>::all(client.clone()), tx.clone(), Seen::Secret);
+    let accounts = work::reflect_into(Api::<ServiceAccount>::all(client.clone()), tx, Seen::Account);
     let context = Context {
         client,
         signer,
