@@ -197,15 +197,16 @@ if [ -f "$RUN_DIR/supervisor.pid" ]; then
   kill "$(cat "$RUN_DIR/supervisor.pid")" 2>/dev/null || true
 fi
 
-# Processes: bonsai itself (server, agent, the containers' shims: their executable is bonsai), then everything in
-# a cgroup under bonsai's (the containers).
+# Processes: bonsai itself (server, agent, the containers' shims: their executable is bonsai, or, once their
+# container runs, the small monitor bonsai writes to $DATA_DIR/agent/bin), then everything in a cgroup under
+# bonsai's (the containers).
 bonsai_pids() {
   bin=$(readlink -f "$BIN_DIR/bonsai" 2>/dev/null || echo "$BIN_DIR/bonsai")
   for p in /proc/[0-9]*; do
     pid=${p#/proc/}
     [ "$pid" = "$$" ] && continue
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
-    case "$exe" in "$bin"|"$bin (deleted)") echo "$pid" ;; esac
+    case "$exe" in "$bin"|"$bin (deleted)"|"$DATA_DIR"/agent/bin/bonsai-shim-monitor-*) echo "$pid" ;; esac
   done
 }
 container_pids() {

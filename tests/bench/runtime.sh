@@ -80,11 +80,12 @@ runc_ms=$(( $(ms "$start" "$end") ))
 for i in 1 2 3 4 5; do
   in_ns "$bonsai" containers -d "$data" run --name "idle$i" --detach docker.io/bench/busybox:v1 -- /bin/busybox sleep 60 >/dev/null
 done
-sleep 1 # the shims hand over to their monitors, which then drop their start-up pages
+sleep 1 # the shims hand over to their monitors (the small static bonsai-shim-monitor the runtime writes out)
 shim_pid=$(python3 -c "import json;print(json.load(open('$data/agent/containers/idle1/state.json'))['shim_pid'])")
 shim_rss=$(awk '/^VmRSS/{print $2}' "/proc/$shim_pid/status")
 shim_pss=$(awk '/^Pss:/{print $2}' "/proc/$shim_pid/smaps_rollup")
 shim_private=$(awk '/^Private_(Clean|Dirty):/{s+=$2} END{print s}' "/proc/$shim_pid/smaps_rollup")
+shim_exe=$(basename "$(readlink "/proc/$shim_pid/exe")")
 for i in 1 2 3 4 5; do "$bonsai" containers -d "$data" rm --force "idle$i" >/dev/null; done
 
 # Pull + unpack of the 50 MB image from docker-registry in the namespace.
@@ -114,4 +115,4 @@ printf '| start a container running `true` and wait for its exit (mean of %d) | 
   "$runs" $((bonsai_ms / runs)) $((runc_ms / runs)) "$(echo "$bonsai_ms / $runc_ms" | bc -l)"
 printf '| pull + unpack of a 50 MB image from a local registry | %d ms | %d ms (skopeo copy + umoci unpack) | %.2f |\n' \
   "$pull_bonsai" "$pull_reference" "$(echo "$pull_bonsai / $pull_reference" | bc -l)"
-printf '| shim memory per running container, 5 running: RSS / PSS / private (USS) | %d / %d / %d kB | | |\n' "$shim_rss" "$shim_pss" "$shim_private"
+printf '| shim memory per running container, 5 running: RSS / PSS / private (USS) | %d / %d / %d kB (%s) | | |\n' "$shim_rss" "$shim_pss" "$shim_private" "$shim_exe"

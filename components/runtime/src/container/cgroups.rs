@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use shim_monitor::cgroup::keyed;
+
 /// What a container has used, as cAdvisor and the kubelet's summary API report it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
@@ -25,15 +27,6 @@ fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// A `key value` line of a flat-keyed file such as `memory.stat` or `cpu.stat`.
-fn keyed(path: &Path, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find_map(|line| {
-        let (k, v) = line.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok())?
-    })
-}
-
 impl Cgroups {
     /// The host's cgroup filesystem.
     pub fn host() -> Cgroups {
@@ -46,7 +39,7 @@ impl Cgroups {
 
     /// A unified (v2) hierarchy is mounted at the root; hybrid hosts keep their controllers on v1.
     pub fn is_v2(&self) -> bool {
-        self.root.join("cgroup.controllers").exists()
+        shim_monitor::cgroup::is_v2(&self.root)
     }
 
     /// The directory of `path` (a cgroups path like `/bonsai/pod-x/c1`) for `controller` (ignored on v2).
@@ -86,12 +79,7 @@ impl Cgroups {
 
     /// How many times the kernel's OOM killer struck in the cgroup.
     pub fn oom_kills(&self, path: &str) -> u64 {
-        if self.is_v2() {
-            keyed(&self.dir("", path).join("memory.events"), "oom_kill")
-        } else {
-            keyed(&self.dir("memory", path).join("memory.oom_control"), "oom_kill")
-        }
-        .unwrap_or(0)
+        shim_monitor::cgroup::oom_kills(&self.root, path)
     }
 
     /// The processes in the cgroup (read from the first hierarchy that has it on v1).

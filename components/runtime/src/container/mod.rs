@@ -13,11 +13,13 @@
 
 pub mod attach;
 pub mod cgroups;
+pub mod monitor_binary;
 pub mod seccomp;
 pub mod shim;
 pub mod spec;
-pub mod stdio;
 pub mod terminal;
+
+pub use shim_monitor::log::now_rfc3339;
 
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -207,6 +209,8 @@ pub struct Runtime {
     root: PathBuf,
     store: Arc<ContentStore>,
     shim: PathBuf,
+    /// The small monitor binary, written out at the first container start; `None` when it could not be.
+    monitor: std::sync::OnceLock<Option<PathBuf>>,
 }
 
 fn is_valid_id(id: &str) -> bool {
@@ -232,35 +236,6 @@ pub fn pod_log_path(
     root.join(format!("{namespace}_{pod}_{uid}"))
         .join(container)
         .join(format!("{restart_count}.log"))
-}
-
-pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        now.subsec_nanos()
-    )
-}
-
-/// Howard Hinnant's days-to-civil: the shim stays free of date crates.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
@@ -339,11 +314,32 @@ impl Runtime {
             root,
             store,
             shim: shim.into(),
+            monitor: std::sync::OnceLock::new(),
         })
     }
 
     fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
+    }
+
+    /// The monitor binary for shims to execute: `<root>/../bin/bonsai-shim-monitor-<hash>`
+    /// (`<data-dir>/agent/bin`), written out once.
+    fn monitor(&self) -> Option<&PathBuf> {
+        self.monitor
+            .get_or_init(|| {
+                let bin = match self.root.parent() {
+                    Some(parent) => parent.join("bin"),
+                    None => self.root.join(".bin"),
+                };
+                match monitor_binary::install(&bin) {
+                    Ok(path) => path,
+                    Err(e) => {
+                        tracing::warn!("the shims' monitor binary: {e}; they will monitor from this binary");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// Creates the container and starts it; returns once it runs (or has already ended).
@@ -453,7 +449,11 @@ impl Runtime {
     ) -> Result<Option<UnixStream>, ContainerError> {
         let log = dir.join("shim.log");
         let shim_log = std::fs::File::create(&log).map_err(io_at(&log))?;
-        let mut child = Command::new(&self.shim)
+        let mut command = Command::new(&self.shim);
+        if let Some(monitor) = self.monitor() {
+            command.env(shim::MONITOR_ENV, monitor);
+        }
+        let mut child = command
             .arg("shim")
             .arg(dir)
             .stdin(Stdio::null())
@@ -711,13 +711,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_and_dates() {
+    fn ids() {
         assert!(is_valid_id("web-1.a_b+c"));
         for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(129)] {
             assert!(!is_valid_id(bad), "{bad}");
         }
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
-        assert!(now_rfc3339().ends_with('Z'));
     }
 }

@@ -3,27 +3,25 @@
 //! libcontainer (which forks: safe only in a process like this one), writes the container's output as CRI log
 //! lines, waits for the container's init, records how it ended (reading the cgroup's OOM kill count before the
 //! cgroup goes), and removes libcontainer's state.
+//!
+//! Once the container runs, the shim executes the small static monitor (`shim_monitor`, embedded in this crate
+//! by build.rs and written out by `monitor_binary`) and hands it the container's descriptors, so that each running
+//! container costs about a megabyte of memory instead of a mapping of this whole binary. Where that cannot run,
+//! it re-executes this binary as `bonsai shim-monitor`, and failing that it monitors from the set-up process.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use nix::sys::wait::{WaitStatus, waitpid};
 
-use super::stdio::{StdioLoop, Stream, Streams};
+use shim_monitor::handoff::Handoff;
+use shim_monitor::{StdioLoop, Stream, Streams};
+
 use super::{ContainerConfig, ContainerError, Exited, Started, now_rfc3339, write_json};
 
 /// Where libcontainer sends a terminal container's pseudo-terminal master.
 const CONSOLE_SOCKET: &str = "console.sock";
-
-/// One CRI log line: `<RFC 3339 nano time> <stream> <F|P> <text>`.
-pub fn cri_line(stream: &str, text: &[u8], complete: bool) -> Vec<u8> {
-    let mut line = format!("{} {stream} {} ", now_rfc3339(), if complete { "F" } else { "P" }).into_bytes();
-    line.extend_from_slice(text);
-    line.push(b'\n');
-    line
-}
 
 fn runtime_error(
     context: &str,
@@ -148,22 +146,17 @@ fn supervise(dir: &Path) -> Result<(), ContainerError> {
             .start()
             .map_err(runtime_error("starting the container"))?;
         let pid = started(dir, &container)?;
-        let ended = wait_for(pid, &cgroups_path)?;
+        let ended = shim_monitor::wait_for(pid, Path::new(shim_monitor::cgroup::HOST_ROOT), &cgroups_path);
         let _ = io.join();
-        return record_exit(dir, ended, || {
-            container
-                .delete(true)
-                .map_err(runtime_error("removing the container's runtime state"))
-        });
+        return finish(dir, ended, &mut container);
     }
     container
         .start()
         .map_err(runtime_error("starting the container"))?;
     let pid = started(dir, &container)?;
-    // The container runs; what is left is the monitor's small job. A fresh image of this binary does it, so the
-    // pages libcontainer and the set-up touched (code, heap) are not kept for the container's whole life.
+    // The container runs; what is left is the monitor's small job, done by a fresh, small image: the pages
+    // libcontainer and the set-up touched (code, heap) are not kept for the container's whole life.
     let handoff = Handoff {
-        id: config.id.clone(),
         pid,
         cgroups_path: cgroups_path.clone(),
         outputs: streams
@@ -176,21 +169,29 @@ fn supervise(dir: &Path) -> Result<(), ContainerError> {
         stdin_once: streams.stdin_once,
     };
     let error = exec_monitor(dir, &handoff, &log, &listener, &streams);
-    // The exec failed: monitor the container from this process instead.
-    tracing_free_warning(&error);
+    // No monitor could be executed: monitor the container from this process instead.
+    eprintln!("bonsai shim: monitoring in the set-up process ({error})");
     let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, None).run());
-    let ended = wait_for(pid, &cgroups_path)?;
+    let ended = shim_monitor::wait_for(pid, Path::new(shim_monitor::cgroup::HOST_ROOT), &cgroups_path);
     let _ = io.join();
-    record_exit(dir, ended, || {
-        container
-            .delete(true)
-            .map_err(runtime_error("removing the container's runtime state"))
-    })
+    finish(dir, ended, &mut container)
 }
 
-fn tracing_free_warning(error: &ContainerError) {
-    // The shim has no log subscriber; its standard error is `shim.log`.
-    eprintln!("bonsai shim: monitoring in the set-up process ({error})");
+/// Records how the container ended and removes libcontainer's state (and with it the container's cgroup).
+fn finish(
+    dir: &Path,
+    ended: Result<shim_monitor::Ended, shim_monitor::MonitorError>,
+    container: &mut libcontainer::container::Container,
+) -> Result<(), ContainerError> {
+    let ended = ended.map_err(monitor_error)?;
+    shim_monitor::record_exit(dir, &ended.record()).map_err(monitor_error)?;
+    container
+        .delete(true)
+        .map_err(runtime_error("removing the container's runtime state"))
+}
+
+fn monitor_error(e: shim_monitor::MonitorError) -> ContainerError {
+    ContainerError::Runtime(e.to_string())
 }
 
 /// Records that the container runs (`state.json`) and returns its init's pid.
@@ -211,83 +212,14 @@ fn started(dir: &Path, container: &libcontainer::container::Container) -> Result
     Ok(pid)
 }
 
-/// How the container's init ended: its exit code (128 + signal when killed), and whether the OOM killer did it.
-#[derive(Debug)]
-struct Ended {
-    exit_code: i32,
-    oom_killed: bool,
-}
-
-/// Reaps everything reparented to this subreaper until the container's init ends.
-fn wait_for(pid: i32, cgroups_path: &str) -> Result<Ended, ContainerError> {
-    let pid = nix::unistd::Pid::from_raw(pid);
-    let (exit_code, signal) = loop {
-        match waitpid(None, None) {
-            Ok(WaitStatus::Exited(p, code)) if p == pid => break (code, None),
-            Ok(WaitStatus::Signaled(p, signal, _)) if p == pid => break (128 + signal as i32, Some(signal)),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(ContainerError::Runtime(format!("waiting for the container: {e}"))),
-        }
-    };
-    // The OOM kill count is read before the cgroup goes.
-    let oom_killed = signal == Some(nix::sys::signal::Signal::SIGKILL)
-        && super::cgroups::Cgroups::host().oom_kills(cgroups_path) > 0;
-    Ok(Ended {
-        exit_code,
-        oom_killed,
-    })
-}
-
-/// Writes `exit.json` (Kubernetes' reasons) and removes libcontainer's state with `delete`.
-fn record_exit(
-    dir: &Path,
-    ended: Ended,
-    delete: impl FnOnce() -> Result<(), ContainerError>,
-) -> Result<(), ContainerError> {
-    let (reason, message) = if ended.oom_killed {
-        (
-            "OOMKilled",
-            "the container went over its memory limit".to_string(),
-        )
-    } else if ended.exit_code == 0 {
-        ("Completed", String::new())
-    } else {
-        ("Error", String::new())
-    };
-    let _ = std::fs::remove_file(dir.join(super::attach::SOCKET));
-    write_json(
-        &dir.join("exit.json"),
-        &Exited {
-            exit_code: ended.exit_code,
-            reason: reason.into(),
-            message,
-            finished_at: now_rfc3339(),
-        },
-    )?;
-    delete()
-}
-
-/// What the set-up shim tells its monitor across `execve`; the descriptors travel beside it as `SCM_RIGHTS`, in
-/// this order: the log, the attach listener, each output, the stdin writer, the terminal master.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Handoff {
-    id: String,
-    pid: i32,
-    cgroups_path: String,
-    /// One per output descriptor: true for stderr.
-    outputs: Vec<bool>,
-    stdin: bool,
-    terminal: bool,
-    stdin_once: bool,
-}
-
-/// The most descriptors a hand-off carries (log, listener, two outputs, stdin, terminal).
-const MAX_HANDOFF_FDS: usize = 6;
+/// The environment variable through which the runtime tells the shim where the monitor binary is.
+pub const MONITOR_ENV: &str = "BONSAI_SHIM_MONITOR";
 
 /// Sends the hand-off and its descriptors into a socket pair whose other end becomes standard input, then
-/// re-executes this binary as `bonsai shim-monitor DIR`. Returns only if that failed. The queued message (and the
-/// descriptors in flight with it) outlives the sending end, which `execve` closes.
+/// executes the monitor: the small binary named by `BONSAI_SHIM_MONITOR`, else this binary as
+/// `bonsai shim-monitor DIR`. Returns only if neither could be executed. The queued message (and the descriptors
+/// in flight with it) outlives the sending end, which `execve` closes, and stays queued for the next candidate
+/// when one fails.
 fn exec_monitor(
     dir: &Path,
     handoff: &Handoff,
@@ -308,10 +240,6 @@ fn exec_monitor(
         Ok(pair) => pair,
         Err(e) => return fail("the monitor's socket pair", &e),
     };
-    let payload = match serde_json::to_vec(handoff) {
-        Ok(p) => p,
-        Err(e) => return fail("the monitor's hand-off", &e),
-    };
     let mut fds: Vec<BorrowedFd> = vec![log.as_fd(), listener.as_fd()];
     fds.extend(streams.outputs.iter().map(|(fd, _)| fd.as_fd()));
     fds.extend(streams.stdin.iter().map(|fd| fd.as_fd()));
@@ -323,17 +251,7 @@ fn exec_monitor(
             return fail("closing descriptors on exec", &e);
         }
     }
-    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDOFF_FDS))];
-    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
-    if fds.len() > MAX_HANDOFF_FDS || !control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)) {
-        return ContainerError::Runtime("too many descriptors for the monitor".into());
-    }
-    if let Err(e) = rustix::net::sendmsg(
-        &ours,
-        &[std::io::IoSlice::new(&payload)],
-        &mut control,
-        rustix::net::SendFlags::empty(),
-    ) {
+    if let Err(e) = shim_monitor::handoff::send(&ours, handoff, &fds) {
         return fail("handing off to the monitor", &e);
     }
     drop(ours);
@@ -341,92 +259,31 @@ fn exec_monitor(
         return fail("the monitor's standard input", &e);
     }
     drop(theirs);
+    let mut errors = Vec::new();
+    if let Some(monitor) = std::env::var_os(MONITOR_ENV) {
+        let error = std::process::Command::new(&monitor)
+            .arg0("bonsai-shim-monitor")
+            .arg(dir)
+            .env_remove(MONITOR_ENV)
+            .exec();
+        errors.push(format!("{}: {error}", std::path::Path::new(&monitor).display()));
+    }
     let error = std::process::Command::new("/proc/self/exe")
         .arg0("bonsai")
         .arg(MONITOR_COMMAND)
         .arg(dir)
+        .env_remove(MONITOR_ENV)
         .exec();
-    fail("re-executing as the monitor", &error)
+    errors.push(format!("re-executing as the monitor: {error}"));
+    ContainerError::Runtime(errors.join("; "))
 }
 
-/// The hidden command the shim re-executes itself as.
+/// The hidden command the shim re-executes itself as when the small monitor cannot run.
 pub const MONITOR_COMMAND: &str = "shim-monitor";
 
-/// The monitor's whole life; like `run`, an error is recorded as the container's end.
+/// `bonsai shim-monitor DIR`: the monitor's whole life, in this binary (see `shim_monitor::run`).
 pub fn run_monitor(dir: &Path) -> Result<(), ContainerError> {
-    let result = monitor(dir);
-    if let Err(e) = &result
-        && !dir.join("exit.json").exists()
-    {
-        write_json(
-            &dir.join("exit.json"),
-            &Exited {
-                exit_code: 128,
-                reason: "Error".into(),
-                message: format!("the container's monitor failed: {e}"),
-                finished_at: now_rfc3339(),
-            },
-        )?;
-    }
-    result
-}
-
-/// `bonsai shim-monitor DIR`: takes the hand-off from standard input, then copies the container's streams to its
-/// log and attached clients, waits for it, records how it ended, and removes libcontainer's state.
-fn monitor(dir: &Path) -> Result<(), ContainerError> {
-    use std::os::fd::AsFd;
-
-    let stdin = std::io::stdin();
-    let mut payload = vec![0u8; 64 * 1024];
-    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDOFF_FDS))];
-    let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
-    let received = rustix::net::recvmsg(
-        stdin.as_fd(),
-        &mut [std::io::IoSliceMut::new(&mut payload)],
-        &mut control,
-        rustix::net::RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(|e| ContainerError::Runtime(format!("receiving the hand-off: {e}")))?;
-    let handoff: Handoff = serde_json::from_slice(payload.get(..received.bytes).unwrap_or_default())
-        .map_err(|e| ContainerError::Runtime(format!("the hand-off: {e}")))?;
-    let mut fds: std::collections::VecDeque<OwnedFd> = control
-        .drain()
-        .flat_map(|message| match message {
-            rustix::net::RecvAncillaryMessage::ScmRights(fds) => fds.collect::<Vec<_>>(),
-            _ => Vec::new(),
-        })
-        .collect();
-    let mut next = |what: &str| {
-        fds.pop_front()
-            .ok_or_else(|| ContainerError::Runtime(format!("the hand-off carried no {what}")))
-    };
-    let log = std::fs::File::from(next("log")?);
-    let listener = std::os::unix::net::UnixListener::from(next("attach listener")?);
-    let mut outputs = Vec::new();
-    for stderr in &handoff.outputs {
-        let stream = if *stderr { Stream::Stderr } else { Stream::Stdout };
-        outputs.push((next("output")?, stream));
-    }
-    let streams = Streams {
-        outputs,
-        stdin: if handoff.stdin { Some(next("stdin")?) } else { None },
-        stdin_once: handoff.stdin_once,
-        terminal: if handoff.terminal {
-            Some(next("terminal")?)
-        } else {
-            None
-        },
-    };
-    drop(payload);
-    let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, None).run());
-    let ended = wait_for(handoff.pid, &handoff.cgroups_path);
-    let _ = io.join();
-    let ended = ended?;
-    record_exit(dir, ended, || {
-        libcontainer::container::Container::load(dir.join("libcontainer").join(&handoff.id))
-            .and_then(|mut container| container.delete(true))
-            .map_err(runtime_error("removing the container's runtime state"))
-    })
+    shim_monitor::run(dir).map_err(monitor_error)
 }
 
 #[cfg(test)]
@@ -434,15 +291,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cri_log_lines() {
-        let line = String::from_utf8(cri_line("stdout", b"hello", true)).unwrap();
-        let parts: Vec<&str> = line.splitn(4, ' ').collect();
-        assert_eq!(parts[1..], ["stdout", "F", "hello\n"]);
-        assert!(parts[0].ends_with('Z') && parts[0].len() == 30, "{}", parts[0]);
-        assert!(
-            String::from_utf8(cri_line("stderr", b"part", false))
-                .unwrap()
-                .contains(" stderr P part\n")
-        );
+    fn the_monitors_exit_record_reads_as_the_runtimes() {
+        let ended = shim_monitor::Ended {
+            exit_code: 137,
+            oom_killed: true,
+        };
+        let record = ended.record();
+        let exited: Exited = serde_json::from_str(&record.to_json()).unwrap();
+        assert_eq!(exited.exit_code, 137);
+        assert_eq!(exited.reason, "OOMKilled");
+        assert_eq!(exited.message, record.message);
+        assert_eq!(exited.finished_at, record.finished_at);
     }
 }

@@ -1,4 +1,4 @@
-//! The shim's standard-stream loop: one thread, one `poll`, no async runtime. It reads the container's output
+//! The monitor's standard-stream loop: one thread, one `poll`, no async runtime. It reads the container's output
 //! (two pipes, or one terminal master), writes it to the CRI log a line at a time, copies it to every attached
 //! client, and feeds clients' input and terminal resizes back to the container. It ends when the container's
 //! output has ended, after flushing what the clients have not yet read.
@@ -12,11 +12,8 @@ use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags};
 
-use super::attach::{Decoder, Frame};
-use super::shim::cri_line;
-
-/// containerd's default longest log line; longer lines are split into partial (`P`) lines.
-const MAX_LINE: usize = 16 * 1024;
+use crate::frame::{Decoder, Frame};
+use crate::log::{MAX_LINE, log_lines};
 /// A client that falls this far behind is disconnected rather than allowed to stall the container's output.
 const MAX_CLIENT_BACKLOG: usize = 4 << 20;
 /// Input waiting for the container beyond this stops reading from clients until the container catches up.
@@ -58,37 +55,6 @@ struct Client {
     decoder: Decoder,
     backlog: Vec<u8>,
     input_open: bool,
-}
-
-/// The CRI log lines for `data` arriving on `stream`, given the unfinished line before it; `partial` keeps what
-/// is left unfinished. At the end of the stream (`data` empty, `eof`), the rest is written as a full line, as
-/// containerd does.
-pub fn log_lines(stream: &str, partial: &mut Vec<u8>, data: &[u8], eof: bool) -> Vec<u8> {
-    partial.extend_from_slice(data);
-    let mut out = Vec::new();
-    let mut start = 0;
-    while let Some(newline) = partial[start..].iter().position(|b| *b == b'\n') {
-        let end = start + newline;
-        let line = &partial[start..end];
-        if line.is_empty() {
-            out.extend(cri_line(stream, b"", true));
-        }
-        let mut pieces = line.chunks(MAX_LINE).peekable();
-        while let Some(piece) = pieces.next() {
-            out.extend(cri_line(stream, piece, pieces.peek().is_none()));
-        }
-        start = end + 1;
-    }
-    partial.drain(..start);
-    while partial.len() >= MAX_LINE {
-        out.extend(cri_line(stream, &partial[..MAX_LINE], false));
-        partial.drain(..MAX_LINE);
-    }
-    if eof && !partial.is_empty() {
-        out.extend(cri_line(stream, partial, true));
-        partial.clear();
-    }
-    out
 }
 
 /// What the container's standard streams are connected to, on the shim's side.
@@ -301,7 +267,16 @@ impl StdioLoop {
                 }
                 Ok(Some(Frame::Resize { rows, cols })) => {
                     if let Some(terminal) = &self.terminal {
-                        let _ = super::terminal::resize(terminal.as_fd(), rows, cols);
+                        // The kernel sends SIGWINCH to the terminal's foreground process group.
+                        let _ = rustix::termios::tcsetwinsize(
+                            terminal.as_fd(),
+                            rustix::termios::Winsize {
+                                ws_row: rows,
+                                ws_col: cols,
+                                ws_xpixel: 0,
+                                ws_ypixel: 0,
+                            },
+                        );
                     }
                 }
                 // Output frames from a client, or garbage: a broken client.
@@ -374,54 +349,4 @@ fn write_all_blocking(file: &mut File, mut data: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines(out: &[u8]) -> Vec<(String, String)> {
-        String::from_utf8(out.to_vec())
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let parts: Vec<&str> = l.splitn(4, ' ').collect();
-                (parts[2].to_string(), parts[3].to_string())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn whole_lines_partial_lines_and_the_end_of_the_stream() {
-        let mut partial = Vec::new();
-        assert!(log_lines("stdout", &mut partial, b"hel", false).is_empty());
-        let out = log_lines("stdout", &mut partial, b"lo\n\nwor", false);
-        assert_eq!(
-            lines(&out),
-            [("F".into(), "hello".into()), ("F".into(), "".into())]
-        );
-        let out = log_lines("stdout", &mut partial, b"ld", true);
-        assert_eq!(lines(&out), [("F".into(), "world".into())]);
-        assert!(partial.is_empty());
-    }
-
-    #[test]
-    fn long_lines_are_split_into_partial_lines() {
-        let mut partial = Vec::new();
-        let mut data = vec![b'a'; MAX_LINE * 2 + 10];
-        data.push(b'\n');
-        let out = lines(&log_lines("stderr", &mut partial, &data, false));
-        let tags: Vec<&str> = out.iter().map(|(t, _)| t.as_str()).collect();
-        assert_eq!(tags, ["P", "P", "F"]);
-        assert_eq!(out[2].1.len(), 10);
-        // Without a newline, a full buffer is written as a partial line at once.
-        let out = lines(&log_lines(
-            "stderr",
-            &mut partial,
-            &vec![b'b'; MAX_LINE + 1],
-            false,
-        ));
-        assert_eq!(out.len(), 1);
-        assert_eq!(partial.len(), 1);
-    }
 }
