@@ -530,6 +530,36 @@ fn attach_streams_both_ways_and_outlives_whoever_started_the_container() {
             .any(|l| l.starts_with("ticker ") && l.contains("Running")),
         "{listed}"
     );
+    // Its monitor is the small static binary the runtime wrote out, not a copy of bonsai.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("agent/containers/ticker/state.json")).unwrap())
+            .unwrap();
+    let monitor = std::fs::read_link(format!("/proc/{}/exe", state["shim_pid"])).unwrap();
+    assert!(
+        monitor.starts_with(data.join("agent/bin"))
+            && monitor
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("bonsai-shim-monitor-")),
+        "{}",
+        monitor.display()
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("agent/containers/ticker/config.json")).unwrap())
+            .unwrap();
+    let cgroup = {
+        let relative = format!(
+            "{}/ticker",
+            config["cgroup_parent"].as_str().unwrap().trim_matches('/')
+        );
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        std::path::Path::new(if v2 {
+            "/sys/fs/cgroup"
+        } else {
+            "/sys/fs/cgroup/memory"
+        })
+        .join(relative)
+    };
+    assert!(cgroup.is_dir(), "{}", cgroup.display());
     let mut again = spawn(&["attach", "ticker"]);
     let mut ticks = BufReader::new(again.stdout.take().unwrap());
     let line = read_line(&mut ticks);
@@ -547,6 +577,12 @@ fn attach_streams_both_ways_and_outlives_whoever_started_the_container() {
     ));
     let ended = again.wait().unwrap();
     assert_eq!(ended.code(), Some(137));
+    // The monitor removed the ended container's cgroup (before `rm`), as libcontainer's delete does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cgroup.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!cgroup.exists(), "{} is left", cgroup.display());
 
     // A detached interactive container keeps its input open across clients.
     ok(bonsai(

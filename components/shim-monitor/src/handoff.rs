@@ -1,12 +1,12 @@
 //! The hand-off from the set-up shim to the monitor across `execve`: a few `key=value` lines on a socket that
 //! becomes the monitor's standard input, with the descriptors beside them as `SCM_RIGHTS`, in this order: the
-//! log, the attach listener, each output, the stdin writer, the terminal master.
+//! log, the attach listener, each output, the stdin writer, the terminal master, the first client.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
@@ -16,8 +16,8 @@ use rustix::net::{
 use crate::MonitorError;
 use crate::stdio::{Stream, Streams};
 
-/// The most descriptors a hand-off carries (log, listener, two outputs, stdin, terminal).
-pub const MAX_FDS: usize = 6;
+/// The most descriptors a hand-off carries (log, listener, two outputs, stdin, terminal, first client).
+pub const MAX_FDS: usize = 7;
 /// The longest hand-off text accepted.
 const MAX_TEXT: usize = 16 * 1024;
 
@@ -32,6 +32,8 @@ pub struct Handoff {
     pub stdin: bool,
     pub terminal: bool,
     pub stdin_once: bool,
+    /// A client attached before the container started (it waited for one), to be served from the start.
+    pub client: bool,
 }
 
 /// What the descriptors of a hand-off become.
@@ -41,6 +43,7 @@ pub struct Received {
     pub log: File,
     pub listener: UnixListener,
     pub streams: Streams,
+    pub client: Option<UnixStream>,
 }
 
 fn flag(value: bool) -> &'static str {
@@ -58,20 +61,21 @@ impl Handoff {
             .map(|stderr| if *stderr { "stderr" } else { "stdout" })
             .collect();
         Ok(format!(
-            "pid={}\ncgroups_path={}\noutputs={}\nstdin={}\nterminal={}\nstdin_once={}\n",
+            "pid={}\ncgroups_path={}\noutputs={}\nstdin={}\nterminal={}\nstdin_once={}\nclient={}\n",
             self.pid,
             self.cgroups_path,
             outputs.join(","),
             flag(self.stdin),
             flag(self.terminal),
-            flag(self.stdin_once)
+            flag(self.stdin_once),
+            flag(self.client)
         ))
     }
 
     pub fn decode(text: &str) -> Result<Handoff, MonitorError> {
         let bad = |what: &str| MonitorError::Handoff(what.to_string());
         let (mut pid, mut cgroups_path, mut outputs) = (None, None, None);
-        let (mut stdin, mut terminal, mut stdin_once) = (None, None, None);
+        let (mut stdin, mut terminal, mut stdin_once, mut client) = (None, None, None, None);
         let parse_flag = |value: &str| match value {
             "1" => Ok(true),
             "0" => Ok(false),
@@ -100,6 +104,7 @@ impl Handoff {
                 "stdin" => stdin = Some(parse_flag(value)?),
                 "terminal" => terminal = Some(parse_flag(value)?),
                 "stdin_once" => stdin_once = Some(parse_flag(value)?),
+                "client" => client = Some(parse_flag(value)?),
                 other => return Err(MonitorError::Handoff(format!("unknown key {other:?}"))),
             }
         }
@@ -111,6 +116,7 @@ impl Handoff {
             stdin: stdin.ok_or_else(|| bad("no stdin"))?,
             terminal: terminal.ok_or_else(|| bad("no terminal"))?,
             stdin_once: stdin_once.ok_or_else(|| bad("no stdin_once"))?,
+            client: client.ok_or_else(|| bad("no client"))?,
         };
         if handoff.fd_count() > MAX_FDS {
             return Err(bad("too many descriptors"));
@@ -120,7 +126,10 @@ impl Handoff {
 
     /// How many descriptors travel with it.
     pub fn fd_count(&self) -> usize {
-        2 + self.outputs.len() + usize::from(self.stdin) + usize::from(self.terminal)
+        2 + self.outputs.len()
+            + usize::from(self.stdin)
+            + usize::from(self.terminal)
+            + usize::from(self.client)
     }
 }
 
@@ -197,6 +206,11 @@ pub fn receive(socket: impl AsFd) -> Result<Received, MonitorError> {
     }
     let stdin = if handoff.stdin { Some(next()?) } else { None };
     let terminal = if handoff.terminal { Some(next()?) } else { None };
+    let client = if handoff.client {
+        Some(UnixStream::from(next()?))
+    } else {
+        None
+    };
     let streams = Streams {
         outputs,
         stdin,
@@ -208,6 +222,7 @@ pub fn receive(socket: impl AsFd) -> Result<Received, MonitorError> {
         log,
         listener,
         streams,
+        client,
     })
 }
 
@@ -224,6 +239,7 @@ mod tests {
             stdin: true,
             terminal: false,
             stdin_once: true,
+            client: false,
         }
     }
 

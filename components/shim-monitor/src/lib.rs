@@ -139,7 +139,9 @@ fn monitor(dir: &Path) -> Result<(), MonitorError> {
         .name("stdio".into())
         // The loop's buffers are on the heap; a small stack keeps the thread's share of memory small.
         .stack_size(64 * 1024)
-        .spawn(move || StdioLoop::new(received.streams, received.listener, received.log, None).run())
+        .spawn(move || {
+            StdioLoop::new(received.streams, received.listener, received.log, received.client).run()
+        })
         .map_err(|source| MonitorError::Io {
             what: "starting the standard-stream loop".into(),
             source,

@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags};
@@ -80,7 +79,6 @@ pub struct StdioLoop {
     listener: UnixListener,
     clients: Vec<Client>,
     log: File,
-    on_first_client: Option<Sender<()>>,
 }
 
 fn is_closed(flags: PollFlags) -> bool {
@@ -92,7 +90,7 @@ impl StdioLoop {
         streams: Streams,
         listener: UnixListener,
         log: File,
-        on_first_client: Option<Sender<()>>,
+        first_client: Option<UnixStream>,
     ) -> StdioLoop {
         let _ = listener.set_nonblocking(true);
         let terminal = streams.terminal;
@@ -118,8 +116,26 @@ impl StdioLoop {
             listener,
             clients: Vec::new(),
             log,
-            on_first_client,
         }
+        .with_clients(first_client)
+    }
+
+    /// Adds clients accepted before the loop began (the one a container waited for before it started).
+    fn with_clients(mut self, clients: impl IntoIterator<Item = UnixStream>) -> StdioLoop {
+        for stream in clients {
+            self.add_client(stream);
+        }
+        self
+    }
+
+    fn add_client(&mut self, stream: UnixStream) {
+        let _ = stream.set_nonblocking(true);
+        self.clients.push(Client {
+            stream,
+            decoder: Decoder::default(),
+            backlog: Vec::new(),
+            input_open: true,
+        });
     }
 
     /// Runs until the container's output ends.
@@ -306,18 +322,7 @@ impl StdioLoop {
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nonblocking(true);
-                    self.clients.push(Client {
-                        stream,
-                        decoder: Decoder::default(),
-                        backlog: Vec::new(),
-                        input_open: true,
-                    });
-                    if let Some(first) = self.on_first_client.take() {
-                        let _ = first.send(());
-                    }
-                }
+                Ok((stream, _)) => self.add_client(stream),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return,
             }
@@ -349,4 +354,60 @@ fn write_all_blocking(file: &mut File, mut data: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn output_reaches_the_log_and_the_first_client_and_input_reaches_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("attach.sock")).unwrap();
+        let log_path = dir.path().join("container.log");
+        let log = File::create(&log_path).unwrap();
+        let (out_read, mut out_write) = std::io::pipe().unwrap();
+        let (err_read, err_write) = std::io::pipe().unwrap();
+        let (mut stdin_read, stdin_write) = std::io::pipe().unwrap();
+        let (mut client, first) = UnixStream::pair().unwrap();
+        let streams = Streams {
+            outputs: vec![
+                (out_read.into(), Stream::Stdout),
+                (err_read.into(), Stream::Stderr),
+            ],
+            stdin: Some(stdin_write.into()),
+            stdin_once: true,
+            terminal: None,
+        };
+        let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, Some(first)).run());
+        // The client's input, then its end (stdinOnce closes the container's input).
+        client
+            .write_all(&Frame::Stdin(b"in\n".to_vec()).encode())
+            .unwrap();
+        client.write_all(&Frame::CloseStdin.encode()).unwrap();
+        let mut input = Vec::new();
+        stdin_read.read_to_end(&mut input).unwrap();
+        assert_eq!(input, b"in\n");
+        out_write.write_all(b"hello\nwor").unwrap();
+        drop(out_write);
+        drop(err_write);
+        io.join().unwrap();
+        // The loop ended with the output and closed the client after sending it everything.
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).unwrap();
+        let mut decoder = Decoder::default();
+        decoder.push(&received);
+        let mut out = Vec::new();
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            match frame {
+                Frame::Stdout(data) => out.extend(data),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(out, b"hello\nwor");
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        let texts: Vec<&str> = log.lines().map(|l| l.splitn(2, ' ').nth(1).unwrap()).collect();
+        assert_eq!(texts, ["stdout F hello", "stdout F wor"]);
+    }
 }

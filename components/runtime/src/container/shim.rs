@@ -135,21 +135,13 @@ fn supervise(dir: &Path) -> Result<(), ContainerError> {
         });
     }
     let streams = streams.ok_or_else(|| ContainerError::Runtime("no standard streams".into()))?;
-    if config.attach_before_start {
-        // The first client must be attached before the process starts: the standard-stream loop runs here and
-        // now, so this shim stays the container's monitor.
-        let (first_client, attached) = std::sync::mpsc::channel();
-        // Threads only now: libcontainer has forked (a fork copies no other thread, and their locks stay held).
-        let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, Some(first_client)).run());
-        let _ = attached.recv_timeout(std::time::Duration::from_secs(30));
-        container
-            .start()
-            .map_err(runtime_error("starting the container"))?;
-        let pid = started(dir, &container)?;
-        let ended = shim_monitor::wait_for(pid, Path::new(shim_monitor::cgroup::HOST_ROOT), &cgroups_path);
-        let _ = io.join();
-        return finish(dir, ended, &mut container);
-    }
+    // A container that must see its first client before it starts waits for it (up to 30 s, as before a
+    // client gives up); the client, accepted here, is the monitor's from the start, and so sees all the output.
+    let first_client = if config.attach_before_start {
+        accept_within(&listener, std::time::Duration::from_secs(30))
+    } else {
+        None
+    };
     container
         .start()
         .map_err(runtime_error("starting the container"))?;
@@ -167,14 +159,46 @@ fn supervise(dir: &Path) -> Result<(), ContainerError> {
         stdin: streams.stdin.is_some(),
         terminal: streams.terminal.is_some(),
         stdin_once: streams.stdin_once,
+        client: first_client.is_some(),
     };
-    let error = exec_monitor(dir, &handoff, &log, &listener, &streams);
+    let error = exec_monitor(dir, &handoff, &log, &listener, &streams, first_client.as_ref());
     // No monitor could be executed: monitor the container from this process instead.
     eprintln!("bonsai shim: monitoring in the set-up process ({error})");
-    let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, None).run());
+    // Threads only now: libcontainer has forked (a fork copies no other thread, and their locks stay held).
+    let io = std::thread::spawn(move || StdioLoop::new(streams, listener, log, first_client).run());
     let ended = shim_monitor::wait_for(pid, Path::new(shim_monitor::cgroup::HOST_ROOT), &cgroups_path);
     let _ = io.join();
     finish(dir, ended, &mut container)
+}
+
+/// The first client to connect within `timeout`, if one does.
+fn accept_within(
+    listener: &std::os::unix::net::UnixListener,
+    timeout: std::time::Duration,
+) -> Option<std::os::unix::net::UnixStream> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut fds = [PollFd::new(listener, PollFlags::IN)];
+        let wait = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        match rustix::event::poll(&mut fds, Some(&wait)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        match listener.accept() {
+            Ok((stream, _)) => return Some(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Records how the container ended and removes libcontainer's state (and with it the container's cgroup).
@@ -226,6 +250,7 @@ fn exec_monitor(
     log: &std::fs::File,
     listener: &std::os::unix::net::UnixListener,
     streams: &Streams,
+    client: Option<&std::os::unix::net::UnixStream>,
 ) -> ContainerError {
     use std::os::fd::{AsFd, BorrowedFd};
     use std::os::unix::process::CommandExt;
@@ -244,6 +269,7 @@ fn exec_monitor(
     fds.extend(streams.outputs.iter().map(|(fd, _)| fd.as_fd()));
     fds.extend(streams.stdin.iter().map(|fd| fd.as_fd()));
     fds.extend(streams.terminal.iter().map(|fd| fd.as_fd()));
+    fds.extend(client.map(|c| c.as_fd()));
     // The monitor gets its descriptors from the message only: a stray inherited copy of the stdin pipe's write
     // end would keep the container from ever seeing the end of its input.
     for fd in &fds {
