@@ -407,7 +407,7 @@ mod tests {
         }
         assert_eq!(out, b"hello\nwor");
         let log = std::fs::read_to_string(&log_path).unwrap();
-        let texts: Vec<&str> = log.lines().map(|l| l.splitn(2, ' ').nth(1).unwrap()).collect();
+        let texts: Vec<&str> = log.lines().map(|l| l.split_once(' ').unwrap().1).collect();
         assert_eq!(texts, ["stdout F hello", "stdout F wor"]);
     }
 }
