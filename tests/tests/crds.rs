@@ -19,6 +19,7 @@ fn widget_schema() -> Value {
             "colour": {"type": "string", "default": "green", "maxLength": 10},
             "port": {"x-kubernetes-int-or-string": true},
             "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "selector": {"type": "object", "x-kubernetes-map-type": "atomic", "additionalProperties": {"type": "string"}},
             "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
                 "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}},
         }},
@@ -395,6 +396,35 @@ fn custom_resources_are_validated_pruned_defaulted_and_printed() {
     assert!(
         conflict.contains("conflict with \"one\"") && conflict.contains(".spec.ports[name=\"http\"].port"),
         "{conflict}"
+    );
+    // An atomic map (`x-kubernetes-map-type: atomic`) is one field: another manager's value conflicts, and
+    // forced, replaces it whole rather than merging keys.
+    let selector = |key: &str| widget("selector", json!({"size": "large", "selector": {key: "yes"}}));
+    ok(apply(
+        &server,
+        33,
+        &selector("a"),
+        &["--server-side", "--field-manager=one"],
+    ));
+    let conflict = fails(apply(
+        &server,
+        33,
+        &selector("b"),
+        &["--server-side", "--field-manager=two"],
+    ));
+    assert!(
+        conflict.contains("conflict with \"one\"") && conflict.contains(".spec.selector"),
+        "{conflict}"
+    );
+    ok(apply(
+        &server,
+        33,
+        &selector("b"),
+        &["--server-side", "--field-manager=two", "--force-conflicts"],
+    ));
+    assert_eq!(
+        get_json(&server, &["widget", "selector"])["spec"]["selector"],
+        json!({"b": "yes"})
     );
     // Server-side apply of a custom resource, and the JSON patch that breaks the schema is a 422.
     let applied = ok(apply(

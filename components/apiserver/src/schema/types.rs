@@ -68,6 +68,11 @@ fn custom_shape(schema: &Value, name: String, out: &mut CustomShapes) -> Shape {
         return Shape::Scalar;
     }
     match schema.get("type").and_then(Value::as_str) {
+        // `x-kubernetes-map-type: atomic`: the object (a struct or a map) is one value to field management,
+        // owned and replaced whole, as structured-merge-diff treats it.
+        Some("object") if schema.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic") => {
+            Shape::Scalar
+        }
         Some("object") => {
             if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
                 let mut fields = HashMap::new();

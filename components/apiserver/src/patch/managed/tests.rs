@@ -179,3 +179,51 @@ fn updates_track_what_changed_and_clients_may_rewrite_managed_fields() {
         Err(ApplyError::ManagedFieldsInBody)
     );
 }
+
+#[test]
+fn atomic_maps_are_owned_and_replaced_whole_granular_ones_key_by_key() {
+    let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "selector": {"type": "object", "x-kubernetes-map-type": "atomic", "additionalProperties": {"type": "string"}},
+    }}}});
+    crate::schema::types::set_custom_schemas(std::iter::once(("maptype.test", "v1", "Gadget", &schema)));
+    let definition = crate::schema::types::custom_definition("maptype.test", "v1", "Gadget");
+    let gadget = |spec: Value| json!({"apiVersion": "maptype.test/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": spec});
+    let one = apply(
+        &definition,
+        None,
+        &gadget(json!({"labels": {"a": "1"}, "selector": {"a": "1"}})),
+        &manager("one"),
+        false,
+    )
+    .unwrap();
+    assert!(owned_by(&one, "one").contains(&".spec.selector".to_string()));
+    assert!(owned_by(&one, "one").contains(&".spec.labels.a".to_string()));
+    // A granular map takes a second manager's key beside the first's.
+    let both = apply(
+        &definition,
+        Some(&one),
+        &gadget(json!({"labels": {"b": "2"}})),
+        &manager("two"),
+        false,
+    )
+    .unwrap();
+    assert_eq!(both["spec"]["labels"], json!({"a": "1", "b": "2"}));
+    // An atomic one is a single field: another value conflicts, and forced, replaces it whole.
+    let selector = gadget(json!({"labels": {"b": "2"}, "selector": {"b": "2"}}));
+    match apply(&definition, Some(&both), &selector, &manager("two"), false) {
+        Err(ApplyError::Conflicts(conflicts)) => {
+            assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+            assert_eq!(
+                (conflicts[0].0.as_str(), conflicts[0].2.as_str()),
+                ("one", ".spec.selector")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let forced = apply(&definition, Some(&both), &selector, &manager("two"), true).unwrap();
+    assert_eq!(forced["spec"]["selector"], json!({"b": "2"}));
+    assert!(!owned_by(&forced, "one").contains(&".spec.selector".to_string()));
+    assert!(owned_by(&forced, "two").contains(&".spec.selector".to_string()));
+    crate::schema::types::set_custom_schemas(std::iter::empty());
+}

@@ -162,6 +162,31 @@ fn check_node(schema: &Value, path: &str, root: bool, out: &mut Vec<FieldError>)
             "Required value: must be specified".into(),
         ));
     }
+    if let Some(map_type) = schema.get("x-kubernetes-map-type") {
+        // apiextensions' ValidateCustomResourceDefinitionOpenAPISchema.
+        if ty != "object" {
+            out.push(if ty.is_empty() {
+                cause(
+                    join(path, "type"),
+                    "FieldValueRequired",
+                    "Required value: must be object if x-kubernetes-map-type is specified".into(),
+                )
+            } else {
+                cause(
+                    join(path, "type"),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {ty:?}: must be object if x-kubernetes-map-type is specified"),
+                )
+            });
+        }
+        if !matches!(map_type.as_str(), Some("atomic" | "granular")) {
+            out.push(cause(
+                join(path, "x-kubernetes-map-type"),
+                "FieldValueNotSupported",
+                format!("Unsupported value: {map_type}: supported values: \"atomic\", \"granular\""),
+            ));
+        }
+    }
     if let Some(list_type) = schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
         if !matches!(list_type, "atomic" | "set" | "map") {
             out.push(cause(
@@ -761,6 +786,24 @@ mod tests {
             [format!(
                 "{p}.type: Invalid value: \"string\": must be object at the root"
             )]
+        );
+        // x-kubernetes-map-type: atomic or granular, on objects only.
+        let map_types = json!({"type": "object", "properties": {
+            "a": {"type": "object", "x-kubernetes-map-type": "atomic", "additionalProperties": {"type": "string"}},
+            "g": {"type": "object", "x-kubernetes-map-type": "granular", "properties": {"x": {"type": "string"}}},
+            "s": {"type": "string", "x-kubernetes-map-type": "atomic"},
+            "u": {"type": "object", "x-kubernetes-map-type": "loose"},
+        }});
+        assert_eq!(
+            messages(&check_structural(&map_types, p)),
+            [
+                format!(
+                    "{p}.properties[s].type: Invalid value: \"string\": must be object if x-kubernetes-map-type is specified"
+                ),
+                format!(
+                    "{p}.properties[u].x-kubernetes-map-type: Unsupported value: \"loose\": supported values: \"atomic\", \"granular\""
+                ),
+            ]
         );
     }
 }
