@@ -22,11 +22,18 @@ pub const HUB_IP: &str = "192.168.230.254";
 #[derive(Debug)]
 pub struct Hub {
     pub netns: NetNs,
+    /// The bridge's address: the nodes' default route.
+    pub ip: String,
     ports: std::sync::atomic::AtomicUsize,
 }
 
 impl Hub {
     pub fn new() -> Hub {
+        Hub::with_ip(HUB_IP)
+    }
+
+    /// A hub whose bridge is `ip`/24, for nodes on that subnet.
+    pub fn with_ip(ip: &str) -> Hub {
         let netns = NetNs::new();
         run_ok(Command::new("ip").args(["-n", &netns.name, "link", "add", "br0", "type", "bridge"]));
         run_ok(Command::new("ip").args([
@@ -34,13 +41,14 @@ impl Hub {
             &netns.name,
             "addr",
             "add",
-            &format!("{HUB_IP}/24"),
+            &format!("{ip}/24"),
             "dev",
             "br0",
         ]));
         run_ok(Command::new("ip").args(["-n", &netns.name, "link", "set", "br0", "up"]));
         Hub {
             netns,
+            ip: ip.to_string(),
             ports: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -85,7 +93,7 @@ impl Hub {
             "uplink",
         ]));
         run_ok(Command::new("ip").args(["-n", &node.name, "link", "set", "uplink", "up"]));
-        run_ok(Command::new("ip").args(["-n", &node.name, "route", "add", "default", "via", HUB_IP]));
+        run_ok(Command::new("ip").args(["-n", &node.name, "route", "add", "default", "via", &self.ip]));
     }
 }
 

@@ -6,6 +6,7 @@ pub mod as_node;
 pub mod cluster;
 pub mod helm;
 pub mod images;
+pub mod sandbox;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

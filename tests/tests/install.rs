@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bonsai_e2e::images::{Layout, Registry};
+use bonsai_e2e::sandbox::sandbox;
 use bonsai_e2e::{NetNs, bonsai_bin, cgroups_naming, text};
 
 fn workspace() -> PathBuf {
@@ -16,49 +17,6 @@ fn workspace() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-/// The sandbox's set-up, then `body`, as one shell script run in the namespaces. `$T` is the test's directory,
-/// `$OUT` a folder in it for results, `$SRC` the checkout, `$BIN` the bonsai binary under test.
-const PRELUDE: &str = r##"set -eu
-mount --make-rprivate /
-mkdir -p "$T/ov"
-mount -t tmpfs sandbox "$T/ov"
-# /var/lib is a plain empty folder, not an overlay: bonsai's containers mount overlays whose upper layers are in
-# its data directory, and an overlay's upper layer cannot be on an overlay.
-mkdir -p "$T/var-lib"
-mount --bind "$T/var-lib" /var/lib
-for d in /etc /usr/local /var/log; do
-  mkdir -p "$T/ov$d/upper" "$T/ov$d/work"
-  mount -t overlay overlay -o "lowerdir=$d,upperdir=$T/ov$d/upper,workdir=$T/ov$d/work" "$d"
-done
-mount -t tmpfs run /run
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-snapshot() {
-  { echo "# links"; ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | sort
-    echo "# nft tables"; nft list tables | sort
-    # Other tests' mounts (their folders in /tmp, their namespaces in /run/netns) come and go meanwhile: the
-    # kernel detaches a copy whose mount point is deleted in another namespace.
-    echo "# mounts"; awk '{print $5}' /proc/self/mountinfo | grep -v -E '^/tmp/|^/run/netns/' | sort; } >"$1"
-}
-"##;
-
-fn sandbox(netns: &NetNs, dir: &Path, body: &str) -> Output {
-    let script = dir.join("sandbox.sh");
-    std::fs::write(&script, format!("{PRELUDE}\n{body}")).unwrap();
-    std::fs::create_dir_all(dir.join("out")).unwrap();
-    netns
-        .net_command("unshare")
-        .args(["--mount", "--pid", "--fork", "--mount-proc", "sh"])
-        .arg(&script)
-        .env("T", dir)
-        .env("OUT", dir.join("out"))
-        .env("SRC", workspace())
-        .env("BIN", bonsai_bin())
-        .env_remove("KUBECONFIG")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
 }
 
 fn read(dir: &Path, name: &str) -> String {
@@ -195,10 +153,13 @@ chmod +x /usr/local/sbin/systemctl
 BONSAI_BIN="$BIN" INSTALL_BONSAI_SKIP_START=true BONSAI_KUBECONFIG_MODE=640 \
   INSTALL_BONSAI_EXEC="server --disable servicelb" sh "$SRC/packaging/install.sh" >"$OUT/server.log" 2>&1
 cp /etc/systemd/system/bonsai.service "$OUT/bonsai.service"
+# systemd's own parser on the unit: unknown keys, bad values and a missing ExecStart binary are reported.
+systemd-analyze verify /etc/systemd/system/bonsai.service >"$OUT/verify" 2>&1 || echo "exit $?" >>"$OUT/verify"
 cp /etc/systemd/system/bonsai.service.env "$OUT/bonsai.env"
 BONSAI_BIN="$BIN" BONSAI_URL=https://10.0.0.1:6443 BONSAI_TOKEN=K10secret INSTALL_BONSAI_SKIP_ENABLE=true \
   sh "$SRC/packaging/install.sh" >"$OUT/agent.log" 2>&1
 cp /etc/systemd/system/bonsai-agent.service "$OUT/agent.service"
+systemd-analyze verify /etc/systemd/system/bonsai-agent.service >>"$OUT/verify" 2>&1 || echo "exit $?" >>"$OUT/verify"
 cp /etc/systemd/system/bonsai-agent.service.env "$OUT/agent.env"
 stat -c %a /etc/systemd/system/bonsai-agent.service.env >"$OUT/agent.env.mode"
 ! BONSAI_URL=http://10.0.0.1:6443 BONSAI_TOKEN=x BONSAI_BIN="$BIN" sh "$SRC/packaging/install.sh" >"$OUT/bad.log" 2>&1
@@ -212,6 +173,8 @@ stat -c %a /etc/systemd/system/bonsai-agent.service.env >"$OUT/agent.env.mode"
         read(dir.path(), "server.log"),
         read(dir.path(), "agent.log")
     );
+    // Nothing said: systemd-analyze prints every warning and error it finds.
+    assert_eq!(read(dir.path(), "verify"), "", "systemd-analyze verify");
     let unit = read(dir.path(), "bonsai.service");
     assert!(
         unit.contains("ExecStart=/usr/local/bin/bonsai server --disable servicelb"),
