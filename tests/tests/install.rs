@@ -311,3 +311,109 @@ bonsai-uninstall.sh >"$OUT/uninstall.log" 2>&1
     );
     assert!(read(dir.path(), "namespaces").contains("kube-system"));
 }
+
+/// OpenRC, for real: Debian's openrc (unpacked by tests/tools/fetch-openrc.sh, not installed on the host) put into
+/// the sandbox's /usr, and /run/openrc set up as its boot would. install.sh takes the OpenRC path: the init script
+/// starts bonsai under supervise-daemon, which restarts it when it is killed; `rc-service` stops and starts it;
+/// uninstall removes the service from its runlevel and leaves the host as it was.
+#[test]
+fn install_under_openrc_supervises_bonsai_and_uninstall_removes_the_service() {
+    let openrc = workspace().join("tests/.tools/openrc");
+    assert!(
+        openrc.join("sbin/openrc-run").is_file(),
+        "run tests/tools/fetch-openrc.sh first (tests/run.sh does)"
+    );
+    let netns = NetNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    let body = r##"
+R="$SRC/tests/.tools/openrc"
+for d in /usr/sbin /usr/bin /usr/lib; do
+  mkdir -p "$T/ov$d/upper" "$T/ov$d/work"
+  mount -t overlay overlay -o "lowerdir=$d,upperdir=$T/ov$d/upper,workdir=$T/ov$d/work" "$d"
+done
+cp -a "$R/sbin/." /usr/sbin/
+cp -a "$R/bin/." /usr/bin/
+cp -a "$R/lib/rc" /usr/lib/rc
+for libdir in "$R"/lib/*-linux-gnu; do cp -a "$libdir/." "/usr/lib/$(basename "$libdir")/"; done
+cp "$R/etc/rc.conf" /etc/rc.conf
+touch /etc/insserv.conf
+mkdir -p /etc/conf.d /etc/runlevels/sysinit /etc/runlevels/boot /etc/runlevels/default /etc/runlevels/shutdown
+# What OpenRC's own boot leaves in /run: its state directories and the runlevel it reached.
+for s in daemons exclusive failed hotplugged inactive options scheduled started starting stopping tmp wasinactive; do
+  mkdir -p "/run/openrc/$s"
+done
+echo default >/run/openrc/softlevel
+bonsai_pid() { ps -e -o pid=,args= | awk '$2 == "/usr/local/bin/bonsai" && $3 == "server" {print $1}'; }
+snapshot "$OUT/before"
+BONSAI_BIN="$BIN" INSTALL_BONSAI_EXEC="--node-name n1 --resolv-conf $T/resolv.conf" \
+  sh "$SRC/packaging/install.sh" >"$OUT/install.log" 2>&1
+cp /etc/init.d/bonsai "$OUT/init.d"
+ls /etc/runlevels/default >"$OUT/runlevel"
+bonsai wait-ready --timeout 90s >"$OUT/wait-ready" 2>&1 || { cp /var/log/bonsai.log "$OUT/bonsai.log"; exit 1; }
+rc-service bonsai status >"$OUT/status" 2>&1
+ps -e -o args= | grep '^supervise-daemon bonsai' >"$OUT/supervisor"
+first=$(bonsai_pid); echo "$first" >"$OUT/first"
+kill -9 "$first"
+i=0; while { [ -z "$(bonsai_pid)" ] || [ "$(bonsai_pid)" = "$first" ]; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+bonsai_pid >"$OUT/second"
+bonsai wait-ready --timeout 90s >>"$OUT/wait-ready" 2>&1
+bonsai kubectl get nodes -o name >"$OUT/nodes"
+rc-service bonsai stop >"$OUT/stop" 2>&1
+bonsai_pid >"$OUT/after-stop"
+rc-service bonsai start >"$OUT/start" 2>&1
+bonsai wait-ready --timeout 90s >>"$OUT/wait-ready" 2>&1
+bonsai-uninstall.sh >"$OUT/uninstall.log" 2>&1
+snapshot "$OUT/after"
+bonsai_pid >"$OUT/after-uninstall"
+ls /etc/runlevels/default >"$OUT/runlevel-after"
+[ -e /etc/init.d/bonsai ] && echo "/etc/init.d/bonsai" >"$OUT/left" || true
+"##;
+    let out = sandbox(&netns, dir.path(), body);
+    let logs = format!(
+        "{}\ninstall:\n{}\nwait-ready:\n{}\nuninstall:\n{}\nbonsai.log:\n{}",
+        text(&out),
+        read(dir.path(), "install.log"),
+        read(dir.path(), "wait-ready"),
+        read(dir.path(), "uninstall.log"),
+        read(dir.path(), "bonsai.log")
+    );
+    assert!(out.status.success(), "{logs}");
+    let init = read(dir.path(), "init.d");
+    assert!(
+        init.starts_with("#!/sbin/openrc-run") && init.contains("supervisor=supervise-daemon"),
+        "{init}"
+    );
+    assert_eq!(read(dir.path(), "runlevel").trim(), "bonsai", "{logs}");
+    assert!(
+        read(dir.path(), "status").contains("started"),
+        "{}",
+        read(dir.path(), "status")
+    );
+    assert!(!read(dir.path(), "supervisor").is_empty(), "{logs}");
+    // supervise-daemon started a new bonsai after the kill, which came back ready.
+    let (first, second) = (read(dir.path(), "first"), read(dir.path(), "second"));
+    assert!(
+        !first.trim().is_empty() && !second.trim().is_empty() && first != second,
+        "{first:?} {second:?}\n{logs}"
+    );
+    assert_eq!(
+        read(dir.path(), "wait-ready").matches("ready").count(),
+        3,
+        "{logs}"
+    );
+    assert_eq!(read(dir.path(), "nodes").trim(), "node/n1");
+    assert_eq!(
+        read(dir.path(), "after-stop").trim(),
+        "",
+        "bonsai still runs after rc-service stop"
+    );
+    assert_eq!(read(dir.path(), "after-uninstall").trim(), "");
+    assert_eq!(read(dir.path(), "runlevel-after").trim(), "");
+    assert_eq!(read(dir.path(), "left"), "");
+    assert_eq!(read(dir.path(), "before"), read(dir.path(), "after"), "{logs}");
+    // OpenRC made no cgroup of its own for the service on the host.
+    for path in ["/sys/fs/cgroup/openrc", "/sys/fs/cgroup/unified/bonsai"] {
+        assert!(!Path::new(path).exists(), "{path} was left");
+    }
+}

@@ -40,11 +40,12 @@ async fn not_ready(client: &kube::Client) -> Option<String> {
 }
 
 pub async fn run(kubeconfig: Option<std::path::PathBuf>, timeout: Duration) -> anyhow::Result<()> {
-    let kubeconfig = kubeconfig.unwrap_or_else(crate::kubectl::kubeconfig);
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     while Instant::now() < deadline {
-        // The kubeconfig itself appears only once the server is up: read it again each time round.
+        // The kubeconfig itself appears only once the server is up (a service manager returns before that):
+        // look for it and read it again each time round.
+        let kubeconfig = kubeconfig.clone().unwrap_or_else(crate::kubectl::kubeconfig);
         match crate::network::kube_client(&kubeconfig, None).await {
             Ok(client) => match not_ready(&client).await {
                 None => {
