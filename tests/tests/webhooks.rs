@@ -86,7 +86,11 @@ impl Drop for Webhooks {
     }
 }
 
-async fn serve(certified: rcgen::CertifiedKey<rcgen::KeyPair>, port_tx: std::sync::mpsc::Sender<u16>, log: Reviews) {
+async fn serve(
+    certified: rcgen::CertifiedKey<rcgen::KeyPair>,
+    port_tx: std::sync::mpsc::Sender<u16>,
+    log: Reviews,
+) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
     let tls = rustls::ServerConfig::builder()
@@ -153,11 +157,17 @@ async fn answer(req: Request<Incoming>, log: Reviews) -> Result<Response<Full<By
             if labels.contains_key("second") {
                 labels.insert("first-saw-second".into(), json!("yes"));
             }
-            response.as_object_mut().unwrap().extend(set_labels(labels).as_object().unwrap().clone());
+            response
+                .as_object_mut()
+                .unwrap()
+                .extend(set_labels(labels).as_object().unwrap().clone());
         }
         "second" => {
             labels.insert("second".into(), json!("yes"));
-            response.as_object_mut().unwrap().extend(set_labels(labels).as_object().unwrap().clone());
+            response
+                .as_object_mut()
+                .unwrap()
+                .extend(set_labels(labels).as_object().unwrap().clone());
         }
         "warn" => response["warnings"] = json!(["this configmap is watched closely"]),
         "hang" => std::future::pending::<()>().await,
@@ -178,7 +188,9 @@ fn webhook(name: &str, client_config: Value, operations: &[&str], extra: Value) 
         "sideEffects": "None",
         "admissionReviewVersions": ["v1"],
     });
-    hook.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    hook.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
     hook
 }
 
@@ -243,7 +255,11 @@ fn validating_and_mutating_webhooks_with_kubectl() {
     .unwrap();
     let deny = &stored["webhooks"][0];
     assert_eq!(
-        (&deny["failurePolicy"], &deny["matchPolicy"], &deny["timeoutSeconds"]),
+        (
+            &deny["failurePolicy"],
+            &deny["matchPolicy"],
+            &deny["timeoutSeconds"]
+        ),
         (&json!("Fail"), &json!("Equivalent"), &json!(10))
     );
     assert_eq!(deny["rules"][0]["scope"], "*");
@@ -259,7 +275,9 @@ fn validating_and_mutating_webhooks_with_kubectl() {
         &configmap("guarded", "bad", json!({"deny": "yes"})),
     ));
     assert!(
-        denied.contains("admission webhook \"deny.webhooks.example.com\" denied the request: CREATE bad is labelled deny"),
+        denied.contains(
+            "admission webhook \"deny.webhooks.example.com\" denied the request: CREATE bad is labelled deny"
+        ),
         "{denied}"
     );
     apply(&server, &configmap("guarded", "unlabelled", json!({})));
@@ -267,24 +285,54 @@ fn validating_and_mutating_webhooks_with_kubectl() {
     let sent: Vec<String> = hooks
         .reviews_of("deny")
         .iter()
-        .map(|r| format!("{}/{}", r["namespace"].as_str().unwrap(), r["name"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["namespace"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(sent, ["guarded/bad"]);
     let review = &hooks.reviews_of("deny")[0];
-    assert_eq!(review["kind"], json!({"group": "", "version": "v1", "kind": "ConfigMap"}));
-    assert_eq!(review["resource"], json!({"group": "", "version": "v1", "resource": "configmaps"}));
-    assert_eq!((&review["operation"], &review["dryRun"]), (&json!("CREATE"), &json!(false)));
-    assert!(!review["userInfo"]["username"].as_str().unwrap().is_empty(), "{review}");
+    assert_eq!(
+        review["kind"],
+        json!({"group": "", "version": "v1", "kind": "ConfigMap"})
+    );
+    assert_eq!(
+        review["resource"],
+        json!({"group": "", "version": "v1", "resource": "configmaps"})
+    );
+    assert_eq!(
+        (&review["operation"], &review["dryRun"]),
+        (&json!("CREATE"), &json!(false))
+    );
+    assert!(
+        !review["userInfo"]["username"].as_str().unwrap().is_empty(),
+        "{review}"
+    );
     assert!(review["uid"].as_str().is_some_and(|u| !u.is_empty()));
 
     // An object labelled later is checked on update (with its old object) and on delete.
-    ok(server.kubectl(33, &["label", "configmap", "-n", "guarded", "unlabelled", "keep=1"]));
-    let relabel = fails(server.kubectl(33, &["label", "configmap", "-n", "guarded", "unlabelled", "deny=yes"]));
-    assert!(relabel.contains("UPDATE unlabelled is labelled deny"), "{relabel}");
+    ok(server.kubectl(
+        33,
+        &["label", "configmap", "-n", "guarded", "unlabelled", "keep=1"],
+    ));
+    let relabel = fails(server.kubectl(
+        33,
+        &["label", "configmap", "-n", "guarded", "unlabelled", "deny=yes"],
+    ));
+    assert!(
+        relabel.contains("UPDATE unlabelled is labelled deny"),
+        "{relabel}"
+    );
     let update = hooks.reviews_of("deny").pop().unwrap();
     assert_eq!(update["oldObject"]["metadata"]["labels"], json!({"keep": "1"}));
     ok(server.kubectl(33, &["delete", "validatingwebhookconfiguration", "guard"]));
-    ok(server.kubectl(33, &["label", "configmap", "-n", "guarded", "unlabelled", "deny=yes"]));
+    ok(server.kubectl(
+        33,
+        &["label", "configmap", "-n", "guarded", "unlabelled", "deny=yes"],
+    ));
     assert!(apply(&server, &validating).contains("created"));
     let delete = fails(server.kubectl(33, &["delete", "configmap", "-n", "guarded", "unlabelled"]));
     assert!(delete.contains("DELETE unlabelled is labelled deny"), "{delete}");
@@ -305,15 +353,28 @@ fn validating_and_mutating_webhooks_with_kubectl() {
     // Mutating webhooks patch the object, in configuration name order; `IfNeeded` sees it again after a later
     // webhook changed it.
     let only_mutate = json!({"namespaceSelector": {"matchLabels": {"mutate": "yes"}}});
-    let mut first = webhook("first.webhooks.example.com", hooks.client_config("first"), &["CREATE"], only_mutate.clone());
+    let mut first = webhook(
+        "first.webhooks.example.com",
+        hooks.client_config("first"),
+        &["CREATE"],
+        only_mutate.clone(),
+    );
     first["reinvocationPolicy"] = json!("IfNeeded");
-    apply(&server, &configuration("MutatingWebhookConfiguration", "a-first", vec![first]));
+    apply(
+        &server,
+        &configuration("MutatingWebhookConfiguration", "a-first", vec![first]),
+    );
     apply(
         &server,
         &configuration(
             "MutatingWebhookConfiguration",
             "b-second",
-            vec![webhook("second.webhooks.example.com", hooks.client_config("second"), &["CREATE"], only_mutate)],
+            vec![webhook(
+                "second.webhooks.example.com",
+                hooks.client_config("second"),
+                &["CREATE"],
+                only_mutate,
+            )],
         ),
     );
     apply(&server, &configmap("mutate", "patched", json!({"own": "label"})));
@@ -325,7 +386,10 @@ fn validating_and_mutating_webhooks_with_kubectl() {
     assert_eq!(hooks.reviews_of("second").len(), 1);
     // Outside the selected namespace nothing changes.
     apply(&server, &configmap("open", "plain", json!({"own": "label"})));
-    assert_eq!(labels_in_cluster(&server, "open", "plain"), json!({"own": "label"}));
+    assert_eq!(
+        labels_in_cluster(&server, "open", "plain"),
+        json!({"own": "label"})
+    );
 }
 
 #[test]
@@ -348,10 +412,17 @@ fn failure_policy_timeout_dry_run_and_validation() {
         &configuration(
             "ValidatingWebhookConfiguration",
             "down",
-            vec![hooks_of("Fail", "fail", down.clone()), hooks_of("Ignore", "ignore", down)],
+            vec![
+                hooks_of("Fail", "fail", down.clone()),
+                hooks_of("Ignore", "ignore", down),
+            ],
         ),
     );
-    let failed = fails(server.kubectl_stdin(33, &["apply", "-f", "-"], &configmap("apps", "a", json!({"fail": "yes"}))));
+    let failed = fails(server.kubectl_stdin(
+        33,
+        &["apply", "-f", "-"],
+        &configmap("apps", "a", json!({"fail": "yes"})),
+    ));
     assert!(
         failed.contains("Internal error occurred: failed calling webhook \"fail.webhooks.example.com\": failed to call webhook: Post \"https://127.0.0.1:1/down\""),
         "{failed}"
@@ -367,10 +438,18 @@ fn failure_policy_timeout_dry_run_and_validation() {
         json!({"objectSelector": {"matchLabels": {"hang": "yes"}}}),
     );
     hang["timeoutSeconds"] = json!(1);
-    apply(&server, &configuration("ValidatingWebhookConfiguration", "hang", vec![hang]));
-    let timed_out = fails(server.kubectl_stdin(33, &["apply", "-f", "-"], &configmap("apps", "c", json!({"hang": "yes"}))));
+    apply(
+        &server,
+        &configuration("ValidatingWebhookConfiguration", "hang", vec![hang]),
+    );
+    let timed_out = fails(server.kubectl_stdin(
+        33,
+        &["apply", "-f", "-"],
+        &configmap("apps", "c", json!({"hang": "yes"})),
+    ));
     assert!(
-        timed_out.contains("failed calling webhook \"hang.webhooks.example.com\"") && timed_out.contains("context deadline exceeded"),
+        timed_out.contains("failed calling webhook \"hang.webhooks.example.com\"")
+            && timed_out.contains("context deadline exceeded"),
         "{timed_out}"
     );
 
@@ -401,7 +480,12 @@ fn failure_policy_timeout_dry_run_and_validation() {
 
     // Kubernetes' validation of configurations: v1 allows no side effects but None and NoneOnDryRun, and
     // names need three segments.
-    let mut some = webhook("some.webhooks.example.com", hooks.client_config("record"), &["CREATE"], json!({}));
+    let mut some = webhook(
+        "some.webhooks.example.com",
+        hooks.client_config("record"),
+        &["CREATE"],
+        json!({}),
+    );
     some["sideEffects"] = json!("Some");
     let refused = fails(server.kubectl_stdin(
         33,
@@ -412,12 +496,23 @@ fn failure_policy_timeout_dry_run_and_validation() {
         refused.contains("webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\""),
         "{refused}"
     );
-    let short = webhook("short.example", json!({"url": "http://x/"}), &["CREATE"], json!({}));
+    let short = webhook(
+        "short.example",
+        json!({"url": "http://x/"}),
+        &["CREATE"],
+        json!({}),
+    );
     let refused = fails(server.kubectl_stdin(
         33,
         &["apply", "-f", "-"],
         &configuration("MutatingWebhookConfiguration", "short", vec![short]),
     ));
-    assert!(refused.contains("should be a domain with at least three segments separated by dots"), "{refused}");
-    assert!(refused.contains("'https' is the only allowed URL scheme"), "{refused}");
+    assert!(
+        refused.contains("should be a domain with at least three segments separated by dots"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("'https' is the only allowed URL scheme"),
+        "{refused}"
+    );
 }
