@@ -372,9 +372,6 @@ fn validate(t: &Target, name: &str, object: &Value) -> Result<(), ApiError> {
     if custom::crd::is_crd(t.resource.group, t.resource.kind) {
         causes.extend(custom::crd::validate(object));
     }
-    if webhook_config::is_webhook_configuration(t.resource.group, t.resource.kind) {
-        causes.extend(webhook_config::validate(t.resource.kind, object, None));
-    }
     if causes.is_empty() {
         Ok(())
     } else {
@@ -384,6 +381,28 @@ fn validate(t: &Target, name: &str, object: &Value) -> Result<(), ApiError> {
             causes,
         })
     }
+}
+
+/// A webhook configuration's own validation; an update may keep the `sideEffects` v1 no longer accepts when the
+/// old object had them (kube's `allowInvalidSideEffects`).
+fn validate_webhook_configuration(
+    t: &Target,
+    name: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    if !webhook_config::is_webhook_configuration(t.resource.group, t.resource.kind) {
+        return Ok(());
+    }
+    let causes = webhook_config::validate(t.resource.kind, object, old);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid {
+        resource: t.resource,
+        name: name.to_string(),
+        causes,
+    })
 }
 
 fn dry_run(q: &Query) -> bool {
@@ -712,6 +731,7 @@ pub async fn create_object(
     }
     admit(store, t, &mut object, None).await?;
     validate(t, &name, &object)?;
+    validate_webhook_configuration(t, &name, &object, None)?;
     webhook::validate(store, &request, Some(&object), None).await?;
     if dry {
         return Ok(object);
@@ -1045,6 +1065,7 @@ pub(super) async fn replace(
     }
     admit(store, t, &mut new, Some(&current)).await?;
     validate(t, &name, &new)?;
+    validate_webhook_configuration(t, &name, &new, Some(&current))?;
     if let Some(served) = &served {
         let causes = custom::validate_transition(served, &new, &current);
         if !causes.is_empty() {
