@@ -604,6 +604,13 @@ mod tests {
                 "webhooks[0].admissionReviewVersions: Invalid value: []string{\"v2\"}: must include at least one of v1, v1beta1",
             ]
         );
+        let mut some = good();
+        some["sideEffects"] = json!("Some");
+        let old = config(some.clone());
+        assert!(
+            validate(MUTATING, &config(some), Some(&old)).is_empty(),
+            "kept on update"
+        );
         let mut hook = good();
         hook.as_object_mut().map(|h| h.remove("sideEffects"));
         assert_eq!(
