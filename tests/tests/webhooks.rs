@@ -30,7 +30,11 @@ struct Webhooks {
 impl Webhooks {
     fn start(netns: &str) -> Webhooks {
         let netns = netns.to_string();
-        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_string(),
+            "hooks.webhooks.svc".to_string(),
+        ])
+        .unwrap();
         let ca_bundle = base64::engine::general_purpose::STANDARD.encode(certified.cert.pem());
         let reviews: Reviews = Arc::default();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
@@ -514,5 +518,41 @@ fn failure_policy_timeout_dry_run_and_validation() {
     assert!(
         refused.contains("'https' is the only allowed URL scheme"),
         "{refused}"
+    );
+
+    // A service reference is called as `<svc>.<ns>.svc` at its EndpointSlice's ready address and port.
+    ok(server.kubectl(33, &["create", "namespace", "webhooks"]));
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hooks", "namespace": "webhooks"},
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": hooks.port}]}});
+    apply(&server, &service.to_string());
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "hooks-1", "namespace": "webhooks", "labels": {"kubernetes.io/service-name": "hooks"}},
+        "addressType": "IPv4", "ports": [{"name": "https", "port": hooks.port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]});
+    apply(&server, &slice.to_string());
+    let by_service = json!({"service": {"namespace": "webhooks", "name": "hooks", "path": "/deny"}, "caBundle": hooks.ca_bundle});
+    apply(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "by-service",
+            vec![webhook(
+                "service.webhooks.example.com",
+                by_service,
+                &["CREATE"],
+                json!({"objectSelector": {"matchLabels": {"deny": "service"}}}),
+            )],
+        ),
+    );
+    let denied = fails(server.kubectl_stdin(
+        33,
+        &["apply", "-f", "-"],
+        &configmap("apps", "d", json!({"deny": "service"})),
+    ));
+    assert!(
+        denied.contains(
+            "admission webhook \"service.webhooks.example.com\" denied the request: CREATE d is labelled deny"
+        ),
+        "{denied}"
     );
 }
