@@ -67,6 +67,16 @@ fn root_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Opti
             "NetworkPolicy",
             api::networking::v1::NetworkPolicy
         ),
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration",
+            api::admissionregistration::v1::MutatingWebhookConfiguration
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration",
+            api::admissionregistration::v1::ValidatingWebhookConfiguration
+        ),
         ("coordination.k8s.io", "Lease", api::coordination::v1::Lease),
         ("rbac.authorization.k8s.io", "Role", api::rbac::v1::Role),
         (

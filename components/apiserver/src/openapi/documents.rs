@@ -8,6 +8,11 @@ pub(super) static DOCUMENTS: &[(&str, &str, &[u8])] = &[
         include_bytes!("v3/api__v1.json.gz"),
     ),
     (
+        "apis/admissionregistration.k8s.io/v1",
+        "66DC8AE7B0E559A7E017C44ADB592D652DFD847E8C66FD2CEC9CDCEFA5A59855",
+        include_bytes!("v3/apis__admissionregistration.k8s.io__v1.json.gz"),
+    ),
+    (
         "apis/apiextensions.k8s.io/v1",
         "B4F79F2E477AA46B4842D98889329CE843251A296A57769B800FE8681581A16D",
         include_bytes!("v3/apis__apiextensions.k8s.io__v1.json.gz"),

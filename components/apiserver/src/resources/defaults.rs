@@ -40,6 +40,9 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
             template(object.pointer_mut("/spec/template"));
         }
         ("batch", "Job") => template(object.pointer_mut("/spec/template")),
+        ("admissionregistration.k8s.io", kind) => {
+            crate::admission::webhook_config::apply_defaults(kind, object)
+        }
         ("batch", "CronJob") => {
             cronjob(object);
             template(object.pointer_mut("/spec/jobTemplate/spec/template"));

@@ -48,6 +48,8 @@ pub enum ApiError {
     Gone(String),
     ServiceUnavailable(String),
     Internal(String),
+    /// A whole `Status` given by someone else (an admission webhook's denial), served as it is.
+    Status(serde_json::Value),
 }
 
 impl ApiError {
@@ -66,11 +68,20 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Status(status) => status
+                .get("code")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 
     /// The `Status` object.
     pub fn status(&self) -> serde_json::Value {
+        if let ApiError::Status(status) = self {
+            return status.clone();
+        }
         let (reason, message, details) = match self {
             ApiError::NotFound { resource, name } => (
                 "NotFound",
@@ -158,6 +169,7 @@ impl ApiError {
             ApiError::Gone(m) => ("Expired", m.clone(), None),
             ApiError::ServiceUnavailable(m) => ("ServiceUnavailable", m.clone(), None),
             ApiError::Internal(m) => ("InternalError", m.clone(), None),
+            ApiError::Status(_) => ("", String::new(), None),
         };
         let mut status = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",

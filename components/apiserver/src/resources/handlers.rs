@@ -16,6 +16,7 @@ use super::registry::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCaches;
 use super::{certificates, custom, defaults, discovery, services, tables, validation, watch};
+use crate::admission::{webhook, webhook_config};
 use crate::patch::managed::{self, Manager};
 
 /// The most a request body may hold, as kube-apiserver allows.
@@ -131,7 +132,7 @@ pub async fn dispatch(
         Some(Route::Resource(target)) => target,
     };
     let deprecation = custom::served(target.resource).and_then(|s| s.deprecation.clone());
-    let result = handle(
+    let (result, webhook_warnings) = webhook::collect_warnings(handle(
         &*store,
         store.clone(),
         watches,
@@ -141,10 +142,11 @@ pub async fn dispatch(
         headers,
         body,
         user,
-    )
+    ))
     .await;
     // Every request for a deprecated custom resource version gets its warning, as kube-apiserver adds it.
-    with_warnings(result.unwrap_or_else(|e| e.response()), deprecation.as_slice())
+    let response = with_warnings(result.unwrap_or_else(|e| e.response()), deprecation.as_slice());
+    with_warnings(response, &webhook_warnings)
 }
 
 #[allow(clippy::too_many_arguments)] // the request's parts, each used by some verb
@@ -381,8 +383,47 @@ fn validate(t: &Target, name: &str, object: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// A webhook configuration's own validation; an update may keep the `sideEffects` v1 no longer accepts when the
+/// old object had them (kube's `allowInvalidSideEffects`).
+fn validate_webhook_configuration(
+    t: &Target,
+    name: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    if !webhook_config::is_webhook_configuration(t.resource.group, t.resource.kind) {
+        return Ok(());
+    }
+    let causes = webhook_config::validate(t.resource.kind, object, old);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid {
+        resource: t.resource,
+        name: name.to_string(),
+        causes,
+    })
+}
+
 fn dry_run(q: &Query) -> bool {
     q.get("dryRun") == Some("All")
+}
+
+/// The write as admission webhooks see it.
+fn webhook_request<'a>(
+    t: &'a Target,
+    name: &'a str,
+    operation: &'static str,
+    dry: bool,
+) -> webhook::Request<'a> {
+    webhook::Request {
+        resource: t.resource,
+        subresource: t.subresource.as_deref().unwrap_or_default(),
+        namespace: t.namespace.as_deref().unwrap_or_default(),
+        name,
+        operation,
+        dry_run: dry,
+    }
 }
 
 async fn namespace_must_accept(store: &dyn Store, namespace: &str) -> Result<(), ApiError> {
@@ -683,11 +724,15 @@ pub async fn create_object(
         remove_meta(&mut object, "managedFields");
         managed::record_update(&definition_of(t), None, &mut object, manager);
     }
+    let request = webhook_request(t, &name, "CREATE", dry);
+    webhook::mutate(store, &request, Some(&mut object), None).await?;
     if services::is_service(t.resource) {
         return create_service(store, t, name, object, dry).await;
     }
     admit(store, t, &mut object, None).await?;
     validate(t, &name, &object)?;
+    validate_webhook_configuration(t, &name, &object, None)?;
+    webhook::validate(store, &request, Some(&object), None).await?;
     if dry {
         return Ok(object);
     }
@@ -731,6 +776,13 @@ async fn create_service(
     }
     services::apply_defaults(&mut object, None);
     service_invalid(t, &name, services::validate(&object, None))?;
+    webhook::validate(
+        store,
+        &webhook_request(t, &name, "CREATE", dry),
+        Some(&object),
+        None,
+    )
+    .await?;
     let requested = object;
     for _ in 0..services::ALLOCATION_ATTEMPTS {
         let mut object = requested.clone();
@@ -1003,11 +1055,17 @@ pub(super) async fn replace(
     {
         set_meta(&mut new, "managedFields", fields.clone());
     }
+    let request = webhook_request(t, &name, "UPDATE", dry);
+    webhook::mutate(store, &request, Some(&mut new), Some(&current)).await?;
     if services::is_service(t.resource) {
+        // A Service's validation is its storage's, in the transaction that holds its addresses: the validating
+        // webhooks see it before.
+        webhook::validate(store, &request, Some(&new), Some(&current)).await?;
         return replace_service(store, t, name, current, current_rev, new, dry, status_only).await;
     }
     admit(store, t, &mut new, Some(&current)).await?;
     validate(t, &name, &new)?;
+    validate_webhook_configuration(t, &name, &new, Some(&current))?;
     if let Some(served) = &served {
         let causes = custom::validate_transition(served, &new, &current);
         if !causes.is_empty() {
@@ -1018,6 +1076,7 @@ pub(super) async fn replace(
             });
         }
     }
+    webhook::validate(store, &request, Some(&new), Some(&current)).await?;
     if dry {
         return Ok(new);
     }
@@ -1615,6 +1674,11 @@ async fn delete_once(
         .get("gracePeriodSeconds")
         .and_then(|g| g.parse::<i64>().ok())
         .or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+    if current.pointer("/metadata/deletionTimestamp").is_none() {
+        let request = webhook_request(t, &name, "DELETE", dry);
+        webhook::mutate(store, &request, None, Some(&current)).await?;
+        webhook::validate(store, &request, None, Some(&current)).await?;
+    }
     // A pod already terminating goes at once when deleted again with a grace period of 0 (a force delete, as
     // `kubectl delete --force` and the pod garbage collector send) unless finalizers hold it.
     let force_pod = t.resource.kind == "Pod"

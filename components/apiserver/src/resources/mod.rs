@@ -5,7 +5,7 @@ mod certificates;
 pub mod custom;
 mod defaults;
 mod discovery;
-mod errors;
+pub(crate) mod errors;
 mod handlers;
 mod objects;
 pub mod registry;
@@ -13,7 +13,7 @@ pub(crate) mod selectors;
 mod service_account_admission;
 pub mod services;
 mod tables;
-mod validation;
+pub(crate) mod validation;
 mod watch;
 mod watch_cache;
 

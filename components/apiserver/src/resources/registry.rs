@@ -500,6 +500,33 @@ pub static RESOURCES: &[ResourceType] = &[
         PathSegment,
         api::rbac::v1::ClusterRoleBinding
     ),
+    // admissionregistration.k8s.io/v1
+    resource!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        "mutatingwebhookconfiguration",
+        false,
+        NONE,
+        &["api-extensions"],
+        NONE,
+        Subdomain,
+        api::admissionregistration::v1::MutatingWebhookConfiguration
+    ),
+    resource!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        false,
+        NONE,
+        &["api-extensions"],
+        NONE,
+        Subdomain,
+        api::admissionregistration::v1::ValidatingWebhookConfiguration
+    ),
     // storage.k8s.io/v1
     resource!(
         "storage.k8s.io",

@@ -1127,6 +1127,26 @@ fn printer(resource: &ResourceType, now: OffsetDateTime) -> (Vec<Value>, Cells) 
                 ]
             }),
         ),
+        // printMutatingWebhook / printValidatingWebhook: the number of webhooks.
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
+        ) => (
+            vec![
+                name_col,
+                column(
+                    "Webhooks",
+                    "integer",
+                    0,
+                    "Webhooks indicates the number of webhooks.",
+                ),
+                age_col,
+            ],
+            Box::new(move |o| {
+                let webhooks = o.get("webhooks").and_then(Value::as_array).map_or(0, Vec::len);
+                vec![json!(str_at(o, "/metadata/name")), json!(webhooks), created(o)]
+            }),
+        ),
         // printStorageClass: the default class's name says so.
         ("storage.k8s.io", "StorageClass") => (
             vec![

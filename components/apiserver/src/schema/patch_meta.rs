@@ -67,12 +67,18 @@ const CORE: &str = "io.k8s.api.core.v1.";
 const APPS: &str = "io.k8s.api.apps.v1.";
 const BATCH: &str = "io.k8s.api.batch.v1.";
 const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.";
+const ADMISSION: &str = "io.k8s.api.admissionregistration.v1.";
 
 /// (definition name without its package, package, field, metadata).
 static TABLE: &[(&str, &str, &str, PatchMeta)] = &[
     // meta/v1
     (META, "ObjectMeta", "finalizers", MERGED_SET),
     (META, "ObjectMeta", "ownerReferences", merge_by("uid", &["uid"])),
+    // admissionregistration/v1
+    (ADMISSION, "MutatingWebhookConfiguration", "webhooks", BY_NAME),
+    (ADMISSION, "ValidatingWebhookConfiguration", "webhooks", BY_NAME),
+    (ADMISSION, "MutatingWebhook", "matchConditions", BY_NAME),
+    (ADMISSION, "ValidatingWebhook", "matchConditions", BY_NAME),
     // core/v1: pods and containers
     (CORE, "PodSpec", "containers", BY_NAME),
     (CORE, "PodSpec", "initContainers", BY_NAME),

@@ -7,6 +7,12 @@
 //!   rules the writer holds, unless it may `escalate` it; a binding only to a role whose rules the writer holds,
 //!   unless it may `bind` it; `system:masters` may do both.
 
+pub mod webhook;
+mod webhook_client;
+pub mod webhook_config;
+mod webhook_match;
+mod webhook_service;
+
 use std::sync::Arc;
 
 use serde_json::Value;
