@@ -724,12 +724,13 @@ pub async fn create_object(
         remove_meta(&mut object, "managedFields");
         managed::record_update(&definition_of(t), None, &mut object, manager);
     }
+    admit_mutating(store, t, &mut object, None).await?;
     let request = webhook_request(t, &name, "CREATE", dry);
     webhook::mutate(store, &request, Some(&mut object), None).await?;
     if services::is_service(t.resource) {
         return create_service(store, t, name, object, dry).await;
     }
-    admit(store, t, &mut object, None).await?;
+    admit_validating(t, &object, None)?;
     validate(t, &name, &object)?;
     validate_webhook_configuration(t, &name, &object, None)?;
     webhook::validate(store, &request, Some(&object), None).await?;
@@ -924,12 +925,24 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
 
 /// Admission of a create (`old` = None) or update by the request's user: RBAC escalation prevention and the
 /// ServiceAccount admission of pods.
-async fn admit(
+/// The built-in admission that changes objects (kube-apiserver's mutating plugins: ServiceAccount), which runs
+/// before the mutating webhooks, so that they see its result as they do on Kubernetes.
+async fn admit_mutating(
     store: &dyn Store,
     t: &Target,
     object: &mut Value,
     old: Option<&Value>,
 ) -> Result<(), ApiError> {
+    if old.is_none() && t.resource.group.is_empty() && t.resource.kind == "Pod" {
+        let namespace = t.namespace.as_deref().unwrap_or_default();
+        super::service_account_admission::admit(store, namespace, object).await?;
+    }
+    Ok(())
+}
+
+/// The built-in admission that only accepts or refuses (RBAC escalation, NodeRestriction): after the mutating
+/// webhooks, on the object they made, as kube-apiserver's validating plugins.
+fn admit_validating(t: &Target, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     if t.resource.group == "rbac.authorization.k8s.io" {
         crate::admission::check_rbac_write(
             t.resource.plural,
@@ -940,10 +953,6 @@ async fn admit(
     }
     if t.resource.group.is_empty() && matches!(t.resource.kind, "Pod" | "Node") {
         crate::admission::check_node_restriction(t.resource.plural, t.subresource.as_deref(), object, old)?;
-    }
-    if old.is_none() && t.resource.group.is_empty() && t.resource.kind == "Pod" {
-        let namespace = t.namespace.as_deref().unwrap_or_default();
-        super::service_account_admission::admit(store, namespace, object).await?;
     }
     Ok(())
 }
@@ -1055,6 +1064,7 @@ pub(super) async fn replace(
     {
         set_meta(&mut new, "managedFields", fields.clone());
     }
+    admit_mutating(store, t, &mut new, Some(&current)).await?;
     let request = webhook_request(t, &name, "UPDATE", dry);
     webhook::mutate(store, &request, Some(&mut new), Some(&current)).await?;
     if services::is_service(t.resource) {
@@ -1063,7 +1073,7 @@ pub(super) async fn replace(
         webhook::validate(store, &request, Some(&new), Some(&current)).await?;
         return replace_service(store, t, name, current, current_rev, new, dry, status_only).await;
     }
-    admit(store, t, &mut new, Some(&current)).await?;
+    admit_validating(t, &new, Some(&current))?;
     validate(t, &name, &new)?;
     validate_webhook_configuration(t, &name, &new, Some(&current))?;
     if let Some(served) = &served {
