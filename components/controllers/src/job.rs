@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -362,13 +362,7 @@ impl Context {
         }
         let current = serde_json::to_value(&status).unwrap_or_default();
         if !work::covers(&current, &new_status) {
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": new_status})),
-                )
-                .await
+            match work::update_status(&api, &name, &json!({"status": new_status})).await
             {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}

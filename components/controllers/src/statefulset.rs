@@ -730,13 +730,7 @@ impl Context {
         let written = serde_json::to_value(&set.status).unwrap_or_default();
         if !work::covers(&written, &status) {
             let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &namespace);
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await
+            match work::update_status(&api, &name, &json!({"status": status})).await
             {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
