@@ -566,8 +566,7 @@ impl Context {
                 "lastScheduleTime": new_status.last_schedule_time,
                 "lastSuccessfulTime": new_status.last_successful_time,
             }});
-            match work::update_status(&cronjobs, &name, &patch).await
-            {
+            match work::update_status(&cronjobs, &name, &patch).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => return Ok(()),
                 Err(e) => {

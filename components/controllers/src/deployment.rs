@@ -610,8 +610,7 @@ impl Context {
         let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
         let name = deployment.metadata.name.clone().unwrap_or_default();
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
-        match work::update_status(&api, &name, &json!({"status": status})).await
-        {
+        match work::update_status(&api, &name, &json!({"status": status})).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(kube_error(format!(

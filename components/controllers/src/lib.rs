@@ -94,14 +94,20 @@ pub fn spawn_all(
         client_of("pod-garbage-collector"),
         options.terminated_pod_gc_threshold,
     ));
-    tasks.spawn(endpointslice::run(client_of("endpointslice-controller")));
+    tasks.spawn(endpointslice::run(
+        client_of("endpointslice-controller"),
+        client_of("endpoint-controller"),
+    ));
     tasks.spawn(namespace::run(client_of("namespace-controller")));
     tasks.spawn(serviceaccount::run(client_of("service-account-controller")));
     tasks.spawn(gc::run(client_of("generic-garbage-collector")));
     tasks.spawn(statefulset::run(client_of("statefulset-controller")));
     tasks.spawn(replicaset::run(client_of("replicaset-controller")));
     tasks.spawn(deployment::run(client_of("deployment-controller")));
-    tasks.spawn(job::run(client_of("job-controller")));
+    tasks.spawn(job::run(
+        client_of("job-controller"),
+        client_of("ttl-after-finished-controller"),
+    ));
     tasks.spawn(cronjob::run(client_of("cronjob-controller")));
     tasks.spawn(volumebinding::run(client_of("persistent-volume-binder")));
     tasks.spawn(tokencleaner::run(manager.clone()));
