@@ -12,9 +12,6 @@ fn controllers_act_as_their_service_accounts_and_only_within_their_roles() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
     let server = Server::start(&["--audit-log-path", audit.to_str().unwrap()]);
-    let kubeconfig =
-        std::fs::read_to_string(server.data_dir().join("server/cred/controller.kubeconfig")).unwrap();
-    assert!(kubeconfig.contains("client-certificate-data"), "{kubeconfig}");
 
     ok(server.kubectl(
         33,
@@ -42,6 +39,10 @@ fn controllers_act_as_their_service_accounts_and_only_within_their_roles() {
         );
         String::from_utf8_lossy(&out.stdout).trim() == "2"
     });
+
+    let kubeconfig =
+        std::fs::read_to_string(server.data_dir().join("server/cred/controller.kubeconfig")).unwrap();
+    assert!(kubeconfig.contains("client-certificate-data"), "{kubeconfig}");
 
     let log = std::fs::read_to_string(&audit).unwrap();
     let events: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
