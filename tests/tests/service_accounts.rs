@@ -364,7 +364,8 @@ fn a_token_past_its_expiry_is_refused() {
     let out = whoami(&server, &resigned);
     assert_eq!(
         text(&out).trim(),
-        "system:serviceaccount:default:default [system:serviceaccounts system:serviceaccounts:default system:authenticated]"
+        "system:serviceaccount:default:default \
+         [\"system:serviceaccounts\",\"system:serviceaccounts:default\",\"system:authenticated\"]"
     );
 
     let iat = claims["iat"].as_i64().unwrap();
