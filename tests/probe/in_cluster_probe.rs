@@ -7,17 +7,11 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+async fn main() -> Result<(), kube::Error> {
     let host = std::env::var("KUBERNETES_SERVICE_HOST").unwrap_or_default();
     let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_default();
     println!("api: {host}:{port}");
-    let client = match kube::Client::try_default().await {
-        Ok(client) => client,
-        Err(e) => {
-            println!("client: {e}");
-            std::process::exit(1);
-        }
-    };
+    let client = kube::Client::try_default().await?;
     let namespace = client.default_namespace().to_string();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     match pods.list(&ListParams::default()).await {
@@ -33,4 +27,5 @@ async fn main() {
         Err(kube::Error::Api(e)) => println!("secret: {} {}", e.code, e.message),
         Err(e) => println!("secret: error {e}"),
     }
+    Ok(())
 }

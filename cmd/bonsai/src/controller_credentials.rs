@@ -101,11 +101,7 @@ fn is_list_or_watch(request: &http::Request<kube::client::Body>) -> bool {
         Some(&"apis") => segments.get(3..),
         _ => None,
     };
-    match rest {
-        Some([_resource]) => true,
-        Some(["namespaces", _, _resource]) => true,
-        _ => false,
-    }
+    matches!(rest, Some([_resource] | ["namespaces", _, _resource]))
 }
 
 /// Keeps `token` holding a current token of `kube-system/<name>`.

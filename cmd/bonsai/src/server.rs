@@ -116,8 +116,7 @@ async fn start_controllers(
     args: &ServerArgs,
     networks: network::config::ClusterNetworks,
     identity: &str,
-    scheduler_kubeconfig: &std::path::Path,
-    controller_kubeconfig: &std::path::Path,
+    kubeconfigs: &ComponentKubeconfigs,
     root_ca_pem: &str,
     tokens: Arc<apiserver::service_account_tokens::TokenIssuer>,
     signer: controllers::certificates::ClusterSigner,
@@ -126,7 +125,7 @@ async fn start_controllers(
     if !args.disable_scheduler {
         let election = controllers::leader::Election::new("kube-system", "kube-scheduler", identity);
         // The scheduler is `system:kube-scheduler`, with the bootstrap roles bound to that user.
-        let client = crate::network::kube_client(scheduler_kubeconfig, None).await?;
+        let client = crate::network::kube_client(&kubeconfigs.scheduler, None).await?;
         tasks.spawn(controllers::leader::run_while_leader(
             client.clone(),
             election,
@@ -149,7 +148,8 @@ async fn start_controllers(
     options.legacy_token_signer = Some(Arc::new(LegacyTokens(tokens)));
     // The controller manager is `system:kube-controller-manager` (leader election, caches), each controller
     // its own ServiceAccount.
-    let clients = crate::controller_credentials::ControllerClients::new(controller_kubeconfig).await?;
+    let clients =
+        crate::controller_credentials::ControllerClients::new(&kubeconfigs.controller_manager).await?;
     let election = controllers::leader::Election::new("kube-system", "kube-controller-manager", identity);
     tasks.spawn(controllers::leader::run_while_leader(
         clients.manager(),
@@ -163,6 +163,13 @@ async fn start_controllers(
         },
     ));
     Ok(tasks)
+}
+
+/// The kubeconfigs of the scheduler (`system:kube-scheduler`) and the controller manager
+/// (`system:kube-controller-manager`).
+struct ComponentKubeconfigs {
+    scheduler: std::path::PathBuf,
+    controller_manager: std::path::PathBuf,
 }
 
 /// The tokens controller's signer: the API server's service account key.
@@ -489,8 +496,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &args,
         networks,
         &identity,
-        &scheduler_kubeconfig,
-        &controller_kubeconfig,
+        &ComponentKubeconfigs {
+            scheduler: scheduler_kubeconfig,
+            controller_manager: controller_kubeconfig,
+        },
         &pki.ca_cert_pem,
         service_account_tokens,
         signer,

@@ -291,28 +291,6 @@ pub fn covers(current: &Value, desired: &Value) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn selectors_and_coverage() {
-        let sel: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
-        let labels: BTreeMap<String, String> =
-            [("app".into(), "web".into()), ("x".into(), "y".into())].into();
-        assert!(selects(&sel, Some(&labels)));
-        assert!(!selects(&sel, None));
-        assert!(selects(&BTreeMap::new(), None));
-        assert!(covers(
-            &json!({"a": 1, "b": {"c": 2, "d": 3}}),
-            &json!({"b": {"c": 2}})
-        ));
-        assert!(!covers(&json!({"a": [1, 2]}), &json!({"a": [1]})));
-        assert!(!covers(&json!({"a": 1}), &json!({"b": null})));
-    }
-}
-
 /// RFC 7386 JSON merge patch of `patch` onto `target`.
 fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(fields) = patch else {
@@ -366,4 +344,39 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + Debug,
 {
     update_merged(api, name, patch, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn selectors_and_coverage() {
+        let sel: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        let labels: BTreeMap<String, String> =
+            [("app".into(), "web".into()), ("x".into(), "y".into())].into();
+        assert!(selects(&sel, Some(&labels)));
+        assert!(!selects(&sel, None));
+        assert!(selects(&BTreeMap::new(), None));
+        assert!(covers(
+            &json!({"a": 1, "b": {"c": 2, "d": 3}}),
+            &json!({"b": {"c": 2}})
+        ));
+        assert!(!covers(&json!({"a": [1, 2]}), &json!({"a": [1]})));
+        assert!(!covers(&json!({"a": 1}), &json!({"b": null})));
+    }
+
+    #[test]
+    fn merge_patches_merge_as_rfc_7386_says() {
+        let mut target = serde_json::json!({"a": {"b": 1, "c": 2}, "d": [1], "e": "x"});
+        super::merge_patch(
+            &mut target,
+            &serde_json::json!({"a": {"b": 3, "c": null}, "d": [2], "f": {"g": 1}}),
+        );
+        assert_eq!(
+            target,
+            serde_json::json!({"a": {"b": 3}, "d": [2], "e": "x", "f": {"g": 1}})
+        );
+    }
 }
