@@ -78,6 +78,24 @@ impl Layout {
         layout
     }
 
+    /// Tag `to`: tag `from` plus the host's `files` (copied to the same paths, modes kept).
+    pub fn with_host_files(&self, from: &str, to: &str, files: &[PathBuf]) {
+        let l = self.path.display().to_string();
+        let bundle = self.work.join(format!("with-{to}"));
+        run(Command::new("umoci")
+            .args(["unpack", "--image", &format!("{l}:{from}")])
+            .arg(&bundle));
+        let rootfs = bundle.join("rootfs");
+        for file in files {
+            let dest = rootfs.join(file.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(file, &dest).unwrap();
+        }
+        run(Command::new("umoci")
+            .args(["repack", "--image", &format!("{l}:{to}")])
+            .arg(&bundle));
+    }
+
     /// `skopeo copy` from tag `tag` of the layout to `dest` (any skopeo transport), as root in `netns`.
     pub fn copy(&self, netns: &NetNs, tag: &str, dest: &str, creds: Option<&str>) {
         let mut cmd = netns.command("skopeo");

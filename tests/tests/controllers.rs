@@ -607,7 +607,17 @@ fn controllers_run_only_while_this_server_holds_their_lease() {
         get(server, &["-n", "kube-system", "lease", name])["spec"].clone()
     };
     // Both leases are held under the server's identity, `<hostname>_<id>`, with client-go's 15 s duration.
+    // The leases appear once the controller manager and the scheduler have started, after `server ready`.
+    let exists = |server: &Server, name: &str| {
+        server
+            .kubectl(33, &["-n", "kube-system", "get", "lease", name])
+            .status
+            .success()
+    };
     wait_until("both leases held", || {
+        if !exists(&server, "kube-controller-manager") || !exists(&server, "kube-scheduler") {
+            return false;
+        }
         let (a, b) = (
             lease(&server, "kube-controller-manager"),
             lease(&server, "kube-scheduler"),

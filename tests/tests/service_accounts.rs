@@ -318,3 +318,65 @@ fn legacy_token_secrets_are_filled_only_when_asked_and_die_with_their_secret() {
     let refused = whoami(&server, &token);
     assert!(text(&refused).contains("Unauthorized"), "{}", text(&refused));
 }
+
+/// `claims` signed ES256 with the server's own service account key (`server/tls/service.key`, PKCS#8 PEM), under
+/// `header` (the encoded header of a token the server issued: its `alg` and `kid`).
+fn signed_with_server_key(server: &Server, header: &str, claims: &serde_json::Value) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let pem = std::fs::read_to_string(server.data_dir().join("server/tls/service.key")).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = STANDARD.decode(body).unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &der,
+        &rng,
+    )
+    .unwrap();
+    let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let signature = key.sign(&rng, input.as_bytes()).unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+}
+
+/// TokenRequest clamps `expirationSeconds` to at least 10 minutes, so the test makes the expired token itself:
+/// the claims of a token the server issued, re-signed with the server's real key, once unchanged (accepted: the
+/// signing is the server's) and once with `exp` an hour past (beyond the verifier's 60 s leeway): refused with
+/// 401 as kube-apiserver refuses it.
+#[test]
+fn a_token_past_its_expiry_is_refused() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let server = Server::start(&[]);
+    bonsai_e2e::wait_until("the default service account", || {
+        server
+            .kubectl(33, &["get", "serviceaccount", "default"])
+            .status
+            .success()
+    });
+    let token = ok(server.kubectl(33, &["create", "token", "default"]));
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+
+    let resigned = signed_with_server_key(&server, parts[0], &claims);
+    let out = whoami(&server, &resigned);
+    assert_eq!(
+        text(&out).trim(),
+        "system:serviceaccount:default:default \
+         [\"system:serviceaccounts\",\"system:serviceaccounts:default\",\"system:authenticated\"]"
+    );
+
+    let iat = claims["iat"].as_i64().unwrap();
+    claims["iat"] = (iat - 7200).into();
+    claims["nbf"] = (iat - 7200).into();
+    claims["exp"] = (iat - 3600).into();
+    let expired = signed_with_server_key(&server, parts[0], &claims);
+    let out = whoami(&server, &expired);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Unauthorized"), "{}", text(&out));
+    let bearer = format!("Authorization: Bearer {expired}");
+    let (code, body) = server.curl("/api/v1/namespaces/default/pods", &["-H", &bearer]);
+    assert_eq!(code, 401, "{body}");
+}

@@ -5,6 +5,7 @@ mod agent;
 mod cli;
 mod config;
 mod containers;
+mod controller_credentials;
 mod ephemeral;
 mod images;
 mod kubectl;

@@ -116,17 +116,16 @@ async fn start_controllers(
     args: &ServerArgs,
     networks: network::config::ClusterNetworks,
     identity: &str,
-    scheduler_kubeconfig: &std::path::Path,
+    kubeconfigs: &ComponentKubeconfigs,
     root_ca_pem: &str,
     tokens: Arc<apiserver::service_account_tokens::TokenIssuer>,
     signer: controllers::certificates::ClusterSigner,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
-    let client = crate::network::kube_client(&args.kubeconfig(), None).await?;
     let mut tasks = tokio::task::JoinSet::new();
     if !args.disable_scheduler {
         let election = controllers::leader::Election::new("kube-system", "kube-scheduler", identity);
         // The scheduler is `system:kube-scheduler`, with the bootstrap roles bound to that user.
-        let client = crate::network::kube_client(scheduler_kubeconfig, None).await?;
+        let client = crate::network::kube_client(&kubeconfigs.scheduler, None).await?;
         tasks.spawn(controllers::leader::run_while_leader(
             client.clone(),
             election,
@@ -147,19 +146,30 @@ async fn start_controllers(
     let mut options = args.controller_options();
     options.root_ca_pem = root_ca_pem.to_string();
     options.legacy_token_signer = Some(Arc::new(LegacyTokens(tokens)));
+    // The controller manager is `system:kube-controller-manager` (leader election, caches), each controller
+    // its own ServiceAccount.
+    let clients =
+        crate::controller_credentials::ControllerClients::new(&kubeconfigs.controller_manager).await?;
     let election = controllers::leader::Election::new("kube-system", "kube-controller-manager", identity);
     tasks.spawn(controllers::leader::run_while_leader(
-        client.clone(),
+        clients.manager(),
         election,
         move || {
-            let client = client.clone();
+            let clients = clients.clone();
             let networks = networks.clone();
             let options = options.clone();
             let signer = signer.clone();
-            async move { controller_manager(client, networks, service_lb, &options, signer) }
+            async move { controller_manager(&clients, networks, service_lb, &options, signer) }
         },
     ));
     Ok(tasks)
+}
+
+/// The kubeconfigs of the scheduler (`system:kube-scheduler`) and the controller manager
+/// (`system:kube-controller-manager`).
+struct ComponentKubeconfigs {
+    scheduler: std::path::PathBuf,
+    controller_manager: std::path::PathBuf,
 }
 
 /// The tokens controller's signer: the API server's service account key.
@@ -191,18 +201,27 @@ fn component_kubeconfig(
 
 /// kube-controller-manager's controllers, node IPAM and (unless disabled) ServiceLB.
 fn controller_manager(
-    client: kube::Client,
+    clients: &crate::controller_credentials::ControllerClients,
     networks: network::config::ClusterNetworks,
     service_lb: bool,
     options: &controllers::ControllerOptions,
     signer: controllers::certificates::ClusterSigner,
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    controllers::spawn_all(client.clone(), options, &mut tasks);
+    controllers::spawn_all(
+        clients.manager(),
+        &|name| clients.controller(name),
+        options,
+        &mut tasks,
+    );
     // csrapproving and csrsigning: the signing key is the server's, so they run here, not in the library's set.
-    tasks.spawn(controllers::certificates::run(client.clone(), signer));
+    tasks.spawn(controllers::certificates::run(
+        clients.controller("certificate-controller"),
+        signer,
+    ));
     {
-        let client = client.clone();
+        // kube-controller-manager's nodeipam runs as node-controller.
+        let client = clients.controller("node-controller");
         tasks.spawn(async move {
             if let Err(e) = network::controllers::run_node_ipam(client, networks).await {
                 tracing::error!(error = %e, "node IPAM stopped");
@@ -210,6 +229,8 @@ fn controller_manager(
         });
     }
     if service_lb {
+        // bonsai's own controller (k3s runs ServiceLB itself), with a role of its own.
+        let client = clients.controller("servicelb");
         tasks.spawn(async move {
             if let Err(e) = network::controllers::run_service_lb(client).await {
                 tracing::error!(error = %e, "servicelb stopped");
@@ -458,6 +479,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "client-scheduler",
         "system:kube-scheduler",
     )?;
+    // k3s's `server/cred/controller.kubeconfig`: kube-controller-manager's own identity.
+    let controller_kubeconfig = component_kubeconfig(
+        &server_dir,
+        &pki,
+        &url,
+        "controller",
+        "client-controller",
+        "system:kube-controller-manager",
+    )?;
     let signer = controllers::certificates::ClusterSigner {
         ca_cert_pem: pki.ca_cert_pem.clone(),
         ca_key_pem: pki.ca_key_pem()?,
@@ -466,7 +496,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &args,
         networks,
         &identity,
-        &scheduler_kubeconfig,
+        &ComponentKubeconfigs {
+            scheduler: scheduler_kubeconfig,
+            controller_manager: controller_kubeconfig,
+        },
         &pki.ca_cert_pem,
         service_account_tokens,
         signer,

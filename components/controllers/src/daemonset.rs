@@ -314,14 +314,7 @@ impl Context {
         let current = serde_json::to_value(&set.status).unwrap_or_default();
         if !work::covers(&current, &status) {
             let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &namespace);
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await
-            {
+            match work::update_status(&api, &name, &json!({"status": status})).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => {

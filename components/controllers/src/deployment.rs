@@ -287,7 +287,7 @@ impl Context {
                     // The name is taken by a ReplicaSet with another template: count a collision, hash again.
                     let api: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
                     let patch = json!({"status": {"collisionCount": collisions + 1}});
-                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    work::update_status(&api, &name, &patch)
                         .await
                         .map_err(kube_error(format!(
                             "counting a hash collision of {namespace}/{name}"
@@ -334,7 +334,7 @@ impl Context {
         {
             let api: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
             let patch = json!({"metadata": {"annotations": {REVISION: revision}}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            work::update(&api, &name, &patch)
                 .await
                 .map_err(kube_error(format!(
                     "annotating deployment {namespace}/{name} with its revision"
@@ -610,14 +610,7 @@ impl Context {
         let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
         let name = deployment.metadata.name.clone().unwrap_or_default();
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
-            )
-            .await
-        {
+        match work::update_status(&api, &name, &json!({"status": status})).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(kube_error(format!(

@@ -182,6 +182,9 @@ pub fn desired_subsets(slices: &[(Value, Vec<Value>)]) -> Value {
 
 struct Context {
     client: kube::Client,
+    /// kube-controller-manager's endpoint controller's client: the Endpoints are its job, not the
+    /// endpointslice controller's (whose role has no access to them).
+    endpoints_client: kube::Client,
     services: Store<Service>,
     pods: Store<Pod>,
 }
@@ -301,7 +304,7 @@ impl Context {
         service: &Service,
         desired: &[(Value, Vec<Value>)],
     ) -> Result<(), ControllerError> {
-        let api: Api<Endpoints> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<Endpoints> = Api::namespaced(self.endpoints_client.clone(), namespace);
         let mut labels: BTreeMap<String, String> = service.metadata.labels.clone().unwrap_or_default();
         labels.insert("endpointslice.kubernetes.io/skip-mirror".into(), "true".into());
         let subsets = desired_subsets(desired);
@@ -344,7 +347,7 @@ async fn delete_ignoring_absent(slices: &Api<EndpointSlice>, name: &str) -> Resu
 }
 
 /// Runs the controller until its watches end.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, endpoints_client: kube::Client) {
     let (tx, rx) = mpsc::unbounded_channel::<Seen>();
     let (services_tx, mut services_rx) = mpsc::unbounded_channel();
     let (pods_tx, mut pods_rx) = mpsc::unbounded_channel();
@@ -368,6 +371,7 @@ pub async fn run(client: kube::Client) {
     });
     let context = Context {
         client,
+        endpoints_client,
         services: services.clone(),
         pods: pods.clone(),
     };

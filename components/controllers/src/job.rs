@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -106,6 +106,9 @@ pub fn failure_action(job: &Job, pod: &Pod) -> String {
 
 struct Context {
     client: kube::Client,
+    /// kube-controller-manager's ttl-after-finished controller's client: deleting finished Jobs is its job,
+    /// not the job controller's (whose role has no `delete` of jobs).
+    ttl_client: kube::Client,
     jobs: Store<Job>,
     pods: Store<Pod>,
     events: Recorder,
@@ -157,7 +160,8 @@ impl Context {
             if let Some(ttl) = spec.ttl_seconds_after_finished {
                 let left = at + i64::from(ttl) - now_seconds();
                 if left <= 0 {
-                    match api.delete(&name, &DeleteParams::background()).await {
+                    let ttl_api: Api<Job> = Api::namespaced(self.ttl_client.clone(), &namespace);
+                    match ttl_api.delete(&name, &DeleteParams::background()).await {
                         Ok(_) => return Ok(()),
                         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
                         Err(e) => {
@@ -362,14 +366,7 @@ impl Context {
         }
         let current = serde_json::to_value(&status).unwrap_or_default();
         if !work::covers(&current, &new_status) {
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": new_status})),
-                )
-                .await
-            {
+            match work::update_status(&api, &name, &json!({"status": new_status})).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => {
@@ -460,8 +457,8 @@ enum Seen {
     Pod(Box<Change<Pod>>),
 }
 
-/// Runs the controller until its watches end.
-pub async fn run(client: kube::Client) {
+/// Runs the controller (and the TTL-after-finished one, with `ttl_client`) until its watches end.
+pub async fn run(client: kube::Client, ttl_client: kube::Client) {
     let (jobs_tx, mut jobs_rx) = mpsc::unbounded_channel();
     let (pods_tx, mut pods_rx) = mpsc::unbounded_channel();
     let jobs = work::reflect(Api::<Job>::all(client.clone()), jobs_tx);
@@ -482,6 +479,7 @@ pub async fn run(client: kube::Client) {
     let context = Context {
         events: Recorder::new(client.clone(), "job-controller"),
         client,
+        ttl_client,
         jobs: jobs.clone(),
         pods: pods.clone(),
         created: std::sync::Mutex::new(BTreeMap::new()),

@@ -75,37 +75,57 @@ impl Default for ControllerOptions {
     }
 }
 
-/// Starts every controller of this crate on `tasks`.
-pub fn spawn_all(client: kube::Client, options: &ControllerOptions, tasks: &mut tokio::task::JoinSet<()>) {
+/// Starts every controller of this crate on `tasks`. `client_of` gives the client of a controller by its
+/// kube-controller-manager name (the ServiceAccount it acts as with `--use-service-account-credentials`);
+/// `manager` is the controller manager's own, for the controllers kube-controller-manager runs with its root
+/// client (the tokens controller, which makes the tokens the others need; the token cleaner, whose
+/// namespaced `kube-system` Role bonsai's bootstrap policy does not have).
+pub fn spawn_all(
+    manager: kube::Client,
+    client_of: &dyn Fn(&str) -> kube::Client,
+    options: &ControllerOptions,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
     tasks.spawn(nodelifecycle::run(
-        client.clone(),
+        client_of("node-controller"),
         options.node_monitor_grace_period,
     ));
-    tasks.spawn(podgc::run(client.clone(), options.terminated_pod_gc_threshold));
-    tasks.spawn(endpointslice::run(client.clone()));
-    tasks.spawn(namespace::run(client.clone()));
-    tasks.spawn(serviceaccount::run(client.clone()));
-    tasks.spawn(gc::run(client.clone()));
-    tasks.spawn(statefulset::run(client.clone()));
-    tasks.spawn(replicaset::run(client.clone()));
-    tasks.spawn(deployment::run(client.clone()));
-    tasks.spawn(job::run(client.clone()));
-    tasks.spawn(cronjob::run(client.clone()));
-    tasks.spawn(volumebinding::run(client.clone()));
-    tasks.spawn(tokencleaner::run(client.clone()));
-    tasks.spawn(daemonset::run(client.clone()));
+    tasks.spawn(podgc::run(
+        client_of("pod-garbage-collector"),
+        options.terminated_pod_gc_threshold,
+    ));
+    tasks.spawn(endpointslice::run(
+        client_of("endpointslice-controller"),
+        client_of("endpoint-controller"),
+    ));
+    tasks.spawn(namespace::run(client_of("namespace-controller")));
+    tasks.spawn(serviceaccount::run(client_of("service-account-controller")));
+    tasks.spawn(gc::run(client_of("generic-garbage-collector")));
+    tasks.spawn(statefulset::run(client_of("statefulset-controller")));
+    tasks.spawn(replicaset::run(client_of("replicaset-controller")));
+    tasks.spawn(deployment::run(client_of("deployment-controller")));
+    tasks.spawn(job::run(
+        client_of("job-controller"),
+        client_of("ttl-after-finished-controller"),
+    ));
+    tasks.spawn(cronjob::run(client_of("cronjob-controller")));
+    tasks.spawn(volumebinding::run(client_of("persistent-volume-binder")));
+    tasks.spawn(tokencleaner::run(manager.clone()));
+    tasks.spawn(daemonset::run(client_of("daemon-set-controller")));
     if !options.root_ca_pem.is_empty() {
         tasks.spawn(rootcacertpublisher::run(
-            client.clone(),
+            client_of("root-ca-cert-publisher"),
             options.root_ca_pem.clone(),
         ));
     }
     if let Some(signer) = &options.legacy_token_signer {
         tasks.spawn(serviceaccounttoken::run(
-            client.clone(),
+            manager,
             signer.clone(),
             options.root_ca_pem.clone(),
         ));
     }
-    tasks.spawn(clusterroleaggregation::run(client));
+    tasks.spawn(clusterroleaggregation::run(client_of(
+        "clusterrole-aggregation-controller",
+    )));
 }

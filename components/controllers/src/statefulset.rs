@@ -730,14 +730,7 @@ impl Context {
         let written = serde_json::to_value(&set.status).unwrap_or_default();
         if !work::covers(&written, &status) {
             let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &namespace);
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await
-            {
+            match work::update_status(&api, &name, &json!({"status": status})).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
                 Err(e) => {
@@ -1313,14 +1306,13 @@ async fn set_owner_references<K>(
     refs: Vec<OwnerReference>,
 ) -> Result<(), ControllerError>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
+    // An update, as kube-controller-manager's (its role grants claims `update`, not `patch`); the uid and
+    // resourceVersion read make it fail if the object changed since.
     let patch = json!({"metadata": {"ownerReferences": refs, "uid": meta.uid,
         "resourceVersion": meta.resource_version}});
-    match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    match work::update(api, name, &patch).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Err(ControllerError::Waiting(format!(

@@ -291,6 +291,61 @@ pub fn covers(current: &Value, desired: &Value) -> bool {
     }
 }
 
+/// RFC 7386 JSON merge patch of `patch` onto `target`.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(target_fields) = target {
+        for (key, value) in fields {
+            if value.is_null() {
+                target_fields.remove(key);
+            } else {
+                merge_patch(target_fields.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// `patch` (a merge patch) written as an update of the object (`status`: of its status subresource), read
+/// first: kube-controller-manager's controllers update, and their roles (`system:controller:*`) grant
+/// `update`, not `patch`, of what they own. A write that races another fails with 409 and is retried.
+async fn update_merged<K>(api: &Api<K>, name: &str, patch: &Value, status: bool) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + Debug,
+{
+    let current = api.get(name).await?;
+    let mut value = serde_json::to_value(&current).map_err(kube::Error::SerdeError)?;
+    merge_patch(&mut value, patch);
+    let updated: K = serde_json::from_value(value).map_err(kube::Error::SerdeError)?;
+    let params = kube::api::PostParams::default();
+    if status {
+        api.replace_status(name, &params, &updated).await
+    } else {
+        api.replace(name, &params, &updated).await
+    }
+}
+
+/// [`update_merged`] of the object.
+pub async fn update<K>(api: &Api<K>, name: &str, patch: &Value) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + Debug,
+{
+    update_merged(api, name, patch, false).await
+}
+
+/// [`update_merged`] of the object's status.
+pub async fn update_status<K>(api: &Api<K>, name: &str, patch: &Value) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + Debug,
+{
+    update_merged(api, name, patch, true).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +365,18 @@ mod tests {
         ));
         assert!(!covers(&json!({"a": [1, 2]}), &json!({"a": [1]})));
         assert!(!covers(&json!({"a": 1}), &json!({"b": null})));
+    }
+
+    #[test]
+    fn merge_patches_merge_as_rfc_7386_says() {
+        let mut target = serde_json::json!({"a": {"b": 1, "c": 2}, "d": [1], "e": "x"});
+        super::merge_patch(
+            &mut target,
+            &serde_json::json!({"a": {"b": 3, "c": null}, "d": [2], "f": {"g": 1}}),
+        );
+        assert_eq!(
+            target,
+            serde_json::json!({"a": {"b": 3}, "d": [2], "e": "x", "f": {"g": 1}})
+        );
     }
 }

@@ -543,10 +543,526 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
     ];
+    roles.extend(controller_roles());
     for role in &mut roles {
         add_default_metadata(role);
     }
     roles
+}
+
+const SA_ROLE_PREFIX: &str = "system:controller:";
+
+/// The ServiceAccount names (in `kube-system`) of the controllers that run with credentials of their own, as
+/// kube-controller-manager's `--use-service-account-credentials` does; each is bound to
+/// `system:controller:<name>`.
+pub fn controller_role_names() -> Vec<String> {
+    controller_roles()
+        .iter()
+        .filter_map(|role| role.pointer("/metadata/name").and_then(Value::as_str))
+        .filter_map(|name| name.strip_prefix(SA_ROLE_PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `buildControllerRoles()` (controller_policy.go, without the roles of feature-gated alpha/beta controllers),
+/// plus the roles of controllers bonsai runs that kube-controller-manager lacks (k3s runs them itself).
+fn controller_roles() -> Vec<Value> {
+    const LEGACY: &str = "";
+    const APPS: &str = "apps";
+    const EXTENSIONS: &str = "extensions";
+    const BATCH: &str = "batch";
+    const STORAGE: &str = "storage.k8s.io";
+    const CERTIFICATES: &str = "certificates.k8s.io";
+    let none = json!({});
+    let controller =
+        |name: &str, rules: Vec<Value>| role(&format!("{SA_ROLE_PREFIX}{name}"), none.clone(), rules);
+    vec![
+        controller(
+            "attachdetach-controller",
+            vec![
+                rule(
+                    &["list", "watch"],
+                    &[LEGACY],
+                    &["persistentvolumes", "persistentvolumeclaims"],
+                ),
+                rule(&["get", "list", "watch"], &[LEGACY], &["nodes"]),
+                rule(&["patch", "update"], &[LEGACY], &["nodes/status"]),
+                rule(&["list", "watch"], &[LEGACY], &["pods"]),
+                events(),
+                rule(
+                    &["get", "create", "delete", "list", "watch"],
+                    &[STORAGE],
+                    &["volumeattachments"],
+                ),
+                rule(&["get", "watch", "list"], &[STORAGE], &["csidrivers"]),
+                rule(&["get", "watch", "list"], &[STORAGE], &["csinodes"]),
+            ],
+        ),
+        controller(
+            "clusterrole-aggregation-controller",
+            vec![rule(
+                &["escalate", "get", "list", "watch", "update", "patch"],
+                &["rbac.authorization.k8s.io"],
+                &["clusterroles"],
+            )],
+        ),
+        controller(
+            "cronjob-controller",
+            vec![
+                rule(&["get", "list", "watch", "update"], &[BATCH], &["cronjobs"]),
+                rule(
+                    &["get", "list", "watch", "create", "update", "delete", "patch"],
+                    &[BATCH],
+                    &["jobs"],
+                ),
+                rule(&["update"], &[BATCH], &["cronjobs/status"]),
+                rule(&["update"], &[BATCH], &["cronjobs/finalizers"]),
+                rule(&["list", "watch", "delete"], &[LEGACY], &["pods"]),
+                events(),
+            ],
+        ),
+        controller(
+            "daemon-set-controller",
+            vec![
+                rule(READ, &[EXTENSIONS, APPS], &["daemonsets"]),
+                rule(&["update"], &[EXTENSIONS, APPS], &["daemonsets/status"]),
+                rule(&["update"], &[EXTENSIONS, APPS], &["daemonsets/finalizers"]),
+                rule(&["list", "watch"], &[LEGACY], &["nodes"]),
+                rule(
+                    &["list", "watch", "create", "delete", "patch"],
+                    &[LEGACY],
+                    &["pods"],
+                ),
+                rule(&["create"], &[LEGACY], &["pods/binding"]),
+                rule(
+                    &["get", "list", "watch", "create", "delete", "update", "patch"],
+                    &[APPS],
+                    &["controllerrevisions"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "deployment-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update"],
+                    &[EXTENSIONS, APPS],
+                    &["deployments"],
+                ),
+                rule(&["update"], &[EXTENSIONS, APPS], &["deployments/status"]),
+                rule(&["update"], &[EXTENSIONS, APPS], &["deployments/finalizers"]),
+                rule(
+                    &["get", "list", "watch", "create", "update", "patch", "delete"],
+                    &[APPS, EXTENSIONS],
+                    &["replicasets"],
+                ),
+                rule(&["get", "list", "watch", "update"], &[LEGACY], &["pods"]),
+                events(),
+            ],
+        ),
+        controller(
+            "disruption-controller",
+            vec![
+                rule(READ, &[EXTENSIONS, APPS], &["deployments"]),
+                rule(READ, &[APPS, EXTENSIONS], &["replicasets"]),
+                rule(READ, &[LEGACY], &["replicationcontrollers"]),
+                rule(READ, &["policy"], &["poddisruptionbudgets"]),
+                rule(READ, &[APPS], &["statefulsets"]),
+                rule(&["update"], &["policy"], &["poddisruptionbudgets/status"]),
+                rule(&["patch", "update"], &[LEGACY], &["pods/status"]),
+                rule(&["get"], &["*"], &["*/scale"]),
+                events(),
+            ],
+        ),
+        controller(
+            "endpoint-controller",
+            vec![
+                rule(READ, &[LEGACY], &["services", "pods"]),
+                rule(
+                    &["get", "list", "watch", "create", "update", "delete"],
+                    &[LEGACY],
+                    &["endpoints"],
+                ),
+                rule(&["create"], &[LEGACY], &["endpoints/restricted"]),
+                events(),
+            ],
+        ),
+        controller(
+            "endpointslice-controller",
+            vec![
+                rule(READ, &[LEGACY], &["services", "pods", "nodes"]),
+                rule(&["update"], &[LEGACY], &["services/finalizers"]),
+                rule(
+                    &["get", "list", "watch", "create", "update", "delete"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "endpointslicemirroring-controller",
+            vec![
+                rule(READ, &[LEGACY], &["services", "endpoints"]),
+                rule(&["update"], &[LEGACY], &["services/finalizers"]),
+                rule(&["update"], &[LEGACY], &["endpoints/finalizers"]),
+                rule(
+                    &["get", "list", "watch", "create", "update", "delete"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "expand-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[LEGACY],
+                    &["persistentvolumes"],
+                ),
+                rule(
+                    &["update", "patch"],
+                    &[LEGACY],
+                    &["persistentvolumeclaims/status"],
+                ),
+                rule(READ, &[LEGACY], &["persistentvolumeclaims"]),
+                events(),
+                rule(&["get"], &[LEGACY], &["services"]),
+            ],
+        ),
+        controller(
+            "ephemeral-volume-controller",
+            vec![
+                rule(READ, &[LEGACY], &["pods"]),
+                rule(&["update"], &[LEGACY], &["pods/finalizers"]),
+                rule(
+                    &["get", "list", "watch", "create"],
+                    &[LEGACY],
+                    &["persistentvolumeclaims"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "generic-garbage-collector",
+            vec![
+                rule(
+                    &["get", "list", "watch", "patch", "update", "delete"],
+                    &["*"],
+                    &["*"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "horizontal-pod-autoscaler",
+            vec![
+                rule(READ, &["autoscaling"], &["horizontalpodautoscalers"]),
+                rule(
+                    &["update"],
+                    &["autoscaling"],
+                    &["horizontalpodautoscalers/status"],
+                ),
+                rule(&["get", "update"], &["*"], &["*/scale"]),
+                rule(&["list", "watch"], &[LEGACY], &["pods"]),
+                rule(&["list", "watch"], &["metrics.k8s.io"], &["pods"]),
+                rule(READ, &["custom.metrics.k8s.io"], &["*"]),
+                rule(READ, &["external.metrics.k8s.io"], &["*"]),
+                events(),
+            ],
+        ),
+        controller(
+            "job-controller",
+            vec![
+                rule(&["get", "list", "watch", "update", "patch"], &[BATCH], &["jobs"]),
+                rule(&["update"], &[BATCH], &["jobs/status"]),
+                rule(&["update"], &[BATCH], &["jobs/finalizers"]),
+                rule(
+                    &["list", "watch", "create", "delete", "patch"],
+                    &[LEGACY],
+                    &["pods"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "namespace-controller",
+            vec![
+                rule(&["get", "list", "watch", "delete"], &[LEGACY], &["namespaces"]),
+                rule(
+                    &["update"],
+                    &[LEGACY],
+                    &["namespaces/finalize", "namespaces/status"],
+                ),
+                rule(
+                    &["get", "list", "watch", "delete", "deletecollection"],
+                    &["*"],
+                    &["*"],
+                ),
+            ],
+        ),
+        controller(
+            "node-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "delete", "patch"],
+                    &[LEGACY],
+                    &["nodes"],
+                ),
+                rule(&["patch", "update"], &[LEGACY], &["nodes/status"]),
+                rule(&["patch", "update"], &[LEGACY], &["pods/status"]),
+                rule(&["list", "watch", "get", "delete"], &[LEGACY], &["pods"]),
+                events(),
+            ],
+        ),
+        controller(
+            "persistent-volume-binder",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "create", "delete"],
+                    &[LEGACY],
+                    &["persistentvolumes"],
+                ),
+                rule(&["update"], &[LEGACY], &["persistentvolumes/status"]),
+                rule(
+                    &["get", "list", "watch", "update"],
+                    &[LEGACY],
+                    &["persistentvolumeclaims"],
+                ),
+                rule(&["update"], &[LEGACY], &["persistentvolumeclaims/status"]),
+                rule(
+                    &["list", "watch", "get", "create", "delete"],
+                    &[LEGACY],
+                    &["pods"],
+                ),
+                rule(READ, &[STORAGE], &["storageclasses"]),
+                rule(&["list", "watch"], &[LEGACY], &["nodes"]),
+                events(),
+                rule(&["watch"], &[LEGACY], &["events"]),
+                rule(&["get"], &[LEGACY], &["services"]),
+            ],
+        ),
+        controller(
+            "pod-garbage-collector",
+            vec![
+                rule(&["list", "watch", "delete"], &[LEGACY], &["pods"]),
+                rule(READ, &[LEGACY], &["nodes"]),
+                rule(&["patch"], &[LEGACY], &["pods/status"]),
+            ],
+        ),
+        controller(
+            "replicaset-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update"],
+                    &[APPS, EXTENSIONS],
+                    &["replicasets"],
+                ),
+                rule(&["update"], &[APPS, EXTENSIONS], &["replicasets/status"]),
+                rule(&["update"], &[APPS, EXTENSIONS], &["replicasets/finalizers"]),
+                rule(
+                    &["list", "watch", "patch", "create", "delete"],
+                    &[LEGACY],
+                    &["pods"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "replication-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update"],
+                    &[LEGACY],
+                    &["replicationcontrollers"],
+                ),
+                rule(&["update"], &[LEGACY], &["replicationcontrollers/status"]),
+                rule(&["update"], &[LEGACY], &["replicationcontrollers/finalizers"]),
+                rule(
+                    &["list", "watch", "patch", "create", "delete"],
+                    &[LEGACY],
+                    &["pods"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "resourcequota-controller",
+            vec![
+                rule(&["list", "watch"], &["*"], &["*"]),
+                rule(&["update"], &[LEGACY], &["resourcequotas/status"]),
+                events(),
+            ],
+        ),
+        controller(
+            "route-controller",
+            vec![
+                rule(&["list", "watch"], &[LEGACY], &["nodes"]),
+                rule(&["patch"], &[LEGACY], &["nodes/status"]),
+                events(),
+            ],
+        ),
+        controller(
+            "service-account-controller",
+            vec![rule(&["create"], &[LEGACY], &["serviceaccounts"]), events()],
+        ),
+        controller(
+            "service-controller",
+            vec![
+                rule(READ, &[LEGACY], &["services"]),
+                rule(&["patch", "update"], &[LEGACY], &["services/status"]),
+                rule(&["list", "watch"], &[LEGACY], &["nodes"]),
+                events(),
+            ],
+        ),
+        controller(
+            "statefulset-controller",
+            vec![
+                rule(&["list", "watch"], &[LEGACY], &["pods"]),
+                rule(READ, &[APPS], &["statefulsets"]),
+                rule(&["update"], &[APPS], &["statefulsets/status"]),
+                rule(&["update"], &[APPS], &["statefulsets/finalizers"]),
+                rule(
+                    &["get", "create", "delete", "update", "patch"],
+                    &[LEGACY],
+                    &["pods"],
+                ),
+                rule(
+                    &["get", "create", "delete", "update", "patch", "list", "watch"],
+                    &[APPS],
+                    &["controllerrevisions"],
+                ),
+                rule(
+                    &["get", "create", "list", "watch"],
+                    &[LEGACY],
+                    &["persistentvolumeclaims"],
+                ),
+                rule(&["update", "delete"], &[LEGACY], &["persistentvolumeclaims"]),
+                rule(&["update"], &[LEGACY], &["pods/finalizers"]),
+                events(),
+            ],
+        ),
+        controller(
+            "ttl-controller",
+            vec![
+                rule(&["update", "patch", "list", "watch"], &[LEGACY], &["nodes"]),
+                events(),
+            ],
+        ),
+        controller(
+            "certificate-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "delete"],
+                    &[CERTIFICATES],
+                    &["certificatesigningrequests"],
+                ),
+                rule(
+                    &["update"],
+                    &[CERTIFICATES],
+                    &[
+                        "certificatesigningrequests/status",
+                        "certificatesigningrequests/approval",
+                    ],
+                ),
+                named(
+                    &["approve"],
+                    &[CERTIFICATES],
+                    &["signers"],
+                    &["kubernetes.io/kube-apiserver-client-kubelet"],
+                ),
+                named(
+                    &["sign"],
+                    &[CERTIFICATES],
+                    &["signers"],
+                    &[
+                        "kubernetes.io/legacy-unknown",
+                        "kubernetes.io/kube-apiserver-client",
+                        "kubernetes.io/kube-apiserver-client-kubelet",
+                        "kubernetes.io/kubelet-serving",
+                    ],
+                ),
+                rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+                events(),
+            ],
+        ),
+        controller(
+            "pvc-protection-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update"],
+                    &[LEGACY],
+                    &["persistentvolumeclaims"],
+                ),
+                rule(&["list", "watch", "get"], &[LEGACY], &["pods"]),
+                events(),
+            ],
+        ),
+        controller(
+            "pv-protection-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update"],
+                    &[LEGACY],
+                    &["persistentvolumes"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "ttl-after-finished-controller",
+            vec![
+                rule(&["get", "list", "watch", "delete"], &[BATCH], &["jobs"]),
+                events(),
+            ],
+        ),
+        controller(
+            "root-ca-cert-publisher",
+            vec![rule(&["create", "update"], &[LEGACY], &["configmaps"]), events()],
+        ),
+        controller(
+            "validatingadmissionpolicy-status-controller",
+            vec![
+                rule(
+                    READ,
+                    &["admissionregistration.k8s.io"],
+                    &["validatingadmissionpolicies"],
+                ),
+                rule(
+                    &["get", "patch", "update"],
+                    &["admissionregistration.k8s.io"],
+                    &["validatingadmissionpolicies/status"],
+                ),
+                events(),
+            ],
+        ),
+        controller(
+            "legacy-service-account-token-cleaner",
+            vec![
+                named(
+                    &["get"],
+                    &[LEGACY],
+                    &["configmaps"],
+                    &["kube-apiserver-legacy-service-account-token-tracking"],
+                ),
+                rule(&["patch", "delete"], &[LEGACY], &["secrets"]),
+            ],
+        ),
+        // bonsai's own (k3s runs ServiceLB itself): what it writes is the Services' load-balancer status, as
+        // the cloud service controller's; it reads Services and Nodes.
+        controller(
+            "servicelb",
+            vec![
+                rule(READ, &[LEGACY], &["services"]),
+                rule(&["patch", "update"], &[LEGACY], &["services/status"]),
+                rule(&["list", "watch"], &[LEGACY], &["nodes"]),
+                events(),
+            ],
+        ),
+    ]
 }
 
 fn subject(kind: &str, name: &str) -> Value {
@@ -614,6 +1130,15 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             &[("Group", "system:nodes")],
         ),
     ];
+    // `addControllerRole`: each controller role bound to its ServiceAccount in kube-system.
+    for name in controller_role_names() {
+        let role = format!("{SA_ROLE_PREFIX}{name}");
+        bindings.push(binding(
+            &role,
+            &role,
+            &[("ServiceAccount", &format!("kube-system/{name}"))],
+        ));
+    }
     for binding in &mut bindings {
         add_default_metadata(binding);
     }
