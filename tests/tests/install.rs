@@ -412,8 +412,9 @@ ls /etc/runlevels/default >"$OUT/runlevel-after"
     assert_eq!(read(dir.path(), "runlevel-after").trim(), "");
     assert_eq!(read(dir.path(), "left"), "");
     assert_eq!(read(dir.path(), "before"), read(dir.path(), "after"), "{logs}");
-    // OpenRC made no cgroup of its own for the service on the host.
-    for path in ["/sys/fs/cgroup/openrc", "/sys/fs/cgroup/unified/bonsai"] {
-        assert!(!Path::new(path).exists(), "{path} was left");
-    }
+    // OpenRC made no cgroup hierarchy of its own on the host (a `bonsai` cgroup may be other tests' clusters').
+    assert!(
+        !Path::new("/sys/fs/cgroup/openrc").exists(),
+        "OpenRC's cgroup was left"
+    );
 }
