@@ -85,7 +85,10 @@ pub(crate) async fn limit(State(limiter): State<Arc<Limiter>>, request: Request,
     let _permit = match semaphore {
         Some(semaphore) => match semaphore.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
-            Err(_) => return too_many_requests(),
+            Err(_) => {
+                discard_body(request).await;
+                return too_many_requests();
+            }
         },
         None => None,
     };
@@ -97,6 +100,18 @@ pub(crate) async fn limit(State(limiter): State<Arc<Limiter>>, request: Request,
             "request did not complete within the allotted timeout",
         ),
     }
+}
+
+/// How much of a refused request's body is read, and for how long, before it is answered: Go's net/http (and so
+/// kube-apiserver) reads up to 256 KiB of a body its handler left unread.
+const DISCARD_LIMIT: usize = 256 << 10;
+const DISCARD_TIME: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the client is still sending. Without this the connection is closed with its body unread,
+/// the kernel answers the unread bytes with a reset, and the reset can destroy the 429 before the client reads it.
+async fn discard_body(request: Request) {
+    let body = request.into_body();
+    let _ = tokio::time::timeout(DISCARD_TIME, axum::body::to_bytes(body, DISCARD_LIMIT)).await;
 }
 
 /// kube-apiserver's answer when its in-flight limit is reached.
