@@ -310,21 +310,37 @@ impl Server {
 
     /// Starts a server on an existing namespace and directory (for restarts).
     pub fn start_in(netns: NetNs, dir: tempfile::TempDir, extra: &[&str]) -> Server {
-        Self::launch(netns, dir, extra, false)
+        Self::launch(netns, dir, extra, false, &[])
+    }
+
+    /// `start_in` with environment variables for the server process.
+    pub fn start_in_with_env(
+        netns: NetNs,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        Self::launch(netns, dir, extra, false, env)
     }
 
     /// Starts a server that runs its node agent too (`start` runs the control plane alone, `--disable-agent`, so
     /// that tests which play the nodes have only their own).
     pub fn start_with_agent(extra: &[&str]) -> Server {
-        Self::launch(NetNs::new(), tempfile::tempdir().unwrap(), extra, true)
+        Self::launch(NetNs::new(), tempfile::tempdir().unwrap(), extra, true, &[])
     }
 
     /// `start_with_agent` on an existing namespace and directory (for restarts).
     pub fn start_in_with_agent(netns: NetNs, dir: tempfile::TempDir, extra: &[&str]) -> Server {
-        Self::launch(netns, dir, extra, true)
+        Self::launch(netns, dir, extra, true, &[])
     }
 
-    fn launch(netns: NetNs, dir: tempfile::TempDir, extra: &[&str], agent: bool) -> Server {
+    fn launch(
+        netns: NetNs,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        agent: bool,
+        env: &[(&str, &str)],
+    ) -> Server {
         let kubeconfig = dir.path().join("kubeconfig.yaml");
         let data = dir.path().join("data");
         let mut args: Vec<String> = vec!["server".into(), "--data-dir".into(), data.display().to_string()];
@@ -334,11 +350,12 @@ impl Server {
         args.extend(["--write-kubeconfig".into(), kubeconfig.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         // A node agent needs the host's cgroup mounts, which `ip netns exec` hides (it remounts /sys).
-        let command = if agent {
+        let mut command = if agent {
             netns.net_command(bonsai_bin())
         } else {
             netns.command(bonsai_bin())
         };
+        command.envs(env.iter().copied());
         let mut process = Running::start_with(command, &args);
         process.wait_for_log("bonsai server ready", Duration::from_secs(30));
         Server {

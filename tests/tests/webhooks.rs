@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use bonsai_e2e::{Server, fails, ok, text};
+use bonsai_e2e::{NetNs, Server, fails, ok, text};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -555,4 +555,54 @@ fn failure_policy_timeout_dry_run_and_validation() {
         ),
         "{denied}"
     );
+}
+
+#[test]
+fn a_webhook_without_a_ca_bundle_is_checked_against_the_system_roots() {
+    // The webhook's CA is made the host's only trust root for the server (SSL_CERT_FILE, which the system roots
+    // are read from, as Go reads them); the configuration carries no caBundle.
+    let netns = NetNs::new();
+    let hooks = Webhooks::start(&netns.name);
+    let roots = tempfile::tempdir().unwrap();
+    let roots_file = roots.path().join("roots.pem");
+    std::fs::write(
+        &roots_file,
+        base64::engine::general_purpose::STANDARD
+            .decode(&hooks.ca_bundle)
+            .unwrap(),
+    )
+    .unwrap();
+    let server = Server::start_in_with_env(
+        netns,
+        tempfile::tempdir().unwrap(),
+        &[],
+        &[("SSL_CERT_FILE", roots_file.to_str().unwrap())],
+    );
+    ok(server.kubectl(33, &["create", "namespace", "apps"]));
+    let system_trusted = json!({"url": format!("https://127.0.0.1:{}/deny", hooks.port)});
+    apply(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "system-roots",
+            vec![webhook(
+                "system.webhooks.example.com",
+                system_trusted,
+                &["CREATE"],
+                json!({"objectSelector": {"matchLabels": {"deny": "system"}}}),
+            )],
+        ),
+    );
+    let denied = fails(server.kubectl_stdin(
+        33,
+        &["apply", "-f", "-"],
+        &configmap("apps", "s", json!({"deny": "system"})),
+    ));
+    assert!(
+        denied.contains(
+            "admission webhook \"system.webhooks.example.com\" denied the request: CREATE s is labelled deny"
+        ),
+        "{denied}"
+    );
+    assert_eq!(hooks.reviews_of("deny").len(), 1);
 }

@@ -1,6 +1,5 @@
 //! Calls to admission webhooks: a POST of a JSON review over HTTPS (rustls), trusting only the webhook's
-//! caBundle (without one, the system roots, as kube-apiserver; bonsai carries none, so such a webhook cannot be
-//! reached), the whole call bounded by the webhook's timeout. A `url` is called as written; a `service` is
+//! caBundle (without one, the host's system roots, as kube-apiserver), the whole call bounded by the webhook's timeout. A `url` is called as written; a `service` is
 //! called at `<svc>.<ns>.svc` (the name its certificate must hold) on the address of one of its ready endpoints
 //! (kube-apiserver's endpoint resolver, as with `--enable-aggregator-routing`: the API server reaches pod IPs on
 //! its node, not necessarily cluster IPs).
@@ -58,14 +57,41 @@ pub enum CallError {
     Response(String),
 }
 
-fn tls_config(ca_bundle: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(pem) = ca_bundle {
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("invalid caBundle: {e}"))?;
-            roots.add(cert).map_err(|e| format!("invalid caBundle: {e}"))?;
+/// The host's trust roots (`SSL_CERT_FILE`/`SSL_CERT_DIR`, else the distribution's bundle), read once: what
+/// kube-apiserver's Go TLS client trusts when a webhook has no caBundle. Certificates that do not parse are left
+/// out, as Go leaves them out of its system pool.
+fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::debug!(%error, "reading the system trust roots");
         }
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(
+            added,
+            ignored,
+            "system trust roots for webhooks without a caBundle"
+        );
+        roots
+    })
+}
+
+fn roots_for(ca_bundle: Option<&[u8]>) -> Result<rustls::RootCertStore, String> {
+    let Some(pem) = ca_bundle else {
+        return Ok(system_roots().clone());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("invalid caBundle: {e}"))?;
+        roots.add(cert).map_err(|e| format!("invalid caBundle: {e}"))?;
     }
+    Ok(roots)
+}
+
+fn tls_config(ca_bundle: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = roots_for(ca_bundle)?;
     let config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -160,6 +186,25 @@ mod tests {
         assert_eq!(
             (e.server_name.as_str(), e.port, e.path.as_str()),
             ("hooks.example.com", 443, "/")
+        );
+    }
+
+    #[test]
+    fn without_a_ca_bundle_the_system_roots_are_trusted_and_with_one_only_it() {
+        // This host has Debian's ca-certificates bundle; a machine without any gets an empty store, never a panic.
+        let system = roots_for(None).unwrap_or_else(|e| panic!("{e}"));
+        if std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+            assert!(system.len() > 10, "{} system roots", system.len());
+        }
+        let certified = rcgen::generate_simple_self_signed(vec!["hooks.example.com".to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let own = roots_for(Some(certified.cert.pem().as_bytes())).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(own.len(), 1);
+        assert!(
+            roots_for(Some(
+                b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+            ))
+            .is_err()
         );
     }
 }
