@@ -353,6 +353,8 @@ error_log=$LOG
 pidfile="/var/run/$SERVICE.pid"
 respawn_delay=5
 respawn_max=0
+# A stop waits for bonsai to close its store (OpenRC's default gives up after 5 s and leaves it running).
+retry="SIGTERM/30/SIGKILL/5"
 set -o allexport
 if [ -f /etc/environment ]; then . /etc/environment; fi
 if [ -f $ENV_FILE ]; then . $ENV_FILE; fi

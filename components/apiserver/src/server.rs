@@ -74,12 +74,15 @@ pub struct RunningApiServer {
     pub local_addr: SocketAddr,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    watches: Arc<resources::WatchCaches>,
 }
 
 impl RunningApiServer {
     /// Stops accepting, lets requests in flight finish for up to `grace`, then returns.
     pub async fn shutdown(self, grace: std::time::Duration) {
         self.handle.graceful_shutdown(Some(grace));
+        // Watches never finish by themselves; ended now, they leave only short requests for the grace period.
+        self.watches.close();
         match self.task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "API server stopped with an error"),
@@ -668,7 +671,7 @@ pub async fn start(mut config: ApiServerConfig) -> Result<RunningApiServer, ApiS
     let kubelet = Arc::new(node_proxy::KubeletClient::new(&config.pki).map_err(ApiServerError::Tls)?);
     let app = router(
         Arc::new(config.state),
-        watches,
+        watches.clone(),
         kubelet,
         config.pki.ca_cert_pem.clone(),
         config.limits,
@@ -692,5 +695,6 @@ pub async fn start(mut config: ApiServerConfig) -> Result<RunningApiServer, ApiS
         local_addr,
         handle,
         task,
+        watches,
     })
 }

@@ -1254,11 +1254,13 @@ fn conflict(t: &Target, name: &str) -> ApiError {
     ApiError::Conflict {
         resource: t.resource,
         name: name.to_string(),
-        message:
-            "the object has been modified; please apply your changes to the latest version and try again"
-                .into(),
+        message: OBJECT_MODIFIED.into(),
     }
 }
+
+/// What a write that lost a race with another write says (kube-apiserver's `OptimisticLockErrorMsg`).
+const OBJECT_MODIFIED: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
 
 async fn update(
     store: &dyn Store,
@@ -1572,7 +1574,27 @@ async fn bind(store: &dyn Store, t: &Target, headers: &HeaderMap, body: Body) ->
         name: t.name.clone(),
         subresource: None,
     };
-    let (current, rev) = get(store, &pod).await?;
+    // As kube-apiserver's `assignPod` (a GuaranteedUpdate), a binding is applied again to the pod as it is now
+    // when another write (a status update, a label) got in between its read and its write.
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        match bind_once(store, t, &pod, node).await {
+            Err(ApiError::Conflict { message, .. }) if attempt < ATTEMPTS && message == OBJECT_MODIFIED => {
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(()) => break,
+        }
+    }
+    Ok(ok(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+/// One read-check-write of a binding; a lost race is the revision conflict `replace` reports.
+async fn bind_once(store: &dyn Store, t: &Target, pod: &Target, node: &str) -> Result<(), ApiError> {
+    let (current, rev) = get(store, pod).await?;
     if let Some(bound) = current
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -1605,11 +1627,8 @@ async fn bind(store: &dyn Store, t: &Target, headers: &HeaderMap, body: Body) ->
     }
     let mut new = current.clone();
     new["spec"]["nodeName"] = json!(node);
-    replace(store, &pod, current, rev, new, false, None).await?;
-    Ok(ok(
-        StatusCode::CREATED,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    ))
+    replace(store, pod, current, rev, new, false, None).await?;
+    Ok(())
 }
 
 /// DeleteOptions from a DELETE body: kubectl sends JSON, helm v4 protobuf, and either may send none.

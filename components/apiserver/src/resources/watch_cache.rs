@@ -145,6 +145,8 @@ impl CacheSubscription {
 pub struct WatchCaches {
     store: Arc<dyn Store>,
     caches: Mutex<HashMap<String, Arc<ResourceCache>>>,
+    /// Set at shutdown: no cache starts again, so that no watch holds the server open.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl WatchCaches {
@@ -152,6 +154,17 @@ impl WatchCaches {
         WatchCaches {
             store,
             caches: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Ends every watcher's feed, and refuses new ones: at shutdown, watches end at once (their clients re-watch
+    /// elsewhere or after the restart), as kube-apiserver ends them, instead of holding the graceful shutdown
+    /// for its whole grace period.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for cache in self.caches().values() {
+            cache.lock().sender = None;
         }
     }
 
@@ -213,6 +226,9 @@ impl WatchCaches {
         resource: &'static ResourceType,
         after: Revision,
     ) -> Result<Arc<ResourceCache>, WatchCacheError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(WatchCacheError::Store(StoreError::Closed));
+        }
         let key = resource.qualified_plural();
         if let Some(cache) = self.caches().get(&key).filter(|c| c.is_live()) {
             return Ok(cache.clone());

@@ -194,3 +194,21 @@ async fn a_watcher_that_stops_reading_is_cut_off_not_the_others() {
     };
     assert_eq!(end, FeedEnd::Lagged);
 }
+
+#[tokio::test]
+async fn closing_ends_every_feed_and_refuses_new_ones() {
+    let (_dir, store, caches) = setup();
+    let start = put(&store, "a", 1).await;
+    let mut sub = caches.subscribe(configmaps(), start).await.unwrap();
+    put(&store, "a", 2).await;
+    assert!(next(&mut sub).await.object.is_some());
+    caches.close();
+    let ended = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap();
+    assert_eq!(ended.unwrap_err(), FeedEnd::Closed);
+    assert!(matches!(
+        caches.subscribe(configmaps(), start).await,
+        Err(WatchCacheError::Store(StoreError::Closed))
+    ));
+}
